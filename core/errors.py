@@ -1,0 +1,44 @@
+"""kaizend's error hierarchy.
+
+One root, :class:`KaizendError`; each subclass also inherits the matching builtin so callers
+that catch ``ValueError`` or ``OSError`` keep working, and carries the facts a message needs.
+Messages say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class KaizendError(Exception):
+    """Root of every error kaizend raises on purpose."""
+
+
+class ConfigError(KaizendError, ValueError):
+    """A configuration value is invalid; ``key`` names the (first) bad key in dotted form."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ReadOnlyViolation(KaizendError, PermissionError):
+    """An operator query tried to change the database."""
+
+    def __init__(self, statement_type: str) -> None:
+        super().__init__(
+            f"refused: `kaizend sql` is read-only and does not run {statement_type} statements; "
+            "only SELECT (including SHOW, DESCRIBE, SUMMARIZE, WITH ... SELECT) and EXPLAIN "
+            "of a SELECT are allowed"
+        )
+        self.statement_type = statement_type
+
+
+class DaemonUnavailable(KaizendError, ConnectionError):
+    """The running daemon could not be reached over NATS."""
+
+
+class EmbeddedNatsError(KaizendError, RuntimeError):
+    """The embedded nats-server could not be started."""
+
+
+class StorageError(KaizendError, OSError):
+    """The event store could not commit (disk full, lock, I/O error); the batch is retried."""

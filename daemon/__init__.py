@@ -1,0 +1,1 @@
+"""The process: start-up order, embedded NATS, scheduler, command line, shutdown."""

@@ -1,0 +1,116 @@
+"""The daemon's lifecycle: start-up order, the run loop, and the graceful stop.
+
+Start: embedded nats-server (when no URL is configured) -> DuckDB store -> broker with the
+ingest subscriber and the admin responders -> writer -> scheduler -> runtime file.
+Stop (SIGTERM/SIGINT): stop fetching -> commit and ack what was fetched -> close NATS ->
+checkpoint DuckDB -> stop the embedded server; all within ``daemon.shutdown_grace_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from core.config import Settings
+from daemon.nats_server import EmbeddedNats
+from daemon.runtime import remove_runtime, write_runtime
+from handlers.admin import Admin
+from handlers.connection import make_broker
+from handlers.ingest import Ingestor, subscribe
+from storage.events import EventStore
+from storage.export import export_parquet
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """One running kaizend: owns the NATS connection, the DuckDB file and the scheduler."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+
+    def request_stop(self, reason: str = "requested") -> None:
+        if not self._stop.is_set():
+            log.info("stopping (%s)", reason)
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until a stop is requested; return the process exit code."""
+        started = time.perf_counter()
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+
+        embedded: EmbeddedNats | None = None
+        url = s.nats.url
+        if not url:
+            embedded = EmbeddedNats(
+                s.path(Path("nats")), host=s.nats.embedded_host, port=s.nats.embedded_port
+            )
+            await asyncio.to_thread(embedded.start)
+            url = embedded.url
+
+        store = EventStore(s.db_path)
+        ingestor = Ingestor(store, s.ingest, s.stream.subject_prefix)
+        broker = make_broker(
+            s.nats, url, graceful_timeout=s.daemon.shutdown_grace_s, reconnect_forever=True
+        )
+        subscriber = subscribe(broker, s.stream, s.ingest, ingestor)
+        admin = Admin(s, store, ingestor, url)
+        admin.register(broker)
+        scheduler = AsyncIOScheduler()
+        if s.storage.export_interval_s:
+            scheduler.add_job(
+                asyncio.to_thread,
+                "interval",
+                args=[lambda: export_parquet(store.cursor(), s.export_path)],
+                seconds=s.storage.export_interval_s,
+                id="parquet-export",
+                max_instances=1,
+                coalesce=True,
+            )
+        try:
+            ingestor.start()
+            await broker.start()
+            admin.js = broker.connection.jetstream()
+            scheduler.start()
+            write_runtime(s, url)
+            log.info(
+                "kaizend ready in %.1f s: NATS %s, stream %s, consumer %s, database %s",
+                time.perf_counter() - started, url, s.stream.name, s.ingest.consumer, s.db_path,
+            )
+            await self._stop.wait()
+        finally:
+            await self._shutdown(broker, subscriber, ingestor, scheduler, store, embedded)
+        return 0
+
+    async def _shutdown(self, broker, subscriber, ingestor, scheduler, store, embedded) -> None:  # noqa: ANN001
+        started = time.perf_counter()
+        grace = self.settings.daemon.shutdown_grace_s
+        try:
+            async with asyncio.timeout(grace):
+                await subscriber.stop()  # no new fetches; waits for the batch in hand
+                await ingestor.drain()  # commit and ack what was fetched
+                await broker.stop()
+        except TimeoutError:
+            log.error("graceful stop exceeded %.0f s; unacked events will be redelivered", grace)
+        except Exception:
+            log.exception("error while draining; unacked events will be redelivered")
+        finally:
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            try:
+                store.checkpoint()
+            finally:
+                store.close()
+                remove_runtime(self.settings)
+                if embedded is not None:
+                    await asyncio.to_thread(embedded.stop)
+        log.info("kaizend stopped in %.1f s", time.perf_counter() - started)

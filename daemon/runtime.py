@@ -1,0 +1,47 @@
+"""The runtime file: how command-line clients find the running daemon.
+
+The daemon writes ``<data_dir>/run/daemon.json`` (its pid and NATS URL) once it is ready and
+removes it on a clean exit. A file left by a killed daemon is recognised by its dead pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from core.config import Settings
+
+
+def write_runtime(settings: Settings, nats_url: str) -> None:
+    path = settings.runtime_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps({"pid": os.getpid(), "nats_url": nats_url}))
+    os.replace(partial, path)
+
+
+def remove_runtime(settings: Settings) -> None:
+    settings.runtime_file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user (the systemd unit's)
+        return True
+    return True
+
+
+def daemon_nats_url(settings: Settings) -> str | None:
+    """The URL to reach the daemon at: the configured one, else the running daemon's own."""
+    if settings.nats.url:
+        return settings.nats.url
+    path: Path = settings.runtime_file
+    try:
+        info = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return info["nats_url"] if _alive(int(info["pid"])) else None

@@ -1,0 +1,1 @@
+"""What arrives over NATS: event schemas, the ingest subscriber, the admin responders."""

@@ -1,0 +1,139 @@
+"""The daemon's request-reply responders for operators: read-only SQL and status/health.
+
+``<admin prefix>.sql`` takes ``{"sql": ..., "max_rows": ...}`` and answers
+``{"columns", "types", "rows", "truncated"}`` or ``{"error"}``; ``<admin prefix>.status``
+answers the status document that `kaizend status` prints and `kaizend check` judges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import duckdb
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from pydantic import BaseModel, Field
+from pydantic_core import to_json
+
+from core import __version__
+from core.config import Settings
+from core.errors import KaizendError
+from handlers.ingest import Ingestor
+from storage.events import EVENT_TABLES, TABLES, EventStore
+from storage.readonly import run_read_only
+
+log = logging.getLogger(__name__)
+
+
+class SqlRequest(BaseModel):
+    sql: str = Field(min_length=1)
+    max_rows: int | None = Field(None, ge=1)
+
+
+def read_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Row counts and the time of the newest stored event, from any connection."""
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+    union = " UNION ALL ".join(f"SELECT max(ingested_at) AS t FROM {t}" for t in EVENT_TABLES.values())
+    newest = con.execute(f"SELECT max(t) FROM ({union})").fetchone()[0]
+    return {"counts": counts, "last_event_at": newest.isoformat() if newest else None}
+
+
+class Admin:
+    """Answers operators' requests from inside the running daemon."""
+
+    def __init__(
+        self, settings: Settings, store: EventStore, ingestor: Ingestor, nats_url: str
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ingestor = ingestor
+        self.nats_url = nats_url
+        self.js: JetStreamContext | None = None
+        self._broker: NatsBroker | None = None
+
+    def register(self, broker: NatsBroker) -> None:
+        self._broker = broker
+        prefix = self.settings.admin.subject_prefix
+        broker.subscriber(f"{prefix}.sql")(self.sql)
+        broker.subscriber(f"{prefix}.status")(self.status)
+
+    async def sql(self, request: SqlRequest) -> bytes:
+        limit = min(request.max_rows or self.settings.admin.sql_max_rows, self.settings.admin.sql_max_rows)
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(run_read_only, self.store.cursor(), request.sql, limit)
+        except (KaizendError, duckdb.Error, ValueError) as err:
+            log.info("refused or failed operator query: %s", err)
+            return to_json({"error": str(err)})
+        reply = to_json(
+            {
+                "columns": result.columns,
+                "types": result.types,
+                "rows": result.rows,
+                "truncated": result.truncated,
+            },
+            bytes_mode="base64",
+            fallback=str,
+        )
+        limit = self._broker.connection.max_payload if self._broker else len(reply)
+        if len(reply) > limit:
+            return to_json(
+                {
+                    "error": f"result of {len(result.rows)} rows is {len(reply)} bytes, over the "
+                    f"NATS payload limit of {limit}: add a LIMIT, or query the Parquet export "
+                    f"under {self.settings.export_path}"
+                }
+            )
+        log.info("operator query answered in %.0f ms", (time.perf_counter() - started) * 1e3)
+        return reply
+
+    async def consumer_lag(self) -> dict[str, int] | None:
+        if self.js is None:
+            return None
+        try:
+            info = await self.js.consumer_info(self.settings.stream.name, self.settings.ingest.consumer)
+        except Exception as err:  # noqa: BLE001 - reported, not fatal
+            log.warning("consumer_info failed: %s", err)
+            return None
+        return {
+            "num_pending": info.num_pending or 0,
+            "num_ack_pending": info.num_ack_pending or 0,
+            "num_redelivered": info.num_redelivered or 0,
+        }
+
+    def health(self, lag: dict[str, int] | None) -> tuple[bool, str]:
+        """Ingesting means: NATS reachable, and no backlog left uncommitted for too long."""
+        stats = self.ingestor.stats
+        if lag is None:
+            return False, "JetStream consumer unreachable"
+        if not self.ingestor.running:
+            return False, "ingest writer is not running"
+        backlog = lag["num_pending"] + lag["num_ack_pending"]
+        since = time.time() - (stats.last_commit_at or stats.started_at)
+        if backlog and since > self.settings.ingest.stall_after_s:
+            return False, f"{backlog} events pending and nothing committed for {since:.0f} s"
+        return True, "ingesting"
+
+    async def status(self) -> dict[str, Any]:
+        stored = await asyncio.to_thread(read_status, self.store.cursor())
+        lag = await self.consumer_lag()
+        healthy, reason = self.health(lag)
+        stats = self.ingestor.stats
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "nats_url": self.nats_url,
+            "uptime_s": round(time.time() - stats.started_at, 1),
+            "healthy": healthy,
+            "health": reason,
+            "lag": lag,
+            "committed_since_start": dict(stats.committed),
+            "batches": stats.batches,
+            "storage_failures": stats.storage_failures,
+            "last_commit_ms": round(stats.last_commit_ms, 1),
+            **stored,
+        }

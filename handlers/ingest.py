@@ -1,0 +1,251 @@
+"""The ingest subscriber: JetStream pull batches -> validated rows -> one DuckDB commit -> acks.
+
+Delivery is at-least-once: a message is acknowledged only after the transaction holding its
+row has committed, and the store's primary keys make a redelivered row a no-op, so the stored
+effect is exactly-once. A message that can never become an event (bad JSON, wrong types,
+out-of-range values, an unknown subject, an oversized payload) is stored in
+``rejected_events`` with its bytes and the reason, in the same transaction, and then
+terminated so JetStream does not redeliver it. When the store itself fails, the whole batch is
+negatively acknowledged with a growing delay, up to the consumer's ``max_deliver``.
+
+Committing runs in a worker thread and overlaps with fetching the next batch: the subscriber
+hands a validated batch to a single writer task (a queue of at most two batches), which
+commits, then acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from faststream import AckPolicy, NoCast
+from faststream.nats import (
+    ConsumerConfig,
+    DeliverPolicy,
+    JStream,
+    NatsBroker,
+    PullSub,
+    RetentionPolicy,
+    StorageType,
+)
+from faststream.nats.message import NatsBatchMessage
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy as NatsAckPolicy
+from pydantic import ValidationError
+from pydantic_core import to_json
+
+from core.config import IngestSettings, StreamSettings
+from core.errors import StorageError
+from handlers.events import EVENT_TYPES
+from storage.events import EVENT_TABLES, REJECTED_TABLE, EventStore
+
+log = logging.getLogger(__name__)
+
+_MAX_NAK_DELAY_S = 300.0
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """A one-line, readable reason: which field, what was wrong, what was given."""
+    parts = []
+    for e in err.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"]) or "payload"
+        if e["type"] == "json_invalid":
+            parts.append(f"malformed JSON: {e['ctx'].get('error', e['msg'])}")
+        elif e["type"] == "missing":
+            parts.append(f"missing field '{where}'")
+        else:
+            given = e.get("input")
+            shown = repr(given)[:80] if not isinstance(given, dict) else "an object"
+            parts.append(f"field '{where}': {e['msg']} (got {shown})")
+    return "; ".join(parts)
+
+
+@dataclass
+class Classified:
+    """A fetched batch split into storable rows and the messages to ack or terminate."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    accepted: list[Msg] = field(default_factory=list)
+    rejected: list[Msg] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+
+def classify(
+    msgs: list[Msg], subject_prefix: str, max_payload_bytes: int, now: datetime | None = None
+) -> Classified:
+    """Validate each message and turn it into a row of its event table or of rejected_events."""
+    now = now or datetime.now(UTC)
+    out = Classified(rows={table: [] for table in (*EVENT_TABLES.values(), REJECTED_TABLE)})
+    dot_prefix = subject_prefix + "."
+    for msg in msgs:
+        seq = msg.metadata.sequence.stream
+        data = msg.data
+        kind = msg.subject[len(dot_prefix):] if msg.subject.startswith(dot_prefix) else None
+        event_type = EVENT_TYPES.get(kind) if kind else None
+        reason: str | None = None
+        if event_type is None:
+            reason = f"unknown subject {msg.subject!r}: expected {dot_prefix}" + "|".join(EVENT_TYPES)
+        elif len(data) > max_payload_bytes:
+            reason = f"oversized payload: {len(data)} bytes > ingest.max_payload_bytes={max_payload_bytes}"
+        else:
+            try:
+                row = event_type.model_validate_json(data).to_row()
+            except ValidationError as err:
+                reason = f"invalid {kind} event: {describe_validation_error(err)}"
+            else:
+                row["stream_seq"] = seq
+                row["ingested_at"] = now
+                out.rows[EVENT_TABLES[kind]].append(row)
+                out.accepted.append(msg)
+                out.kinds[kind] += 1
+                continue
+        out.rows[REJECTED_TABLE].append(
+            {
+                "stream_seq": seq,
+                "subject": msg.subject,
+                "reason": reason,
+                "raw": data[:max_payload_bytes],
+                "raw_size": len(data),
+                "headers": to_json(msg.headers).decode() if msg.headers else None,
+                "received_at": now,
+            }
+        )
+        out.rejected.append(msg)
+        out.kinds["rejected"] += 1
+    return out
+
+
+@dataclass
+class IngestStats:
+    """What the health check and `kaizend status` report about ingestion."""
+
+    committed: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    storage_failures: int = 0
+    last_commit_at: float | None = None  # time.time()
+    last_commit_ms: float = 0.0
+    started_at: float = field(default_factory=time.time)
+
+
+class Ingestor:
+    """Validates fetched batches and commits them through a single writer task."""
+
+    def __init__(self, store: EventStore, settings: IngestSettings, subject_prefix: str) -> None:
+        self.store = store
+        self.settings = settings
+        self.subject_prefix = subject_prefix
+        self.stats = IngestStats()
+        self._queue: asyncio.Queue[Classified | None] = asyncio.Queue(maxsize=2)
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
+
+    @property
+    def running(self) -> bool:
+        return self._writer is not None and not self._writer.done()
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        """The subscriber's handler: validate, then queue for the writer (waits if it is busy)."""
+        batch = classify(msgs, self.subject_prefix, self.settings.max_payload_bytes)
+        await self._queue.put(batch)
+
+    async def _write_loop(self) -> None:
+        while (batch := await self._queue.get()) is not None:
+            try:
+                await self._commit(batch)
+            except Exception:
+                # Never let the writer die: the batch stays unacknowledged and is redelivered.
+                log.exception("could not settle a batch of %d messages", sum(batch.kinds.values()))
+
+    async def _commit(self, batch: Classified) -> None:
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.store.write, batch.rows)
+        except StorageError as err:
+            self.stats.storage_failures += 1
+            msgs = batch.accepted + batch.rejected
+            delivered = max(m.metadata.num_delivered for m in msgs)
+            delay = min(self.settings.retry_delay_s * 2 ** (delivered - 1), _MAX_NAK_DELAY_S)
+            log.error(
+                "STORAGE FAILURE: %s; %d messages will be redelivered in %.1f s "
+                "(delivery %d of %d)",
+                err, len(msgs), delay, delivered, self.settings.max_deliver,
+            )
+            for msg in msgs:
+                await msg.nak(delay=delay)
+            return
+        for msg in batch.accepted:
+            await msg.ack()
+        for msg in batch.rejected:
+            await msg.term()
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        self.stats.committed.update(batch.kinds)
+        self.stats.batches += 1
+        self.stats.last_commit_at = time.time()
+        self.stats.last_commit_ms = elapsed_ms
+        if batch.rejected:
+            log.warning("rejected %d malformed events (see rejected_events)", len(batch.rejected))
+        log.debug("committed %s in %.1f ms", dict(batch.kinds), elapsed_ms)
+
+    async def drain(self) -> None:
+        """Commit and ack what is queued, then stop the writer. Call after fetching stopped."""
+        if self._writer is None:
+            return
+        await self._queue.put(None)
+        await self._writer
+        self._writer = None
+
+
+def events_stream(settings: StreamSettings) -> JStream:
+    """The JetStream stream capturing every subject under the events prefix."""
+    return JStream(
+        name=settings.name,
+        subjects=[f"{settings.subject_prefix}.>"],
+        storage=StorageType.FILE if settings.storage == "file" else StorageType.MEMORY,
+        retention=RetentionPolicy.LIMITS,
+        max_age=settings.max_age_days * 86400 or None,
+        max_bytes=settings.max_bytes,
+        max_msgs=settings.max_msgs,
+        duplicate_window=settings.duplicate_window_s,
+    )
+
+
+async def _raw_messages(batch: NatsBatchMessage) -> list[Msg]:
+    # Skip FastStream's per-message decoding: the handler validates the bytes itself.
+    return batch.raw_message
+
+
+def subscribe(
+    broker: NatsBroker, stream: StreamSettings, settings: IngestSettings, ingestor: Ingestor
+) -> Any:
+    """Register the durable pull subscriber that feeds ``ingestor``; return the subscriber."""
+
+    async def ingest(msgs: NoCast[list[Msg]]) -> None:
+        await ingestor.handle(msgs)
+
+    subscriber = broker.subscriber(
+        f"{stream.subject_prefix}.>",
+        stream=events_stream(stream),
+        durable=settings.consumer,
+        pull_sub=PullSub(
+            batch_size=settings.batch_size, timeout=settings.flush_interval_ms / 1000, batch=True
+        ),
+        config=ConsumerConfig(
+            ack_policy=NatsAckPolicy.EXPLICIT,
+            ack_wait=settings.ack_wait_s,
+            max_deliver=settings.max_deliver,
+            # Two batches in the writer's queue plus one being fetched.
+            max_ack_pending=max(4 * settings.batch_size, 1000),
+            deliver_policy=DeliverPolicy.ALL,
+        ),
+        ack_policy=AckPolicy.MANUAL,
+        decoder=_raw_messages,
+    )
+    subscriber(ingest)
+    return subscriber

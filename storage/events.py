@@ -1,0 +1,105 @@
+"""The DuckDB event store: bulk, idempotent, transactional writes of event batches.
+
+Writes go through Arrow: a batch becomes one Arrow table per event table and one
+``INSERT OR IGNORE ... BY NAME`` each, all in one transaction. The primary keys (``event_id``;
+``stream_seq`` for rejected messages) make a redelivered batch a no-op, so at-least-once
+delivery stores every event exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from core.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+EVENT_TABLES: dict[str, str] = {
+    "query": "query_events",
+    "feedback": "feedback_events",
+    "correction": "correction_events",
+}
+REJECTED_TABLE = "rejected_events"
+TABLES = (*EVENT_TABLES.values(), REJECTED_TABLE)
+
+
+def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables and views that do not exist yet."""
+    con.execute(resources.files("storage").joinpath("schema.sql").read_text())
+
+
+class EventStore:
+    """The daemon's read-write handle on the DuckDB file. One per process."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(path))
+        except duckdb.IOException as err:
+            raise StorageError(
+                f"cannot open {path} for writing: {err}. Is another kaizend running? "
+                "Operators read through `kaizend sql` or the Parquet export."
+            ) from err
+        self.path = path
+        apply_schema(self._con)
+        # The Arrow schema of each table, read back from DuckDB so the DDL stays the only
+        # definition of the columns.
+        self._arrow_schemas = {
+            table: self._con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+            for table in TABLES
+        }
+
+    def arrow_schema(self, table: str) -> pa.Schema:
+        return self._arrow_schemas[table]
+
+    def write(self, rows_by_table: Mapping[str, Sequence[dict[str, Any]]]) -> int:
+        """Insert every row of the batch in one transaction; rows already stored are skipped.
+
+        Returns the number of rows offered. Raises :class:`StorageError` if nothing could be
+        committed; the caller then leaves the messages unacknowledged for redelivery.
+        """
+        offered = 0
+        try:
+            self._con.begin()
+            for table, rows in rows_by_table.items():
+                if not rows:
+                    continue
+                arrow = pa.Table.from_pylist(list(rows), schema=self._arrow_schemas[table])
+                self._con.register("_batch", arrow)
+                try:
+                    self._con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _batch")
+                finally:
+                    self._con.unregister("_batch")
+                offered += len(rows)
+            self._con.commit()
+        except (duckdb.Error, pa.ArrowException) as err:
+            with contextlib.suppress(duckdb.Error):
+                self._con.rollback()
+            raise StorageError(f"could not commit a batch ({offered} rows so far): {err}") from err
+        return offered
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection to the same database for another thread (readers, exports)."""
+        return self._con.cursor()
+
+    def counts(self) -> dict[str, int]:
+        cur = self.cursor()
+        return {t: cur.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file."""
+        started = time.perf_counter()
+        self._con.execute("CHECKPOINT")
+        log.info("checkpointed %s in %.0f ms", self.path, (time.perf_counter() - started) * 1e3)
+
+    def close(self) -> None:
+        self._con.close()

@@ -1,0 +1,89 @@
+-- kaizend's event tables. Applied idempotently at every start (CREATE ... IF NOT EXISTS).
+-- Times are TIMESTAMPTZ in UTC. `extra` keeps fields a newer producer sent that this schema
+-- version does not know. `stream_seq` is the JetStream sequence of the message, for tracing.
+
+CREATE TABLE IF NOT EXISTS query_events (
+    event_id       VARCHAR PRIMARY KEY,
+    query_id       VARCHAR NOT NULL,
+    ts             TIMESTAMPTZ NOT NULL,
+    task           VARCHAR NOT NULL,
+    text           VARCHAR NOT NULL,
+    model_version  VARCHAR NOT NULL,
+    arm            VARCHAR,           -- champion | challenger | shadow
+    unit_id        VARCHAR,           -- user or session key (sticky assignment)
+    output         JSON,              -- parsed filters, or ranked document ids with scores
+    latency_ms     DOUBLE NOT NULL,
+    error          VARCHAR,
+    service        VARCHAR,
+    schema_version INTEGER NOT NULL,
+    extra          JSON,
+    stream_seq     BIGINT,
+    ingested_at    TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS feedback_events (
+    event_id       VARCHAR PRIMARY KEY,
+    query_id       VARCHAR NOT NULL,
+    ts             TIMESTAMPTZ NOT NULL,
+    rating         TINYINT,           -- 1..5
+    thumbs         VARCHAR,           -- up | down
+    doc_id         VARCHAR,           -- the rated result, for retrieval
+    comment        VARCHAR,
+    schema_version INTEGER NOT NULL,
+    extra          JSON,
+    stream_seq     BIGINT,
+    ingested_at    TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS correction_events (
+    event_id         VARCHAR PRIMARY KEY,
+    query_id         VARCHAR NOT NULL,
+    ts               TIMESTAMPTZ NOT NULL,
+    corrected_output JSON NOT NULL,
+    author           VARCHAR,
+    schema_version   INTEGER NOT NULL,
+    extra            JSON,
+    stream_seq       BIGINT,
+    ingested_at      TIMESTAMPTZ NOT NULL
+);
+
+-- Everything that could not be stored as an event, with the bytes as they arrived.
+CREATE TABLE IF NOT EXISTS rejected_events (
+    stream_seq  BIGINT PRIMARY KEY,   -- unique per message: a redelivery is stored once
+    subject     VARCHAR NOT NULL,
+    reason      VARCHAR NOT NULL,
+    raw         BLOB NOT NULL,        -- truncated to ingest.max_payload_bytes for oversized ones
+    raw_size    BIGINT NOT NULL,
+    headers     JSON,
+    received_at TIMESTAMPTZ NOT NULL
+);
+
+-- One row per query with the signals that refer to it. Feedback and corrections may arrive
+-- before their query: they are stored anyway and show up here once the query is in.
+CREATE OR REPLACE VIEW query_outcomes AS
+SELECT
+    q.query_id, q.ts, q.task, q.model_version, q.arm, q.unit_id, q.text, q.output,
+    q.latency_ms, q.error IS NOT NULL AS failed,
+    coalesce(f.n_feedback, 0)    AS n_feedback,
+    f.mean_rating,
+    coalesce(f.thumbs_up, 0)     AS thumbs_up,
+    coalesce(f.thumbs_down, 0)   AS thumbs_down,
+    coalesce(c.n_corrections, 0) AS n_corrections
+FROM query_events q
+LEFT JOIN (
+    SELECT query_id, count(*) AS n_feedback, avg(rating) AS mean_rating,
+           count(*) FILTER (WHERE thumbs = 'up') AS thumbs_up,
+           count(*) FILTER (WHERE thumbs = 'down') AS thumbs_down
+    FROM feedback_events GROUP BY query_id
+) f USING (query_id)
+LEFT JOIN (
+    SELECT query_id, count(*) AS n_corrections FROM correction_events GROUP BY query_id
+) c USING (query_id);
+
+-- Feedback and corrections whose query has not (yet) been seen.
+CREATE OR REPLACE VIEW unlinked_signals AS
+SELECT 'feedback' AS kind, event_id, query_id, ts, ingested_at FROM feedback_events
+WHERE query_id NOT IN (SELECT query_id FROM query_events)
+UNION ALL
+SELECT 'correction', event_id, query_id, ts, ingested_at FROM correction_events
+WHERE query_id NOT IN (SELECT query_id FROM query_events);
