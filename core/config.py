@@ -61,7 +61,7 @@ class IngestSettings(_Section):
     flush_interval_ms: int = Field(200, ge=1, le=60000, description="... or when this long has passed since the fetch began.")
     max_payload_bytes: int = Field(65536, ge=256, description="Events larger than this are rejected (stored in rejected_events).")
     max_deliver: int = Field(10, ge=2, description="Deliveries of one message before JetStream gives up (storage failures).")
-    ack_wait_s: float = Field(60.0, gt=0, description="Time the server waits for an ack before redelivering.")
+    ack_wait_s: float = Field(30.0, gt=0, description="Time the server waits for an ack before redelivering.")
     retry_delay_s: float = Field(1.0, gt=0, description="Delay of the first redelivery after a storage failure; doubles each time.")
     stall_after_s: float = Field(60.0, gt=0, description="`kaizend check` fails when events are pending and none was committed for this long.")
 

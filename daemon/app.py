@@ -21,7 +21,7 @@ from daemon.nats_server import EmbeddedNats
 from daemon.runtime import remove_runtime, write_runtime
 from handlers.admin import Admin
 from handlers.connection import make_broker
-from handlers.ingest import Ingestor, subscribe
+from handlers.ingest import Ingestor, subscribe, tolerate_fetch_timeouts
 from storage.events import EventStore
 from storage.export import export_parquet
 
@@ -33,12 +33,22 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.store: EventStore | None = None
         self._stop = asyncio.Event()
+        self._exit_code = 0
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
             log.info("stopping (%s)", reason)
         self._stop.set()
+
+    async def _connection_closed(self) -> None:
+        # The client reconnects forever, so a close we did not ask for is unrecoverable here:
+        # exit non-zero and let systemd restart us with a fresh connection.
+        if not self._stop.is_set():
+            log.critical("NATS connection closed unexpectedly; exiting for a restart")
+            self._exit_code = 1
+            self.request_stop("NATS connection closed")
 
     async def run(self) -> int:
         """Run until a stop is requested; return the process exit code."""
@@ -57,10 +67,14 @@ class Daemon:
             await asyncio.to_thread(embedded.start)
             url = embedded.url
 
-        store = EventStore(s.db_path)
+        store = self.store = EventStore(s.db_path)
         ingestor = Ingestor(store, s.ingest, s.stream.subject_prefix)
         broker = make_broker(
-            s.nats, url, graceful_timeout=s.daemon.shutdown_grace_s, reconnect_forever=True
+            s.nats,
+            url,
+            graceful_timeout=s.daemon.shutdown_grace_s,
+            reconnect_forever=True,
+            closed_cb=self._connection_closed,
         )
         subscriber = subscribe(broker, s.stream, s.ingest, ingestor)
         admin = Admin(s, store, ingestor, url)
@@ -79,6 +93,7 @@ class Daemon:
         try:
             ingestor.start()
             await broker.start()
+            tolerate_fetch_timeouts(subscriber)
             admin.js = broker.connection.jetstream()
             scheduler.start()
             write_runtime(s, url)
@@ -89,7 +104,7 @@ class Daemon:
             await self._stop.wait()
         finally:
             await self._shutdown(broker, subscriber, ingestor, scheduler, store, embedded)
-        return 0
+        return self._exit_code
 
     async def _shutdown(self, broker, subscriber, ingestor, scheduler, store, embedded) -> None:  # noqa: ANN001
         started = time.perf_counter()

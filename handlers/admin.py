@@ -119,9 +119,13 @@ class Admin:
         return True, "ingesting"
 
     async def status(self) -> dict[str, Any]:
-        stored = await asyncio.to_thread(read_status, self.store.cursor())
         lag = await self.consumer_lag()
         healthy, reason = self.health(lag)
+        try:
+            stored = await asyncio.to_thread(read_status, self.store.cursor())
+        except duckdb.Error as err:
+            stored = {"storage_error": str(err)}
+            healthy, reason = False, f"database unreadable: {err}"
         stats = self.ingestor.stats
         return {
             "version": __version__,
@@ -135,5 +139,6 @@ class Admin:
             "batches": stats.batches,
             "storage_failures": stats.storage_failures,
             "last_commit_ms": round(stats.last_commit_ms, 1),
+            "last_commit_at": stats.last_commit_at,
             **stored,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 
 from faststream.nats import NatsBroker
 from faststream.nats.security import (
@@ -51,6 +52,7 @@ def make_broker(
     graceful_timeout: float | None = None,
     reconnect_forever: bool = False,
     name: str = "kaizend",
+    closed_cb: Callable[[], Awaitable[None]] | None = None,
 ) -> NatsBroker:
     """A broker for ``url`` with the configured credentials and TLS.
 
@@ -66,6 +68,7 @@ def make_broker(
         max_reconnect_attempts=-1 if reconnect_forever else 0,
         reconnect_time_wait=1.0,
         graceful_timeout=graceful_timeout,
+        closed_cb=closed_cb,
         logger=log,
         log_level=logging.DEBUG,
     )

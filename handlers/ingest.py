@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
 from faststream import AckPolicy, NoCast
 from faststream.nats import (
     ConsumerConfig,
@@ -219,6 +220,29 @@ def events_stream(settings: StreamSettings) -> JStream:
 async def _raw_messages(batch: NatsBatchMessage) -> list[Msg]:
     # Skip FastStream's per-message decoding: the handler validates the bytes itself.
     return batch.raw_message
+
+
+def tolerate_fetch_timeouts(subscriber: Any) -> None:
+    """Make a bare ``asyncio.TimeoutError`` from nats-py's fetch look like nats' own timeout.
+
+    FastStream 0.7's pull loop ends a batch on ``nats.errors.TimeoutError`` but not on the
+    builtin ``TimeoutError`` that ``fetch`` raises when its deadline runs out between its two
+    requests; that escapes, the loop restarts, and the messages already gathered for the batch
+    are dropped until JetStream redelivers them after ``ack_wait``. Call after the broker
+    started (the subscription exists then).
+    """
+    subscription = subscriber.subscription
+    fetch = subscription.fetch
+
+    async def fetch_ending_batch_on_timeout(*args: Any, **kwargs: Any) -> list[Msg]:
+        try:
+            return await fetch(*args, **kwargs)
+        except TimeoutError as err:
+            if isinstance(err, nats.errors.TimeoutError):
+                raise
+            raise nats.errors.TimeoutError from err
+
+    subscription.fetch = fetch_ending_batch_on_timeout
 
 
 def subscribe(

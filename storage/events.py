@@ -68,23 +68,26 @@ class EventStore:
         committed; the caller then leaves the messages unacknowledged for redelivery.
         """
         offered = 0
+        registered: list[str] = []
         try:
             self._con.begin()
             for table, rows in rows_by_table.items():
                 if not rows:
                     continue
                 arrow = pa.Table.from_pylist(list(rows), schema=self._arrow_schemas[table])
-                self._con.register("_batch", arrow)
-                try:
-                    self._con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _batch")
-                finally:
-                    self._con.unregister("_batch")
+                view = f"_batch_{table}"
+                self._con.register(view, arrow)
+                registered.append(view)
+                self._con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM {view}")
                 offered += len(rows)
             self._con.commit()
         except (duckdb.Error, pa.ArrowException) as err:
             with contextlib.suppress(duckdb.Error):
                 self._con.rollback()
-            raise StorageError(f"could not commit a batch ({offered} rows so far): {err}") from err
+            raise StorageError(f"could not commit a batch of {offered} rows: {err}") from err
+        finally:
+            for view in registered:
+                self._con.unregister(view)
         return offered
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
