@@ -42,18 +42,30 @@ def make_events(n: int, prefix: str, tag: str) -> list[Outgoing]:
         qid = f"{tag}-q{i // 10}"
         ts = "2026-11-23T10:00:00Z"
         if bucket < 6:
-            kind, body = "query", {
-                "task": "parser", "text": f"wind sites over {100 + i % 900}kw in berkshire",
-                "model_version": "v0", "arm": "champion", "unit_id": f"u{i % 5000}",
-                "output": {"technology": "Wind", "capacity_min_kw": 100 + i % 900,
-                           "postcode_patterns": ["RG", "SL"]},
-                "latency_ms": 41.5, "service": "fit-search",
-            }
+            kind, body = (
+                "query",
+                {
+                    "task": "parser",
+                    "text": f"wind sites over {100 + i % 900}kw in berkshire",
+                    "model_version": "v0",
+                    "arm": "champion",
+                    "unit_id": f"u{i % 5000}",
+                    "output": {
+                        "technology": "Wind",
+                        "capacity_min_kw": 100 + i % 900,
+                        "postcode_patterns": ["RG", "SL"],
+                    },
+                    "latency_ms": 41.5,
+                    "service": "fit-search",
+                },
+            )
         elif bucket < 9:
             kind, body = "feedback", {"rating": 1 + i % 5, "thumbs": "up" if i % 2 else "down"}
         else:
-            kind, body = "correction", {"corrected_output": {"technology": "Wind",
-                                                             "capacity_min_kw": 100}}
+            kind, body = (
+                "correction",
+                {"corrected_output": {"technology": "Wind", "capacity_min_kw": 100}},
+            )
         event_id = f"{tag}-e{i}"
         payload = {"event_id": event_id, "query_id": qid, "ts": ts, **body}
         events.append(Outgoing(f"{prefix}.{kind}", json.dumps(payload).encode(), event_id))
@@ -90,8 +102,13 @@ async def bench_kaizend(url: str, n: int, workdir: Path) -> dict:
         published = time.time()
         while True:
             status = await _request_status(nc)
-            if sum(status["counts"][t] for t in ("query_events", "feedback_events",
-                                                  "correction_events")) >= n:
+            if (
+                sum(
+                    status["counts"][t]
+                    for t in ("query_events", "feedback_events", "correction_events")
+                )
+                >= n
+            ):
                 break
             await asyncio.sleep(0.05)
         finished = status["last_commit_at"]
@@ -113,7 +130,9 @@ async def raw_consumer(url: str, n: int, batch: int) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
     sub = await js.pull_subscribe(
-        "raw.events.>", durable="raw", stream="RAW",
+        "raw.events.>",
+        durable="raw",
+        stream="RAW",
         config=ConsumerConfig(max_ack_pending=4 * batch),
     )
     print("ready", flush=True)
@@ -136,8 +155,18 @@ async def bench_raw(url: str, n: int, batch: int) -> dict:
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="RAW", subjects=["raw.events.>"], duplicate_window=120))
     consumer = subprocess.Popen(
-        [sys.executable, __file__, "--raw-consumer", url, "--events", str(n), "--batch", str(batch)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--raw-consumer",
+            url,
+            "--events",
+            str(n),
+            "--batch",
+            str(batch),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert consumer.stdout is not None
     assert consumer.stdout.readline().strip() == "ready"
@@ -169,15 +198,19 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as server:
         kaizend = await bench_kaizend(server.url, args.events, Path(tmp))
         raw = await bench_raw(server.url, args.events, args.batch)
-    print(json.dumps({
-        "bench": "ingest_throughput",
-        "cpus": os.cpu_count(),
-        "kaizend_events_per_s": kaizend["events_per_s"],
-        "raw_events_per_s": raw["events_per_s"],
-        "ratio": round(kaizend["events_per_s"] / raw["events_per_s"], 3),
-        "kaizend": kaizend,
-        "raw": raw,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "ingest_throughput",
+                "cpus": os.cpu_count(),
+                "kaizend_events_per_s": kaizend["events_per_s"],
+                "raw_events_per_s": raw["events_per_s"],
+                "ratio": round(kaizend["events_per_s"] / raw["events_per_s"], 3),
+                "kaizend": kaizend,
+                "raw": raw,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

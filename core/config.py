@@ -25,56 +25,132 @@ class _Section(BaseModel):
 
 
 class DaemonSettings(_Section):
-    data_dir: Path = Field(Path("var"), description="Where the database, the embedded NATS store, exports and models live.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the daemon.")
-    shutdown_grace_s: float = Field(20.0, gt=0, description="On SIGTERM: at most this long to flush, ack and checkpoint before exiting.")
+    data_dir: Path = Field(
+        Path("var"),
+        description="Where the database, the embedded NATS store, exports and models live.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the daemon."
+    )
+    shutdown_grace_s: float = Field(
+        20.0,
+        gt=0,
+        description="On SIGTERM: at most this long to flush, ack and checkpoint before exiting.",
+    )
 
 
 class NatsSettings(_Section):
-    url: str = Field("", description="NATS server URL(s), comma-separated. Empty: start an embedded nats-server.")
+    url: str = Field(
+        "", description="NATS server URL(s), comma-separated. Empty: start an embedded nats-server."
+    )
     user: str | None = Field(None, description="User name for user/password authentication.")
-    password: SecretStr | None = Field(None, description="Password for user/password authentication.")
+    password: SecretStr | None = Field(
+        None, description="Password for user/password authentication."
+    )
     token: SecretStr | None = Field(None, description="Token authentication.")
     creds_file: Path | None = Field(None, description="NATS credentials file (JWT + NKey).")
-    tls_ca_file: Path | None = Field(None, description="CA bundle to verify the server's TLS certificate.")
+    tls_ca_file: Path | None = Field(
+        None, description="CA bundle to verify the server's TLS certificate."
+    )
     tls_cert_file: Path | None = Field(None, description="Client certificate for mutual TLS.")
     tls_key_file: Path | None = Field(None, description="Client key for mutual TLS.")
-    embedded_host: str = Field("127.0.0.1", description="Address the embedded nats-server binds to.")
-    embedded_port: int = Field(4222, ge=0, le=65535, description="Port of the embedded nats-server; 0 picks a free one.")
+    embedded_host: str = Field(
+        "127.0.0.1", description="Address the embedded nats-server binds to."
+    )
+    embedded_port: int = Field(
+        4222, ge=0, le=65535, description="Port of the embedded nats-server; 0 picks a free one."
+    )
     connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of one connection attempt.")
-    request_timeout_s: float = Field(10.0, gt=0, description="Timeout of CLI requests to the daemon (sql, status, check).")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="Timeout of CLI requests to the daemon (sql, status, check)."
+    )
 
 
 class StreamSettings(_Section):
-    name: str = Field("KAIZEN_EVENTS", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream stream capturing the event subjects.")
-    subject_prefix: str = Field("kaizen.events", description="Events are published on <prefix>.query|feedback|correction.")
-    storage: Literal["file", "memory"] = Field("file", description="JetStream storage of the stream.")
-    max_age_days: float = Field(30.0, ge=0, description="Messages older than this are removed from the stream (0 = keep forever).")
-    max_bytes: int = Field(-1, ge=-1, description="Size limit of the stream in bytes (-1 = unlimited).")
-    max_msgs: int = Field(-1, ge=-1, description="Message-count limit of the stream (-1 = unlimited).")
-    duplicate_window_s: float = Field(120.0, gt=0, description="Window in which a re-published Nats-Msg-Id is dropped by the server.")
+    name: str = Field(
+        "KAIZEN_EVENTS",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="JetStream stream capturing the event subjects.",
+    )
+    subject_prefix: str = Field(
+        "kaizen.events", description="Events are published on <prefix>.query|feedback|correction."
+    )
+    storage: Literal["file", "memory"] = Field(
+        "file", description="JetStream storage of the stream."
+    )
+    max_age_days: float = Field(
+        30.0,
+        ge=0,
+        description="Messages older than this are removed from the stream (0 = keep forever).",
+    )
+    max_bytes: int = Field(
+        -1, ge=-1, description="Size limit of the stream in bytes (-1 = unlimited)."
+    )
+    max_msgs: int = Field(
+        -1, ge=-1, description="Message-count limit of the stream (-1 = unlimited)."
+    )
+    duplicate_window_s: float = Field(
+        120.0,
+        gt=0,
+        description="Window in which a re-published Nats-Msg-Id is dropped by the server.",
+    )
 
 
 class IngestSettings(_Section):
-    consumer: str = Field("kaizend-ingest", pattern=r"^[A-Za-z0-9_-]+$", description="Durable pull consumer name.")
-    batch_size: int = Field(1000, ge=1, le=10000, description="Flush when this many events are fetched ...")
-    flush_interval_ms: int = Field(200, ge=1, le=60000, description="... or when this long has passed since the fetch began.")
-    max_payload_bytes: int = Field(65536, ge=256, description="Events larger than this are rejected (stored in rejected_events).")
-    max_deliver: int = Field(10, ge=2, description="Deliveries of one message before JetStream gives up (storage failures).")
-    ack_wait_s: float = Field(30.0, gt=0, description="Time the server waits for an ack before redelivering.")
-    retry_delay_s: float = Field(1.0, gt=0, description="Delay of the first redelivery after a storage failure; doubles each time.")
-    stall_after_s: float = Field(60.0, gt=0, description="`kaizend check` fails when events are pending and none was committed for this long.")
+    consumer: str = Field(
+        "kaizend-ingest", pattern=r"^[A-Za-z0-9_-]+$", description="Durable pull consumer name."
+    )
+    batch_size: int = Field(
+        1000, ge=1, le=10000, description="Flush when this many events are fetched ..."
+    )
+    flush_interval_ms: int = Field(
+        200, ge=1, le=60000, description="... or when this long has passed since the fetch began."
+    )
+    max_payload_bytes: int = Field(
+        65536,
+        ge=256,
+        description="Events larger than this are rejected (stored in rejected_events).",
+    )
+    max_deliver: int = Field(
+        10,
+        ge=2,
+        description="Deliveries of one message before JetStream gives up (storage failures).",
+    )
+    ack_wait_s: float = Field(
+        30.0, gt=0, description="Time the server waits for an ack before redelivering."
+    )
+    retry_delay_s: float = Field(
+        1.0,
+        gt=0,
+        description="Delay of the first redelivery after a storage failure; doubles each time.",
+    )
+    stall_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="`kaizend check` fails when events are pending and none was committed "
+        "for this long.",
+    )
 
 
 class StorageSettings(_Section):
     db_file: Path = Field(Path("kaizend.duckdb"), description="DuckDB file, relative to data_dir.")
-    export_dir: Path = Field(Path("export"), description="Parquet export of every table, relative to data_dir.")
-    export_interval_s: float = Field(3600.0, ge=0, description="Seconds between Parquet exports (0 = never).")
+    export_dir: Path = Field(
+        Path("export"), description="Parquet export of every table, relative to data_dir."
+    )
+    export_interval_s: float = Field(
+        3600.0, ge=0, description="Seconds between Parquet exports (0 = never)."
+    )
 
 
 class AdminSettings(_Section):
-    subject_prefix: str = Field("kaizen.admin", description="Request-reply subjects of the daemon (sql, status).")
-    sql_max_rows: int = Field(10000, ge=1, description="Rows returned by `kaizend sql` at most; use the Parquet export for more.")
+    subject_prefix: str = Field(
+        "kaizen.admin", description="Request-reply subjects of the daemon (sql, status)."
+    )
+    sql_max_rows: int = Field(
+        10000,
+        ge=1,
+        description="Rows returned by `kaizend sql` at most; use the Parquet export for more.",
+    )
 
 
 class Settings(BaseSettings):
@@ -153,8 +229,7 @@ def load_config(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as err:
         problems = "; ".join(
-            f"config key {_dotted(e['loc'])!r}: {e['msg']} (got {_shown(e)})"
-            for e in err.errors()
+            f"config key {_dotted(e['loc'])!r}: {e['msg']} (got {_shown(e)})" for e in err.errors()
         )
         first = _dotted(err.errors()[0]["loc"])
         raise ConfigError(

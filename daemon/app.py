@@ -99,7 +99,11 @@ class Daemon:
             write_runtime(s, url)
             log.info(
                 "kaizend ready in %.1f s: NATS %s, stream %s, consumer %s, database %s",
-                time.perf_counter() - started, url, s.stream.name, s.ingest.consumer, s.db_path,
+                time.perf_counter() - started,
+                url,
+                s.stream.name,
+                s.ingest.consumer,
+                s.db_path,
             )
             await self._stop.wait()
         finally:

@@ -152,7 +152,7 @@ def _read_events(path: Path, prefix: str) -> Iterator[Any]:
                 kind = event.pop("kind")
             except (json.JSONDecodeError, KeyError, AttributeError) as err:
                 raise click.ClickException(
-                    f"{path}:{number}: each line must be a JSON object with a \"kind\" "
+                    f'{path}:{number}: each line must be a JSON object with a "kind" '
                     f"({'|'.join(KINDS)}): {err}"
                 ) from err
             yield Outgoing(f"{prefix}.{kind}", json.dumps(event).encode(), event.get("event_id"))

@@ -29,7 +29,10 @@ _PR_SET_PDEATHSIG = 1
 
 def find_binary() -> Path:
     """The nats-server binary installed beside this Python (or on PATH)."""
-    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.prefix) / "bin" / "nats-server"]
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.prefix) / "bin" / "nats-server",
+    ]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -37,7 +37,9 @@ class SqlRequest(BaseModel):
 def read_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Row counts and the time of the newest stored event, from any connection."""
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
-    union = " UNION ALL ".join(f"SELECT max(ingested_at) AS t FROM {t}" for t in EVENT_TABLES.values())
+    union = " UNION ALL ".join(
+        f"SELECT max(ingested_at) AS t FROM {t}" for t in EVENT_TABLES.values()
+    )
     newest = con.execute(f"SELECT max(t) FROM ({union})").fetchone()[0]
     return {"counts": counts, "last_event_at": newest.isoformat() if newest else None}
 
@@ -62,7 +64,9 @@ class Admin:
         broker.subscriber(f"{prefix}.status")(self.status)
 
     async def sql(self, request: SqlRequest) -> bytes:
-        limit = min(request.max_rows or self.settings.admin.sql_max_rows, self.settings.admin.sql_max_rows)
+        limit = min(
+            request.max_rows or self.settings.admin.sql_max_rows, self.settings.admin.sql_max_rows
+        )
         started = time.perf_counter()
         try:
             result = await asyncio.to_thread(run_read_only, self.store.cursor(), request.sql, limit)
@@ -95,7 +99,9 @@ class Admin:
         if self.js is None:
             return None
         try:
-            info = await self.js.consumer_info(self.settings.stream.name, self.settings.ingest.consumer)
+            info = await self.js.consumer_info(
+                self.settings.stream.name, self.settings.ingest.consumer
+            )
         except Exception as err:  # noqa: BLE001 - reported, not fatal
             log.warning("consumer_info failed: %s", err)
             return None

@@ -86,13 +86,18 @@ def classify(
     for msg in msgs:
         seq = msg.metadata.sequence.stream
         data = msg.data
-        kind = msg.subject[len(dot_prefix):] if msg.subject.startswith(dot_prefix) else None
+        kind = msg.subject[len(dot_prefix) :] if msg.subject.startswith(dot_prefix) else None
         event_type = EVENT_TYPES.get(kind) if kind else None
         reason: str | None = None
         if event_type is None:
-            reason = f"unknown subject {msg.subject!r}: expected {dot_prefix}" + "|".join(EVENT_TYPES)
+            reason = f"unknown subject {msg.subject!r}: expected {dot_prefix}" + "|".join(
+                EVENT_TYPES
+            )
         elif len(data) > max_payload_bytes:
-            reason = f"oversized payload: {len(data)} bytes > ingest.max_payload_bytes={max_payload_bytes}"
+            reason = (
+                f"oversized payload: {len(data)} bytes > "
+                f"ingest.max_payload_bytes={max_payload_bytes}"
+            )
         else:
             try:
                 row = event_type.model_validate_json(data).to_row()
@@ -176,7 +181,11 @@ class Ingestor:
             log.error(
                 "STORAGE FAILURE: %s; %d messages will be redelivered in %.1f s "
                 "(delivery %d of %d)",
-                err, len(msgs), delay, delivered, self.settings.max_deliver,
+                err,
+                len(msgs),
+                delay,
+                delivered,
+                self.settings.max_deliver,
             )
             for msg in msgs:
                 await msg.nak(delay=delay)

@@ -74,9 +74,7 @@ async def publish_events(
                     raise
                 report.retried_windows += 1
                 delay = min(0.2 * 2**attempt, 5.0)
-                log.warning(
-                    "publish window failed (%s); retrying in %.1f s", repr(err), delay
-                )
+                log.warning("publish window failed (%s); retrying in %.1f s", repr(err), delay)
                 await asyncio.sleep(delay)
         report.published += len(chunk)
         report.duplicates += sum(1 for ack in acks if ack.duplicate)

@@ -31,6 +31,9 @@ def export_parquet(con: duckdb.DuckDBPyConnection, dest: Path) -> dict[str, int]
         rows[table] = written.fetchone()[0]
         os.replace(partial, final)
     log.info(
-        "exported %d tables to %s in %.0f ms", len(rows), dest, (time.perf_counter() - started) * 1e3
+        "exported %d tables to %s in %.0f ms",
+        len(rows),
+        dest,
+        (time.perf_counter() - started) * 1e3,
     )
     return rows

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,9 @@ async def eventually(
         if result:
             return
         if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout} s: {getattr(check, '__name__', check)}")
+            pytest.fail(
+                f"condition not met within {timeout} s: {getattr(check, '__name__', check)}"
+            )
         await asyncio.sleep(interval)
 
 
@@ -123,10 +125,19 @@ async def running(settings: Settings) -> AsyncIterator[RunningDaemon]:
 
 def event(kind: str, event_id: str, query_id: str = "q1", **fields: Any) -> dict[str, Any]:
     """A valid event of ``kind`` with ``fields`` overriding the defaults."""
-    base: dict[str, Any] = {"event_id": event_id, "query_id": query_id, "ts": "2026-11-23T10:00:00Z"}
+    base: dict[str, Any] = {
+        "event_id": event_id,
+        "query_id": query_id,
+        "ts": "2026-11-23T10:00:00Z",
+    }
     if kind == "query":
-        base |= {"task": "parser", "text": "wind sites over 100kw in berkshire",
-                 "model_version": "v0", "output": {"technology": "Wind"}, "latency_ms": 12.0}
+        base |= {
+            "task": "parser",
+            "text": "wind sites over 100kw in berkshire",
+            "model_version": "v0",
+            "output": {"technology": "Wind"},
+            "latency_ms": 12.0,
+        }
     elif kind == "feedback":
         base |= {"rating": 5}
     elif kind == "correction":

@@ -9,12 +9,17 @@ import duckdb
 from handlers.publish import publish_events
 from tests.conftest import RunningDaemon, event, eventually, make_settings, outgoing, run_daemon
 
-TOTAL = "SELECT (SELECT count(*) FROM query_events) + (SELECT count(*) FROM feedback_events) + (SELECT count(*) FROM correction_events)"
+TOTAL = (
+    "SELECT (SELECT count(*) FROM query_events) + (SELECT count(*) FROM feedback_events)"
+    " + (SELECT count(*) FROM correction_events)"
+)
 
 
 async def test_every_kind_is_stored_once_with_its_fields(running: RunningDaemon) -> None:
     events = [
-        outgoing("query", event("query", "e1", arm="champion", unit_id="u1", future_field={"x": 1})),
+        outgoing(
+            "query", event("query", "e1", arm="champion", unit_id="u1", future_field={"x": 1})
+        ),
         outgoing("feedback", event("feedback", "e2", thumbs="up", doc_id="FIT-4004")),
         outgoing("correction", event("correction", "e3", author="reviewer")),
     ]
@@ -27,19 +32,26 @@ async def test_every_kind_is_stored_once_with_its_fields(running: RunningDaemon)
         return await running.scalar(TOTAL) == 3
 
     await eventually(stored)
-    row = (await running.sql(
-        "SELECT task, arm, unit_id, output->>'technology', extra->>'future_field' "
-        "FROM query_events WHERE event_id = 'e1'"
-    ))["rows"][0]
+    row = (
+        await running.sql(
+            "SELECT task, arm, unit_id, output->>'technology', extra->>'future_field' "
+            "FROM query_events WHERE event_id = 'e1'"
+        )
+    )["rows"][0]
     assert row == ["parser", "champion", "u1", "Wind", '{"x":1}']
     assert await running.scalar("SELECT doc_id FROM feedback_events") == "FIT-4004"
-    assert await running.scalar("SELECT corrected_output->>'capacity_min_kw' FROM correction_events") == "100"
+    assert (
+        await running.scalar("SELECT corrected_output->>'capacity_min_kw' FROM correction_events")
+        == "100"
+    )
     status = await running.status()
     assert status["lag"]["num_ack_pending"] == 0 and status["lag"]["num_pending"] == 0
 
 
 async def test_feedback_before_its_query_links_up_when_it_arrives(running: RunningDaemon) -> None:
-    await publish_events(running.js, [outgoing("feedback", event("feedback", "f1", "late", rating=2))])
+    await publish_events(
+        running.js, [outgoing("feedback", event("feedback", "f1", "late", rating=2))]
+    )
 
     async def unlinked() -> bool:
         return await running.scalar("SELECT count(*) FROM unlinked_signals") == 1
@@ -51,9 +63,11 @@ async def test_feedback_before_its_query_links_up_when_it_arrives(running: Runni
         return await running.scalar("SELECT count(*) FROM unlinked_signals") == 0
 
     await eventually(linked)
-    outcome = (await running.sql(
-        "SELECT n_feedback, mean_rating FROM query_outcomes WHERE query_id = 'late'"
-    ))["rows"]
+    outcome = (
+        await running.sql(
+            "SELECT n_feedback, mean_rating FROM query_outcomes WHERE query_id = 'late'"
+        )
+    )["rows"]
     assert outcome == [[1, 2.0]]
 
 
@@ -61,12 +75,32 @@ BAD_INPUTS = {
     # name: (subject suffix, raw payload, words the stored reason must contain)
     "malformed json": ("query", b'{"event_id": "b1", "query_id":', "malformed JSON"),
     "not an object": ("feedback", b"[1, 2, 3]", "invalid feedback event"),
-    "wrong type": ("query", json.dumps(event("query", "b3", latency_ms="fast")).encode(), "latency_ms"),
-    "missing field": ("correction", json.dumps({"event_id": "b4", "query_id": "q", "ts": "2026-11-23T10:00:00Z"}).encode(), "missing field 'corrected_output'"),
-    "rating out of range": ("feedback", json.dumps(event("feedback", "b5", rating=6)).encode(), "rating"),
-    "no judgement": ("feedback", json.dumps(event("feedback", "b6", rating=None)).encode(), "needs a rating"),
+    "wrong type": (
+        "query",
+        json.dumps(event("query", "b3", latency_ms="fast")).encode(),
+        "latency_ms",
+    ),
+    "missing field": (
+        "correction",
+        json.dumps({"event_id": "b4", "query_id": "q", "ts": "2026-11-23T10:00:00Z"}).encode(),
+        "missing field 'corrected_output'",
+    ),
+    "rating out of range": (
+        "feedback",
+        json.dumps(event("feedback", "b5", rating=6)).encode(),
+        "rating",
+    ),
+    "no judgement": (
+        "feedback",
+        json.dumps(event("feedback", "b6", rating=None)).encode(),
+        "needs a rating",
+    ),
     "unknown subject": ("clicks", json.dumps(event("query", "b7")).encode(), "unknown subject"),
-    "oversized": ("query", json.dumps(event("query", "b8", text="x" * 70_000)).encode(), "oversized payload"),
+    "oversized": (
+        "query",
+        json.dumps(event("query", "b8", text="x" * 70_000)).encode(),
+        "oversized payload",
+    ),
 }
 
 
@@ -85,12 +119,20 @@ async def test_bad_input_is_rejected_with_a_reason_and_good_events_keep_flowing(
         return rejected == len(BAD_INPUTS) and await running.scalar(TOTAL) == good
 
     await eventually(all_settled)
-    rows = (await running.sql("SELECT subject, reason, raw_size FROM rejected_events ORDER BY stream_seq"))["rows"]
-    for (name, (suffix, payload, words)), (subject, reason, raw_size) in zip(BAD_INPUTS.items(), rows, strict=True):
+    rows = (
+        await running.sql(
+            "SELECT subject, reason, raw_size FROM rejected_events ORDER BY stream_seq"
+        )
+    )["rows"]
+    for (name, (suffix, payload, words)), (subject, reason, raw_size) in zip(
+        BAD_INPUTS.items(), rows, strict=True
+    ):
         assert subject == f"kaizen.events.{suffix}", name
         assert words in reason, (name, reason)
         assert raw_size == len(payload), name
-    stored_raw = await running.scalar("SELECT decode(raw) FROM rejected_events ORDER BY stream_seq LIMIT 1")
+    stored_raw = await running.scalar(
+        "SELECT decode(raw) FROM rejected_events ORDER BY stream_seq LIMIT 1"
+    )
     assert stored_raw == BAD_INPUTS["malformed json"][1].decode()
     # Terminated, not left for redelivery: nothing pending, nothing redelivered.
     status = await running.status()

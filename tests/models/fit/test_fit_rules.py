@@ -113,7 +113,7 @@ def test_rule_parser_on_the_generated_test_split(record_property: pytest.RecordP
     record_property("rules_exact_match", result["exact_match"])
     record_property("rules_field_accuracy", result["field_accuracy"])
     print(f"rule parser on {len(test)} test examples: {result}")
-    # Measured 0.936 exact / 0.975 field at seed 0; misses are typos, spelled-out sizes,
+    # Measured 0.922 exact / 0.969 field at seed 0; misses are typos, spelled-out sizes,
     # demonyms and lower-case ambiguous names, which the learned parser is meant to fix.
     assert result["exact_match"] >= 0.9
     assert result["field_accuracy"] >= 0.96

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import KaizendError
 from models.fit.schema import (
     TECHNOLOGIES,
     InvalidParse,
@@ -106,6 +107,13 @@ def test_invalid_fields_are_named_in_the_error(output: dict, field: str) -> None
 def test_incoherent_outputs_are_rejected(output: dict) -> None:
     with pytest.raises(InvalidParse):
         validate_output(output)
+
+
+def test_invalid_parse_is_a_kaizend_value_error() -> None:
+    with pytest.raises(KaizendError) as caught:
+        validate_output({"technology": "wind"})
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.output == {"technology": "wind"}
 
 
 def test_non_objects_are_rejected() -> None:

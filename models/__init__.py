@@ -1,0 +1,1 @@
+"""Learning: tasks, training, evaluation, registry."""

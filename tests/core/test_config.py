@@ -1,0 +1,63 @@
+"""Configuration: the documented file, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings, load_config
+from core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_config_toml_documents_exactly_the_defaults() -> None:
+    assert load_config(ROOT / "config.toml") == Settings()
+
+
+def test_every_key_can_be_overridden_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAIZEND_NATS__URL", "nats://nats.internal:4222")
+    monkeypatch.setenv("KAIZEND_INGEST__BATCH_SIZE", "250")
+    settings = load_config(ROOT / "config.toml")
+    assert settings.nats.url == "nats://nats.internal:4222"
+    assert settings.ingest.batch_size == 250
+
+
+def test_invalid_value_names_the_key_and_what_is_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[ingest]\nbatch_size = 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.key == "ingest.batch_size"
+    assert "greater than or equal to 1" in str(err.value)
+
+
+def test_unknown_key_is_an_error_not_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text("[ingest]\nbatch_sise = 10\n")
+    with pytest.raises(ConfigError, match="ingest.batch_sise"):
+        load_config(path)
+
+
+def test_missing_file_and_bad_toml_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[nats\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken)
+
+
+def test_secrets_never_appear_in_repr_or_errors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KAIZEND_NATS__PASSWORD", "hunter2")
+    settings = load_config(ROOT / "config.toml")
+    assert "hunter2" not in repr(settings)
+    assert settings.nats.password.get_secret_value() == "hunter2"
+    path = tmp_path / "secret.toml"
+    path.write_text("[nats]\ntoken = 987654321\n")  # invalid: a number, not a string
+    with pytest.raises(ConfigError, match="nats.token") as err:
+        load_config(path)
+    assert "987654321" not in str(err.value)
