@@ -1,0 +1,83 @@
+"""The event store: bulk idempotent writes, atomic batches, exports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from core.errors import StorageError
+from storage.events import EventStore
+from storage.export import export_parquet
+
+NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
+
+
+def feedback(event_id: str, rating: int | None = 4) -> dict:
+    return {
+        "event_id": event_id,
+        "query_id": "q1",
+        "ts": NOW,
+        "rating": rating,
+        "schema_version": 1,
+        "ingested_at": NOW,
+    }
+
+
+def test_rewriting_a_batch_stores_each_event_once(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "k.duckdb")
+    batch = {"feedback_events": [feedback(f"f{i}") for i in range(1000)]}
+    store.write(batch)
+    store.write(batch)  # a redelivered batch
+    store.write({"feedback_events": [feedback("f1"), feedback("f1"), feedback("new")]})
+    assert store.counts()["feedback_events"] == 1001
+
+
+def test_a_failing_batch_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "k.duckdb")
+    bad_query = {"event_id": "q", "query_id": "q", "ts": NOW}  # NOT NULL columns missing
+    with pytest.raises(StorageError, match="could not commit"):
+        store.write({"feedback_events": [feedback("f1")], "query_events": [bad_query]})
+    assert store.counts()["feedback_events"] == 0
+    store.write({"feedback_events": [feedback("f1")]})  # the store is usable afterwards
+    assert store.counts()["feedback_events"] == 1
+
+
+def test_a_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
+    holder = EventStore(tmp_path / "k.duckdb")
+    # DuckDB's lock is per process; another process opening the file for writing fails.
+    code = (
+        "from pathlib import Path; from storage.events import EventStore\n"
+        f"EventStore(Path({str(tmp_path / 'k.duckdb')!r}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode != 0
+    assert "Is another kaizend running?" in proc.stderr
+    holder.close()
+
+
+def test_parquet_export_has_every_table_and_row(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "k.duckdb")
+    store.write({"feedback_events": [feedback(f"f{i}") for i in range(42)]})
+    rows = export_parquet(store.cursor(), tmp_path / "export")
+    assert rows["feedback_events"] == 42
+    with duckdb.connect() as con:
+        exported = con.execute(
+            f"SELECT count(*), min(rating) FROM '{tmp_path / 'export' / 'feedback_events.parquet'}'"
+        ).fetchone()
+    assert exported == (42, 4)
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
+        "correction_events.parquet",
+        "feedback_events.parquet",
+        "query_events.parquet",
+        "rejected_events.parquet",
+    ]
