@@ -9,8 +9,10 @@ terminated so JetStream does not redeliver it. When the store itself fails, the 
 negatively acknowledged with a growing delay, up to the consumer's ``max_deliver``.
 
 Committing runs in a worker thread and overlaps with fetching the next batch: the subscriber
-hands a validated batch to a single writer task (a queue of at most two batches), which
-commits, then acks.
+hands a validated batch to a single writer task, which commits, then acks. When batches queue
+up behind a commit (heavy load), the writer commits all of them in one transaction: DuckDB's
+cost per commit is fixed, so this group commit keeps up with bursts while a quiet stream still
+gets a commit per batch.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from storage.events import EVENT_TABLES, REJECTED_TABLE, EventStore
 log = logging.getLogger(__name__)
 
 _MAX_NAK_DELAY_S = 300.0
+QUEUED_BATCHES = 4
+"""Validated batches waiting for the writer, at most; the subscriber waits beyond that."""
 
 
 def describe_validation_error(err: ValidationError) -> str:
@@ -74,6 +78,14 @@ class Classified:
     accepted: list[Msg] = field(default_factory=list)
     rejected: list[Msg] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
+
+    def absorb(self, other: Classified) -> None:
+        """Append ``other``'s rows and messages, to commit both in one transaction."""
+        for table, rows in other.rows.items():
+            self.rows.setdefault(table, []).extend(rows)
+        self.accepted.extend(other.accepted)
+        self.rejected.extend(other.rejected)
+        self.kinds.update(other.kinds)
 
 
 def classify(
@@ -146,7 +158,7 @@ class Ingestor:
         self.settings = settings
         self.subject_prefix = subject_prefix
         self.stats = IngestStats()
-        self._queue: asyncio.Queue[Classified | None] = asyncio.Queue(maxsize=2)
+        self._queue: asyncio.Queue[Classified | None] = asyncio.Queue(maxsize=QUEUED_BATCHES)
         self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -162,7 +174,18 @@ class Ingestor:
         await self._queue.put(batch)
 
     async def _write_loop(self) -> None:
-        while (batch := await self._queue.get()) is not None:
+        stopping = False
+        while not stopping:
+            batch = await self._queue.get()
+            if batch is None:
+                break
+            # Group commit: take whatever else is already waiting.
+            while not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    stopping = True
+                    break
+                batch.absorb(more)
             try:
                 await self._commit(batch)
             except Exception:
@@ -273,8 +296,8 @@ def subscribe(
             ack_policy=NatsAckPolicy.EXPLICIT,
             ack_wait=settings.ack_wait_s,
             max_deliver=settings.max_deliver,
-            # Two batches in the writer's queue plus one being fetched.
-            max_ack_pending=max(4 * settings.batch_size, 1000),
+            # The writer's queue, the group it is committing, and the batch being fetched.
+            max_ack_pending=(2 * QUEUED_BATCHES + 2) * settings.batch_size,
             deliver_policy=DeliverPolicy.ALL,
         ),
         ack_policy=AckPolicy.MANUAL,
