@@ -21,7 +21,13 @@ from daemon.nats_server import EmbeddedNats
 from daemon.runtime import remove_runtime, write_runtime
 from handlers.admin import Admin
 from handlers.connection import make_broker
-from handlers.ingest import Ingestor, subscribe, tolerate_fetch_timeouts
+from handlers.ingest import (
+    Ingestor,
+    apply_consumer_config,
+    subscribe,
+    tolerate_fetch_timeouts,
+    watch_abandoned,
+)
 from storage.events import EventStore
 from storage.export import export_parquet
 
@@ -77,6 +83,7 @@ class Daemon:
             closed_cb=self._connection_closed,
         )
         subscriber = subscribe(broker, s.stream, s.ingest, ingestor)
+        watch_abandoned(broker, s.stream, s.ingest, ingestor)
         admin = Admin(s, store, ingestor, url)
         admin.register(broker)
         scheduler = AsyncIOScheduler()
@@ -95,6 +102,7 @@ class Daemon:
             await broker.start()
             tolerate_fetch_timeouts(subscriber)
             admin.js = broker.connection.jetstream()
+            await apply_consumer_config(admin.js, s.stream, subscriber)
             scheduler.start()
             write_runtime(s, url)
             log.info(

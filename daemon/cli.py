@@ -125,9 +125,7 @@ def _emit(result: dict[str, Any], fmt: str) -> None:
         for row in cells:
             table.add_row(*row)
         # Never truncate values: as wide as the widest row needs (a pager or file can scroll).
-        needed = sum(
-            max([len(c), *(len(r[i]) for r in cells)]) + 3 for i, c in enumerate(columns)
-        )
+        needed = sum(max([len(c), *(len(r[i]) for r in cells)]) + 3 for i, c in enumerate(columns))
         Console(width=max(needed + 1, 80) if not sys.stdout.isatty() else None).print(table)
     if result.get("truncated"):
         click.echo(f"(truncated to {len(rows)} rows)", err=True)

@@ -144,6 +144,7 @@ class Admin:
             "committed_since_start": dict(stats.committed),
             "batches": stats.batches,
             "storage_failures": stats.storage_failures,
+            "abandoned_stream_seqs": stats.abandoned[-100:],
             "last_commit_ms": round(stats.last_commit_ms, 1),
             "last_commit_at": stats.last_commit_at,
             **stored,

@@ -38,6 +38,7 @@ from faststream.nats import (
 )
 from faststream.nats.message import NatsBatchMessage
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as NatsAckPolicy
 from pydantic import ValidationError
 from pydantic_core import to_json
@@ -145,6 +146,7 @@ class IngestStats:
     committed: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     storage_failures: int = 0
+    abandoned: list[int] = field(default_factory=list)  # stream sequences past max_deliver
     last_commit_at: float | None = None  # time.time()
     last_commit_ms: float = 0.0
     started_at: float = field(default_factory=time.time)
@@ -275,6 +277,43 @@ def tolerate_fetch_timeouts(subscriber: Any) -> None:
             raise nats.errors.TimeoutError from err
 
     subscription.fetch = fetch_ending_batch_on_timeout
+
+
+async def apply_consumer_config(
+    js: JetStreamContext, stream: StreamSettings, subscriber: Any
+) -> None:
+    """Bring the durable consumer's settings up to date with the configuration.
+
+    Binding to an existing durable consumer keeps its old settings, so without this a changed
+    ``ack_wait`` or ``max_deliver`` would never take effect. The server updates the editable
+    fields in place (create-or-update).
+    """
+    config = subscriber.config.evolve(filter_subject=f"{stream.subject_prefix}.>")
+    await js.add_consumer(stream.name, config=config)
+
+
+def watch_abandoned(
+    broker: NatsBroker, stream: StreamSettings, settings: IngestSettings, ingestor: Ingestor
+) -> None:
+    """Log every event JetStream stops redelivering after ``max_deliver`` failed commits.
+
+    Such an event is still in the stream (until its retention ends) but no longer offered to
+    kaizend; the advisory names its stream sequence so an operator can replay it.
+    """
+    subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream.name}.{settings.consumer}"
+
+    async def abandoned(advisory: dict[str, Any]) -> None:
+        seq = int(advisory.get("stream_seq", -1))
+        ingestor.stats.abandoned.append(seq)
+        log.critical(
+            "EVENT NOT STORED: stream %s sequence %d failed %s deliveries and will not be "
+            "redelivered; fix storage, then replay it from the stream",
+            stream.name,
+            seq,
+            advisory.get("deliveries"),
+        )
+
+    broker.subscriber(subject)(abandoned)
 
 
 def subscribe(

@@ -183,3 +183,31 @@ async def test_graceful_stop_commits_the_open_batch_and_a_restart_stores_the_res
 
         await eventually(all_stored)
         assert await second.scalar("SELECT count(*) FROM query_events") == 5000
+
+
+async def test_an_event_past_max_deliver_is_reported_not_silently_dropped(
+    tmp_path, nats_server
+) -> None:
+    settings = make_settings(tmp_path / "data", nats_server.url, ingest={"max_deliver": 2})
+    async with run_daemon(settings) as daemon:
+        daemon.daemon.store.cursor().execute("DROP TABLE correction_events CASCADE")
+        ack = await daemon.js.publish(
+            "kaizen.events.correction", json.dumps(event("correction", "lost")).encode()
+        )
+
+        async def reported() -> bool:
+            return (await daemon.status())["abandoned_stream_seqs"] == [ack.seq]
+
+        await eventually(reported)
+
+
+async def test_a_changed_consumer_setting_takes_effect_on_restart(tmp_path, nats_server) -> None:
+    for ack_wait, max_deliver in ((30.0, 10), (7.0, 4)):
+        settings = make_settings(
+            tmp_path / "data",
+            nats_server.url,
+            ingest={"ack_wait_s": ack_wait, "max_deliver": max_deliver},
+        )
+        async with run_daemon(settings) as daemon:
+            info = await daemon.js.consumer_info("KAIZEN_EVENTS", "kaizend-ingest")
+            assert (info.config.ack_wait, info.config.max_deliver) == (ack_wait, max_deliver)
