@@ -16,8 +16,6 @@ from faststream.nats.security import (
 
 from core.config import NatsSettings
 
-log = logging.getLogger(__name__)
-
 
 def _ssl_context(settings: NatsSettings) -> ssl.SSLContext | None:
     if not (settings.tls_ca_file or settings.tls_cert_file):
@@ -69,6 +67,6 @@ def make_broker(
         reconnect_time_wait=1.0,
         graceful_timeout=graceful_timeout,
         closed_cb=closed_cb,
-        logger=log,
+        logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,
     )
