@@ -87,3 +87,33 @@ WHERE query_id NOT IN (SELECT query_id FROM query_events)
 UNION ALL
 SELECT 'correction', event_id, query_id, ts, ingested_at FROM correction_events
 WHERE query_id NOT IN (SELECT query_id FROM query_events);
+
+-- The model registry. Every version of every task, its status, and why it last changed.
+CREATE TABLE IF NOT EXISTS model_versions (
+    version_id        VARCHAR PRIMARY KEY,   -- <task>-v<n>; v0 is the task's built-in start
+    task              VARCHAR NOT NULL,
+    status            VARCHAR NOT NULL,      -- candidate | rejected | challenger | champion | retired
+    base_model        VARCHAR NOT NULL,
+    artifact_path     VARCHAR,               -- the version directory; NULL for a built-in v0
+    parent_version    VARCHAR,
+    training_run      VARCHAR,
+    created_at        TIMESTAMPTZ NOT NULL,
+    metrics           JSON,
+    status_reason     VARCHAR NOT NULL,
+    status_changed_at TIMESTAMPTZ NOT NULL
+);
+
+-- Append-only: which version held which alias (champion, challenger) from when, and why.
+-- "What was serving on the 3rd": the newest row per (task, alias) with assigned_at before it.
+CREATE TABLE IF NOT EXISTS alias_history (
+    task        VARCHAR NOT NULL,
+    alias       VARCHAR NOT NULL,            -- champion | challenger
+    version_id  VARCHAR,                     -- NULL: the alias was cleared
+    assigned_at TIMESTAMPTZ NOT NULL,
+    reason      VARCHAR NOT NULL
+);
+
+CREATE OR REPLACE VIEW current_aliases AS
+SELECT task, alias, version_id, assigned_at, reason
+FROM alias_history
+QUALIFY row_number() OVER (PARTITION BY task, alias ORDER BY assigned_at DESC) = 1;

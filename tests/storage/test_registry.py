@@ -1,0 +1,79 @@
+"""The model registry: lifecycle of versions and the append-only alias history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from storage.events import EventStore
+from storage.registry import Registry, UnknownVersion
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(EventStore(tmp_path / "k.duckdb").cursor())
+
+
+def test_first_start_registers_version_zero_as_champion_once(registry: Registry) -> None:
+    first = registry.ensure_initial_champion("parser", base_model="rules", reason="initial")
+    again = registry.ensure_initial_champion("parser", base_model="rules", reason="restart")
+    assert first == again
+    assert (first.version_id, first.status) == ("parser-v0", "champion")
+    assert registry.alias("parser", "champion") == "parser-v0"
+    rows = registry.con.execute("SELECT count(*) FROM alias_history").fetchone()[0]
+    assert rows == 1
+
+
+def test_promotion_retires_the_old_champion_and_history_answers_what_served_when(
+    registry: Registry,
+) -> None:
+    registry.ensure_initial_champion("parser", base_model="rules", reason="initial")
+    candidate = registry.register(
+        "parser", base_model="smollm2-135m", reason="trained", parent_version="parser-v0",
+        training_run="run-1", metrics={"exact_match": 0.97},
+    )  # fmt: skip
+    assert candidate.version_id == "parser-v1" and candidate.metrics == {"exact_match": 0.97}
+    registry.make_challenger("parser-v1", "gate passed: +4.1 points exact match")
+    assert registry.alias("parser", "challenger") == "parser-v1"
+    before_promotion = datetime.now(UTC)
+    previous = registry.promote("parser-v1", "sequential test: p=0.003")
+    assert previous == "parser-v0"
+    assert registry.get("parser-v0").status == "retired"
+    assert registry.get("parser-v1").status == "champion"
+    assert registry.alias("parser", "champion") == "parser-v1"
+    assert registry.alias("parser", "champion", at=before_promotion) == "parser-v0"
+    assert registry.alias("parser", "challenger") is None
+    history = registry.con.execute(
+        "SELECT alias, version_id, reason FROM alias_history ORDER BY assigned_at"
+    ).fetchall()
+    assert history == [
+        ("champion", "parser-v0", "initial"),
+        ("challenger", "parser-v1", "gate passed: +4.1 points exact match"),
+        ("champion", "parser-v1", "sequential test: p=0.003"),
+        ("challenger", None, "promoted: sequential test: p=0.003"),
+    ]
+    current = registry.con.execute(
+        "SELECT alias, version_id FROM current_aliases WHERE task = 'parser' ORDER BY alias"
+    ).fetchall()
+    assert current == [("challenger", None), ("champion", "parser-v1")]
+
+
+def test_rollback_rejects_and_clears_the_challenger(registry: Registry) -> None:
+    registry.ensure_initial_champion("retriever", base_model="all-MiniLM-L6-v2", reason="initial")
+    registry.register("retriever", base_model="all-MiniLM-L6-v2", reason="trained")
+    registry.make_challenger("retriever-v1", "gate passed")
+    registry.reject("retriever-v1", "guardrail: latency p95 worse, p=0.0004")
+    record = registry.get("retriever-v1")
+    assert record.status == "rejected" and "latency" in record.status_reason
+    assert registry.alias("retriever", "challenger") is None
+    assert registry.alias("retriever", "champion") == "retriever-v0"
+
+
+def test_unknown_versions_and_statuses_are_clear_errors(registry: Registry) -> None:
+    with pytest.raises(UnknownVersion, match="kaizend models list"):
+        registry.get("parser-v9")
+    registry.ensure_initial_champion("parser", base_model="rules", reason="initial")
+    with pytest.raises(ValueError, match="unknown status"):
+        registry.set_status("parser-v0", "deployed", "no such status")  # type: ignore[arg-type]
