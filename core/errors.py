@@ -42,3 +42,11 @@ class EmbeddedNatsError(KaizendError, RuntimeError):
 
 class StorageError(KaizendError, OSError):
     """The event store could not commit (disk full, lock, I/O error); the batch is retried."""
+
+
+class StatisticsError(KaizendError, ValueError):
+    """An argument to a statistical function is invalid; ``argument`` names it."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument

@@ -1,0 +1,1 @@
+"""A/B experiments: statistics, ramp, decisions."""
