@@ -36,6 +36,10 @@ class DaemonUnavailable(KaizendError, ConnectionError):
     """The running daemon could not be reached over NATS."""
 
 
+class DaemonTimeout(KaizendError, TimeoutError):
+    """The daemon is there but did not answer in time (a long query, an overloaded daemon)."""
+
+
 class EmbeddedNatsError(KaizendError, RuntimeError):
     """The embedded nats-server could not be started."""
 

@@ -30,6 +30,7 @@ from handlers.ingest import (
 )
 from storage.events import EventStore
 from storage.export import export_parquet
+from storage.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class Daemon:
             url = embedded.url
 
         store = self.store = EventStore(s.db_path)
+        Registry(store.cursor()).ensure_initial_champion(
+            "parser", base_model="rules", reason="initial champion: the rule-based parser"
+        )
         ingestor = Ingestor(store, s.ingest, s.stream.subject_prefix)
         broker = make_broker(
             s.nats,

@@ -14,7 +14,7 @@ import click
 
 from core import __version__
 from core.config import Settings, load_config
-from core.errors import DaemonUnavailable, KaizendError
+from core.errors import DaemonTimeout, DaemonUnavailable, KaizendError
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -74,7 +74,7 @@ def check(ctx: click.Context) -> None:
     """Health check: exit 0 when the daemon answers and is ingesting, 1 otherwise."""
     try:
         status = _request(_settings(ctx), "status", {})
-    except DaemonUnavailable as err:
+    except (DaemonUnavailable, DaemonTimeout) as err:
         click.echo(f"UNHEALTHY: {err}")
         sys.exit(1)
     click.echo(f"{'OK' if status['healthy'] else 'UNHEALTHY'}: {status['health']}")
@@ -175,6 +175,73 @@ def publish(ctx: click.Context, file: Path) -> None:
         f"published {report.published} events ({report.duplicates} dropped by the server as "
         "duplicates)"
     )
+
+
+@cli.command()
+@click.option(
+    "--model",
+    "version",
+    default="champion",
+    show_default=True,
+    help="rules, champion, challenger, a version id, or a version directory.",
+)
+@click.pass_context
+def parse(ctx: click.Context, version: str) -> None:
+    """Parse queries from stdin (plain lines, or JSONL with a "text"); write JSONL results."""
+    from daemon.versions import resolve_version
+    from models.parser.serve import load_parser
+
+    parser = load_parser(resolve_version(_settings(ctx), "parser", version))
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        text = line.rstrip("\n")
+        if line.lstrip().startswith("{"):
+            try:
+                text = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise click.ClickException(
+                    f'stdin:{number}: a JSON line needs a "text": {err}'
+                ) from err
+        click.echo(json.dumps(parser.parse(text).to_json()))
+
+
+@cli.group(name="eval")
+def eval_group() -> None:
+    """Evaluate a model version with its task's evaluator."""
+
+
+@eval_group.command(name="parser")
+@click.option(
+    "--model",
+    "version",
+    default="champion",
+    show_default=True,
+    help="rules, champion, challenger, a version id, or a version directory.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="JSONL of {text, expected}.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_context
+def eval_parser(ctx: click.Context, version: str, data: Path, as_json: bool) -> None:
+    """JSON-valid rate, exact match, field accuracy, fallback rate, latency p50/p95, ..."""
+    from daemon.versions import resolve_version
+    from models.parser.evaluate import evaluate, load_examples
+    from models.parser.serve import load_parser
+
+    try:
+        examples = load_examples(data)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    report = evaluate(load_parser(resolve_version(_settings(ctx), "parser", version)), examples)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    _emit({"columns": ["metric", "value"], "rows": [[k, v] for k, v in report.items()]}, "table")
 
 
 def main() -> None:

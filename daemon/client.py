@@ -13,7 +13,7 @@ import nats.errors
 from faststream.nats import NatsBroker
 
 from core.config import Settings
-from core.errors import DaemonUnavailable, KaizendError, StorageError
+from core.errors import DaemonTimeout, DaemonUnavailable, KaizendError, StorageError
 from daemon.runtime import daemon_nats_url
 from handlers.admin import read_status
 from handlers.connection import make_broker
@@ -48,7 +48,10 @@ async def request_daemon(settings: Settings, what: str, payload: dict[str, Any])
         except nats.errors.NoRespondersError as err:
             raise DaemonUnavailable(f"no daemon answers on {subject} at {url}") from err
         except (TimeoutError, nats.errors.TimeoutError) as err:
-            raise DaemonUnavailable(f"the daemon did not answer {subject} in time") from err
+            raise DaemonTimeout(
+                f"the daemon did not answer {subject} within {settings.nats.request_timeout_s} s;"
+                " for a long query raise nats.request_timeout_s (KAIZEND_NATS__REQUEST_TIMEOUT_S)"
+            ) from err
     return json.loads(reply.data)
 
 

@@ -97,7 +97,6 @@ def classify(
     out = Classified(rows={table: [] for table in (*EVENT_TABLES.values(), REJECTED_TABLE)})
     dot_prefix = subject_prefix + "."
     for msg in msgs:
-        seq = msg.metadata.sequence.stream
         data = msg.data
         kind = msg.subject[len(dot_prefix) :] if msg.subject.startswith(dot_prefix) else None
         event_type = EVENT_TYPES.get(kind) if kind else None
@@ -117,7 +116,6 @@ def classify(
             except ValidationError as err:
                 reason = f"invalid {kind} event: {describe_validation_error(err)}"
             else:
-                row["stream_seq"] = seq
                 row["ingested_at"] = now
                 out.rows[EVENT_TABLES[kind]].append(row)
                 out.accepted.append(msg)
@@ -125,7 +123,9 @@ def classify(
                 continue
         out.rows[REJECTED_TABLE].append(
             {
-                "stream_seq": seq,
+                # Parsing the ack subject costs as much as validating an event, so only
+                # rejected messages pay for it: their stream sequence is their key.
+                "stream_seq": msg.metadata.sequence.stream,
                 "subject": msg.subject,
                 "reason": reason,
                 "raw": data[:max_payload_bytes],

@@ -1,6 +1,6 @@
 -- kaizend's event tables. Applied idempotently at every start (CREATE ... IF NOT EXISTS).
 -- Times are TIMESTAMPTZ in UTC. `extra` keeps fields a newer producer sent that this schema
--- version does not know. `stream_seq` is the JetStream sequence of the message, for tracing.
+-- version does not know.
 
 CREATE TABLE IF NOT EXISTS query_events (
     event_id       VARCHAR PRIMARY KEY,
@@ -17,7 +17,6 @@ CREATE TABLE IF NOT EXISTS query_events (
     service        VARCHAR,
     schema_version INTEGER NOT NULL,
     extra          JSON,
-    stream_seq     BIGINT,
     ingested_at    TIMESTAMPTZ NOT NULL
 );
 
@@ -31,7 +30,6 @@ CREATE TABLE IF NOT EXISTS feedback_events (
     comment        VARCHAR,
     schema_version INTEGER NOT NULL,
     extra          JSON,
-    stream_seq     BIGINT,
     ingested_at    TIMESTAMPTZ NOT NULL
 );
 
@@ -43,7 +41,6 @@ CREATE TABLE IF NOT EXISTS correction_events (
     author           VARCHAR,
     schema_version   INTEGER NOT NULL,
     extra            JSON,
-    stream_seq       BIGINT,
     ingested_at      TIMESTAMPTZ NOT NULL
 );
 

@@ -144,6 +144,27 @@ def test_sql_works_while_the_daemon_runs_and_refuses_writes(
     again = kaizend(tmp_path, "sql", "SELECT count(*) FROM feedback_events", "--format", "csv")
     assert again.stdout.splitlines()[1] == "100"
 
+    # Version 0 of the parser is registered as champion on first start and serves by default.
+    champion = kaizend(
+        tmp_path,
+        "sql",
+        "SELECT version_id, status FROM model_versions",
+        "--format",
+        "csv",
+        check=True,
+    ).stdout
+    assert champion.splitlines()[1:] == ["parser-v0,champion"]
+    parsed = subprocess.run(
+        [sys.executable, "-m", "daemon", "parse"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        input="wind sites over 100kw in berkshire\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(parsed.stdout)["parsed"]["postcode_patterns"] == ["RG", "SL"]
+
     status = json.loads(kaizend(tmp_path, "status", "--json", check=True).stdout)
     assert status["counts"]["query_events"] == 100 and status["healthy"] is True
     assert status["lag"]["num_pending"] == 0

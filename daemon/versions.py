@@ -1,0 +1,59 @@
+"""Resolving a version name from the command line to something a task can load.
+
+``rules`` (the parser's built-in version 0) and a path to a version directory are taken as
+they are; ``champion`` / ``challenger`` and stored version ids are looked up in the registry,
+through the running daemon or from the database file when it is down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.config import Settings
+from core.errors import KaizendError, StorageError
+from daemon.client import sql_query
+
+BUILTIN = "rules"
+ALIASES = ("champion", "challenger")
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _lookup(settings: Settings, query: str) -> list[list[object]]:
+    try:
+        return sql_query(settings, query, 10)["rows"]
+    except StorageError:
+        return []  # no database yet: nothing was ever registered
+
+
+def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
+    """``"rules"`` or the directory of the version that ``version`` names."""
+    if version == BUILTIN:
+        return BUILTIN
+    if Path(version).is_dir():
+        return Path(version)
+    version_id = version
+    if version in ALIASES:
+        rows = _lookup(
+            settings,
+            f"SELECT version_id FROM current_aliases WHERE task = {_literal(task)} "
+            f"AND alias = {_literal(version)}",
+        )
+        if not rows or rows[0][0] is None:
+            if version == "champion":
+                return BUILTIN  # before the first start, version 0 is the champion
+            raise KaizendError(f"{task} has no {version} now: see `kaizend models list`")
+        version_id = str(rows[0][0])
+    rows = _lookup(
+        settings,
+        "SELECT artifact_path FROM model_versions WHERE version_id = " + _literal(version_id),
+    )
+    if not rows:
+        raise KaizendError(
+            f"unknown {task} version {version!r}: give rules, champion, challenger, a version "
+            "id from `kaizend models list`, or a version directory"
+        )
+    artifact = rows[0][0]
+    return BUILTIN if artifact is None else Path(str(artifact))

@@ -1,0 +1,249 @@
+"""What the model reads and what it writes.
+
+The prompt is one short line around the question. The target comes in two formats:
+
+- ``json``: the canonical compact JSON of `models.fit.schema.to_compact_dict` with minimal
+  separators. Readable, but a Yorkshire query costs over 50 generated tokens.
+- ``slots`` (the default): a terse slot code that the model writes and a deterministic
+  expansion turns back into the schema. On CPU every generated token costs one full pass
+  over the weights, so this is where serving latency is won. Postcodes are never generated
+  (the gazetteer resolves the place name), nor is the ten-year horizon a repowering question
+  implies (`REPOWERING_MAX_YEARS`).
+
+A slot code is a space-separated list of fields in a fixed order::
+
+    W >100 @Berkshire            technology Wind, at least 100 kW, in Berkshire
+    !c WP @Yorkshire             compare Wind and Photovoltaic in Yorkshire
+    !r #1585                     the FIT rate of installation 1585
+
+Field sigils: ``!`` query type (``r`` fit_rate, ``c`` comparison, ``n`` count, ``k`` total
+capacity); technology letters (``W`` Wind, ``P`` Photovoltaic, ``H`` Hydro, ``A`` Anaerobic
+digestion, ``M`` Micro CHP; two or more letters mean ``technologies``); ``>`` and ``<`` the
+capacity bounds in kW; ``@`` the place; ``#`` the FIT id; ``~`` the remaining-years bound;
+``%`` the intent (``rp`` and ``aq`` abbreviate the two known ones); ``+g`` regional and
+``+v`` revenue. An empty code means "no filters".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from models.fit import gazetteer, rules
+from models.fit.schema import (
+    REPOWERING_MAX_YEARS,
+    TECHNOLOGIES,
+    InvalidParse,
+    ParsedQuery,
+    to_compact_dict,
+    validate_json,
+    validate_output,
+)
+
+TargetFormat = Literal["slots", "json"]
+TARGET_FORMATS: tuple[str, ...] = ("slots", "json")
+
+_TECH_CODES: dict[str, str] = {
+    "Wind": "W",
+    "Photovoltaic": "P",
+    "Hydro": "H",
+    "Anaerobic digestion": "A",
+    "Micro CHP": "M",
+}
+_CODE_TECHS = {code: name for name, code in _TECH_CODES.items()}
+_TYPE_CODES: dict[tuple[str, str | None], str] = {
+    ("fit_rate", None): "r",
+    ("comparison", None): "c",
+    ("aggregation", "count"): "n",
+    ("aggregation", "total_capacity"): "k",
+}
+_CODE_TYPES = {code: key for key, code in _TYPE_CODES.items()}
+_INTENT_CODES: dict[str, str] = {
+    "repowering_opportunities": "rp",
+    "acquisition_targets": "aq",
+}
+_CODE_INTENTS = {code: name for name, code in _INTENT_CODES.items()}
+
+
+def build_prompt(text: str, hint: str | None = None) -> str:
+    """The prompt for one question; the target follows it directly.
+
+    Kept to a few tokens: the fine-tuned model needs no instructions, and every prompt
+    token is prefill time at serving. `hint` (see `rule_hint`) goes on its own line.
+    """
+    question = " ".join(text.split())
+    if hint is None:
+        return f"Q: {question}\nA:"
+    return f"Q: {question}\nR:{hint}\nA:"
+
+
+def rule_hint(text: str, fmt: TargetFormat = "slots") -> str:
+    """The rule parser's answer in the target format, to show the model in the prompt.
+
+    The model then mostly copies it and learns to correct what the rules get wrong (typos,
+    spelled-out numbers); at serving the copy doubles as a draft that prompt-lookup
+    decoding verifies several tokens at a time.
+    """
+    return encode_target(rules.parse(text), fmt)
+
+
+def make_prompt(text: str, fmt: TargetFormat = "slots", *, with_hint: bool = False) -> str:
+    """`build_prompt` with the rule hint computed here when `with_hint`."""
+    return build_prompt(text, rule_hint(text, fmt) if with_hint else None)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def encode_slots(expected: ParsedQuery | dict[str, Any]) -> str:
+    """The slot code of a parse (see the module docstring); `decode_slots` inverts it."""
+    parsed = expected if isinstance(expected, ParsedQuery) else validate_output(expected)
+    compact = to_compact_dict(parsed)
+    fields: list[str] = []
+    if parsed.query_type != "search":
+        fields.append("!" + _TYPE_CODES[(parsed.query_type, parsed.aggregation)])
+    techs = parsed.technologies or ([parsed.technology] if parsed.technology else [])
+    if techs:
+        fields.append("".join(_TECH_CODES[name] for name in techs))
+    if "capacity_min_kw" in compact:
+        fields.append(">" + _number(compact["capacity_min_kw"]))
+    if "capacity_max_kw" in compact:
+        fields.append("<" + _number(compact["capacity_max_kw"]))
+    if parsed.location is not None:
+        fields.append("@" + parsed.location)
+    elif parsed.postcode_patterns:
+        raise InvalidParse(
+            [
+                "postcode_patterns: set without a location; the slot code names places only "
+                "(train this example with the json target format)"
+            ],
+            compact,
+        )
+    if parsed.fit_id is not None:
+        fields.append("#" + parsed.fit_id)
+    years = parsed.fit_remaining_max_years
+    implied = REPOWERING_MAX_YEARS if parsed.query_intent == "repowering_opportunities" else None
+    if years is not None and years != implied:
+        fields.append("~" + _number(years))
+    if parsed.query_intent is not None:
+        fields.append("%" + _INTENT_CODES.get(parsed.query_intent, parsed.query_intent))
+    if parsed.include_regional:
+        fields.append("+g")
+    if parsed.include_revenue:
+        fields.append("+v")
+    return " ".join(fields)
+
+
+def _parse_number(raw: str, field: str) -> float:
+    try:
+        return float(raw)
+    except ValueError as err:
+        raise InvalidParse([f"{field}: not a number: {raw!r}"], raw) from err
+
+
+def decode_slots(code: str) -> ParsedQuery:
+    """Expand a slot code into a validated `ParsedQuery`.
+
+    Raises `InvalidParse` for an unknown sigil, an unknown place, a malformed number or an
+    expansion that fails the schema, so the caller can fall back to the rule parser.
+    """
+    fields: dict[str, Any] = {}
+    # A place name may contain spaces ("East Riding of Yorkshire"): it runs up to the next
+    # token that starts with a sigil.
+    tokens = code.strip().split()
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        sigil, value = token[0], token[1:]
+        if sigil == "@":
+            words = [value]
+            while index < len(tokens) and tokens[index][0] not in "!><@#~%+":
+                words.append(tokens[index])
+                index += 1
+            name = " ".join(words)
+            place = gazetteer.resolve(name)
+            if place is None:
+                raise InvalidParse([f"location: {name!r} is not in the gazetteer"], code)
+            fields["location"] = place.name
+            fields["postcode_patterns"] = list(place.postcode_patterns)
+        elif sigil == "!":
+            if value not in _CODE_TYPES:
+                raise InvalidParse([f"query_type: unknown code {value!r}"], code)
+            fields["query_type"], aggregation = _CODE_TYPES[value]
+            if aggregation is not None:
+                fields["aggregation"] = aggregation
+        elif sigil == ">":
+            fields["capacity_min_kw"] = _parse_number(value, "capacity_min_kw")
+        elif sigil == "<":
+            fields["capacity_max_kw"] = _parse_number(value, "capacity_max_kw")
+        elif sigil == "#":
+            fields["fit_id"] = value
+        elif sigil == "~":
+            fields["fit_remaining_max_years"] = _parse_number(value, "fit_remaining_max_years")
+        elif sigil == "%":
+            fields["query_intent"] = _CODE_INTENTS.get(value, value)
+        elif token == "+g":
+            fields["include_regional"] = True
+        elif token == "+v":
+            fields["include_revenue"] = True
+        elif token and all(letter in _CODE_TECHS for letter in token):
+            names = [_CODE_TECHS[letter] for letter in token]
+            if len(names) == 1:
+                fields["technology"] = names[0]
+            else:
+                fields["technologies"] = sorted(set(names), key=TECHNOLOGIES.index)
+        else:
+            raise InvalidParse([f"unknown slot {token!r}"], code)
+    if (
+        fields.get("query_intent") == "repowering_opportunities"
+        and "fit_remaining_max_years" not in fields
+    ):
+        fields["fit_remaining_max_years"] = REPOWERING_MAX_YEARS
+    return validate_output(fields)
+
+
+def encode_target(expected: ParsedQuery | dict[str, Any], fmt: TargetFormat = "slots") -> str:
+    """The text the model is trained to write after the prompt (without the end token)."""
+    if fmt == "slots":
+        return " " + encode_slots(expected)
+    parsed = expected if isinstance(expected, ParsedQuery) else validate_output(expected)
+    return " " + json.dumps(to_compact_dict(parsed), separators=(",", ":"))
+
+
+def decode_target(raw: str, fmt: TargetFormat = "slots") -> ParsedQuery:
+    """Turn the model's generated text into a validated parse; raises `InvalidParse`."""
+    if fmt == "slots":
+        return decode_slots(raw.split("\n", 1)[0])
+    return validate_json(raw)
+
+
+def is_complete(raw: str, fmt: TargetFormat) -> bool:
+    """Whether generation can stop: a line ends the slot code, a closing brace the JSON.
+
+    Lets the decoder stop without waiting for the end token, one pass earlier.
+    """
+    if fmt == "slots":
+        return "\n" in raw
+    depth = 0
+    in_string = escaped = False
+    seen_open = False
+    for char in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+            seen_open = True
+        elif char == "}":
+            depth -= 1
+            if seen_open and depth == 0:
+                return True
+    return False

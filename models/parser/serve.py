@@ -1,0 +1,331 @@
+"""Parsing questions with a parser version: the rule parser or a fine-tuned model.
+
+Both parsers return a `ParseResult` with the validated parse, whether the rule parser had
+to step in (`fallback_used`) and the latency. A model parser decodes greedily with the KV
+cache, stops as soon as its answer is complete, expands and validates it against the schema
+and falls back to `models.fit.rules.parse` whenever that fails. Serving speed comes from
+generating few tokens (the slot code of `models.parser.prompt`), merging the adapter into
+the base weights, skipping the output head on prompt positions and, optionally, int8
+weights and prompt-lookup drafts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from models.fit import rules
+from models.fit.schema import InvalidParse, ParsedQuery, to_compact_dict
+from models.parser import base as base_model
+from models.parser.prompt import TargetFormat, build_prompt, decode_target, is_complete, rule_hint
+from models.parser.version import ParserVersion
+
+log = logging.getLogger(__name__)
+
+Quantization = Literal["none", "int8"]
+
+DEFAULT_LOOKUP = 10
+"""At most this many tokens copied from the prompt are verified per pass (drafts stop at
+the end of a line), for versions trained with rule hints."""
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """The answer to one question."""
+
+    text: str
+    parsed: ParsedQuery
+    fallback_used: bool
+    latency_ms: float
+    raw: str | None = None
+    """What the model generated (None for the rule parser)."""
+    generated_tokens: int = 0
+    forward_passes: int = 0
+    """Model passes spent, prefill included; below generated_tokens + 1 when drafts hit."""
+    problems: tuple[str, ...] = field(default=())
+    """Why the model's answer was rejected, when `fallback_used`."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL record `kaizend parse` writes: text, parsed, fallback_used, latency_ms."""
+        return {
+            "text": self.text,
+            "parsed": to_compact_dict(self.parsed),
+            "fallback_used": self.fallback_used,
+            "latency_ms": round(self.latency_ms, 2),
+        }
+
+
+class Parser(Protocol):
+    """Anything that parses questions: the rule parser or a model version."""
+
+    name: str
+
+    def parse(self, text: str) -> ParseResult:
+        """Parse one question; never raises for bad model output (it falls back)."""
+        ...
+
+
+class RuleParser:
+    """Version 0: the rule-based parser behind the common interface."""
+
+    name = "rules"
+
+    def parse(self, text: str) -> ParseResult:
+        """Parse with `models.fit.rules.parse`; it never fails, so no fallback."""
+        started = time.perf_counter()
+        parsed = rules.parse(text)
+        return ParseResult(text, parsed, False, (time.perf_counter() - started) * 1000)
+
+
+class ModelParser:
+    """A causal LM that writes the parse after the prompt (`build_prompt`).
+
+    Build it with `from_version` (a trained adapter) or `from_base` (an untrained base,
+    for the baseline row of an evaluation). `rule_hint` must match how the version was
+    trained; `prompt_lookup` > 0 drafts that many tokens per pass from the prompt.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        target_format: TargetFormat = "slots",
+        name: str = "model",
+        max_new_tokens: int | None = None,
+        prompt_lookup: int = 0,
+        rule_hint: bool = False,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.target_format: TargetFormat = target_format
+        self.name = name
+        self.max_new_tokens = max_new_tokens or (40 if target_format == "slots" else 160)
+        self.prompt_lookup = prompt_lookup
+        self.rule_hint = rule_hint
+        self._eos = tokenizer.eos_token_id
+
+    @classmethod
+    def from_version(
+        cls,
+        path: Path,
+        *,
+        merge: bool = True,
+        quantize: Quantization = "none",
+        threads: int | None = None,
+        prompt_lookup: int | None = None,
+    ) -> ModelParser:
+        """Load a trained version directory for CPU inference.
+
+        `merge` folds the LoRA weights into the base (no adapter matmuls per token);
+        `quantize` "int8" swaps linear layers for dynamically quantised ones;
+        `prompt_lookup` > 0 verifies that many drafted tokens copied from the prompt per
+        pass (None: `DEFAULT_LOOKUP` when the version reads rule hints, else off).
+        """
+        import torch
+        from peft import PeftModel
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        version = ParserVersion.load(Path(path))
+        started = time.perf_counter()
+        model, tokenizer = base_model.load_base(version.base_path)
+        if version.base_fingerprint != base_model.fingerprint(version.base_path):
+            log.warning("base at %s changed since version %s was trained", version.base_path, path)
+        model = PeftModel.from_pretrained(model, str(version.adapter_path))
+        if merge:
+            model = model.merge_and_unload()
+        model = _quantized(model, quantize)
+        log.info("parser version loaded: %s in %.1f s", path, time.perf_counter() - started)
+        return cls(
+            model,
+            tokenizer,
+            target_format=version.config.target_format,
+            name=Path(path).name,
+            prompt_lookup=(
+                prompt_lookup
+                if prompt_lookup is not None
+                else DEFAULT_LOOKUP * version.config.rule_hint
+            ),
+            rule_hint=version.config.rule_hint,
+        )
+
+    @classmethod
+    def from_base(
+        cls, base_path: Path, *, target_format: TargetFormat = "json", threads: int | None = None
+    ) -> ModelParser:
+        """An untrained base model with the same prompt: the 'base model' baseline."""
+        import torch
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        model, tokenizer = base_model.load_base(Path(base_path))
+        return cls(model, tokenizer, target_format=target_format, name="base")
+
+    def generate(self, text: str) -> tuple[str, int, int]:
+        """Greedy continuation of the prompt until the answer is complete.
+
+        Returns (text, generated tokens, model passes).
+        """
+        import torch
+
+        hint = rule_hint(text, self.target_format) if self.rule_hint else None
+        prompt = self.tokenizer(build_prompt(text, hint), add_special_tokens=False).input_ids
+        with torch.inference_mode():
+            if self.prompt_lookup > 0:
+                first = []
+                if hint is not None:
+                    first = self.tokenizer(hint, add_special_tokens=False).input_ids
+                    first.append(self._eos)
+                generated, passes = self._decode_with_lookup(prompt, first)
+            else:
+                generated, passes = self._decode(prompt)
+        return self.tokenizer.decode(generated, skip_special_tokens=True), len(generated), passes
+
+    def _decode(self, prompt: list[int]) -> tuple[list[int], int]:
+        import torch
+
+        # logits_to_keep=1: the output head on prompt positions would be wasted work.
+        out = self.model(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+        passes = 1
+        generated: list[int] = []
+        for _ in range(self.max_new_tokens):
+            token = int(out.logits[0, -1].argmax())
+            if token == self._eos:
+                break
+            generated.append(token)
+            if self._complete(generated):
+                break
+            passes += 1
+            out = self.model(
+                input_ids=torch.tensor([[token]]),
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        return generated, passes
+
+    def _complete(self, generated: list[int]) -> bool:
+        if self.target_format == "slots":
+            # A line break ends a slot code; checking the last token is enough.
+            return "\n" in self.tokenizer.decode(generated[-1:])
+        return is_complete(self.tokenizer.decode(generated), self.target_format)
+
+    def _trim(self, draft: list[int]) -> list[int]:
+        """Cut a draft where its line ends: an answer is one line, followed by the end token."""
+        for index, token in enumerate(draft):
+            if token == self._eos or "\n" in self.tokenizer.decode([token]):
+                return [*draft[:index], self._eos]
+        return draft
+
+    def _draft(self, context: list[int]) -> list[int]:
+        """Tokens that followed the latest earlier occurrence of the context's last two
+        tokens, else of its last token."""
+        for width in (2, 1):
+            if len(context) <= width:
+                continue
+            tail = context[-width:]
+            for start in range(len(context) - width - 1, -1, -1):
+                if context[start : start + width] == tail:
+                    return self._trim(context[start + width : start + width + self.prompt_lookup])
+        return []
+
+    def _decode_with_lookup(
+        self, prompt: list[int], first_draft: list[int]
+    ) -> tuple[list[int], int]:
+        """Greedy decoding that checks drafted tokens in the same pass (prompt lookup).
+
+        Output is identical to `_decode`: a drafted token is kept only where it equals the
+        greedy choice. The first pass verifies `first_draft` (the rule parser's answer and
+        the end token) together with the prompt, so when the model agrees with the rules
+        the whole answer costs one pass; later drafts copy from the prompt.
+        """
+        import torch
+
+        draft = first_draft[: self.max_new_tokens + 1]
+        out = self.model(
+            input_ids=torch.tensor([[*prompt, *draft]]),
+            use_cache=True,
+            logits_to_keep=len(draft) + 1,
+        )
+        passes = 1
+        past = out.past_key_values
+        context = list(prompt)
+        generated: list[int] = []
+        while True:
+            # choices[0] follows the context, choices[i] follows draft[i - 1].
+            choices = out.logits[0].argmax(-1).tolist()
+            accepted = 0
+            while accepted < len(draft) and choices[accepted] == draft[accepted]:
+                token = draft[accepted]
+                accepted += 1
+                if token == self._eos:
+                    return generated, passes
+                generated.append(token)
+                context.append(token)
+                if self._complete(generated) or len(generated) >= self.max_new_tokens:
+                    return generated, passes
+            # Drop the cache entries of rejected draft tokens.
+            rejected = past.get_seq_length() - len(context)
+            if rejected > 0:
+                past.crop(-rejected)
+            next_token = choices[accepted]
+            if next_token == self._eos:
+                return generated, passes
+            generated.append(next_token)
+            context.append(next_token)
+            if self._complete(generated) or len(generated) >= self.max_new_tokens:
+                return generated, passes
+            draft = self._draft(context)
+            out = self.model(
+                input_ids=torch.tensor([[next_token, *draft]]),
+                past_key_values=past,
+                use_cache=True,
+                logits_to_keep=len(draft) + 1,
+            )
+            passes += 1
+
+    def parse(self, text: str) -> ParseResult:
+        """Generate, expand and validate; on any invalid answer use the rule parser."""
+        started = time.perf_counter()
+        raw, tokens, passes = self.generate(text)
+        try:
+            parsed = decode_target(raw, self.target_format)
+        except InvalidParse as err:
+            parsed = rules.parse(text)
+            return ParseResult(
+                text,
+                parsed,
+                True,
+                (time.perf_counter() - started) * 1000,
+                raw,
+                tokens,
+                passes,
+                tuple(err.problems),
+            )
+        latency_ms = (time.perf_counter() - started) * 1000
+        return ParseResult(text, parsed, False, latency_ms, raw, tokens, passes)
+
+
+def _quantized(model: Any, quantize: Quantization) -> Any:
+    if quantize == "none":
+        return model
+    import torch
+
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def load_parser(
+    version: str | Path, *, quantize: Quantization = "none", threads: int | None = None
+) -> Parser:
+    """A parser for a version: ``"rules"`` or the path of a trained version directory.
+
+    Resolving ``champion`` or a version id to a directory is the registry's job; this takes
+    what it resolved to.
+    """
+    if str(version) == "rules":
+        return RuleParser()
+    return ModelParser.from_version(Path(version), quantize=quantize, threads=threads)

@@ -1,0 +1,105 @@
+"""The FIT query parser as a kaizend task.
+
+Training data is the generated FIT training split (`models.fit.querygen`) plus every
+correction production sent back for a parser query: the query's text with the corrected
+output as the target. Corrections count ``correction_weight`` times, since they are what the
+generator got wrong about real users.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from models.fit.querygen import generate_examples, split_examples
+from models.fit.schema import InvalidParse, to_compact_dict, validate_output
+from models.parser.config import ParserTrainingConfig
+from models.parser.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC, evaluate
+from models.parser.serve import load_parser
+from models.parser.train import train_parser
+from models.task import TrainingSet
+
+log = logging.getLogger(__name__)
+
+# The newest correction of each parser query whose text is known (the query has arrived).
+_CORRECTIONS = """
+SELECT c.event_id, q.text, c.corrected_output
+FROM correction_events c JOIN query_events q USING (query_id)
+WHERE q.task = ?
+QUALIFY row_number() OVER (PARTITION BY c.query_id ORDER BY c.ts DESC, c.event_id DESC) = 1
+ORDER BY c.ts, c.event_id
+"""
+
+
+@dataclass(frozen=True)
+class ParserTask:
+    """Builds, trains, evaluates and loads parser versions."""
+
+    config: ParserTrainingConfig
+    base_path: Path
+    correction_weight: int = 3
+    seed: int = 0
+    name: str = "parser"
+    primary_metric: str = PRIMARY_METRIC
+    greater_is_better: bool = GREATER_IS_BETTER
+    builtin_version: str = "rules"
+
+    def corrections(self, con: duckdb.DuckDBPyConnection) -> tuple[list[dict[str, Any]], Counter]:
+        """Valid corrections as examples; invalid ones are counted by reason, not trained on."""
+        examples, skipped = [], Counter()
+        for event_id, text, corrected in con.execute(_CORRECTIONS, [self.name]).fetchall():
+            try:
+                expected = to_compact_dict(validate_output(json.loads(corrected)))
+            except (InvalidParse, json.JSONDecodeError, TypeError) as err:
+                skipped["invalid corrected_output"] += 1
+                log.warning("correction %s skipped: %s", event_id, err)
+                continue
+            examples.append(
+                {"id": event_id, "text": text, "expected": expected, "source": "correction"}
+            )
+        return examples, skipped
+
+    def build_training_set(self, con: duckdb.DuckDBPyConnection) -> TrainingSet:
+        splits = split_examples(generate_examples(seed=self.seed), seed=self.seed)
+        corrections, skipped = self.corrections(con)
+        weighted = [
+            {**example, "id": f"{example['id']}#{copy}"}
+            for example in corrections
+            for copy in range(self.correction_weight)
+        ]
+        return TrainingSet(
+            train=[*splits["train"], *weighted],
+            validation=splits["validation"],
+            event_ids={"correction": [example["id"] for example in corrections]},
+            skipped=dict(skipped),
+        )
+
+    def train(
+        self,
+        training_set: TrainingSet,
+        out_dir: Path,
+        *,
+        progress: Callable[[Any], None] | None = None,
+    ) -> Path:
+        version = train_parser(
+            training_set.train,
+            base_path=self.base_path,
+            out_dir=out_dir,
+            config=self.config,
+            validation=training_set.validation,
+            progress=progress,
+        )
+        return version.path
+
+    def evaluate(self, version: str | Path, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return evaluate(self.load(version), examples)
+
+    def load(self, version: str | Path) -> Any:
+        return load_parser(version)

@@ -1,0 +1,94 @@
+"""The on-disk layout of one trained parser version.
+
+A version is a directory::
+
+    adapter/              the LoRA adapter (adapter_model.safetensors + adapter_config.json)
+    base.json             the base it was trained on: path, fingerprint
+    config.json           the ParserTrainingConfig used
+    manifest.json         training example ids and a hash over the examples
+    metrics.json          training metrics; written last, so its presence marks a
+                          complete version
+    checkpoint/           only while training: the resumable state
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import KaizendError
+from models.parser.config import ParserTrainingConfig
+
+ADAPTER_DIR = "adapter"
+BASE_FILE = "base.json"
+CONFIG_FILE = "config.json"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoint"
+
+
+class IncompleteVersion(KaizendError, FileNotFoundError):
+    """A version directory lacks a file it needs; ``path`` is the directory."""
+
+    def __init__(self, path: Path, missing: str) -> None:
+        super().__init__(
+            f"parser version {path} is incomplete (no {missing}); its training did not finish: "
+            "resume it with the same output directory or train it again"
+        )
+        self.path = path
+        self.missing = missing
+
+
+def manifest(examples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Ids of the training examples and a hash of their content, order-independent."""
+    rows = sorted(
+        f"{example.get('id', '')}\t{example['text']}\t"
+        f"{json.dumps(example['expected'], sort_keys=True)}"
+        for example in examples
+    )
+    digest = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+    ids = sorted(str(example.get("id", "")) for example in examples)
+    return {"count": len(rows), "sha256": digest, "ids": ids}
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    partial.replace(path)
+
+
+@dataclass(frozen=True)
+class ParserVersion:
+    """A complete version directory, read back."""
+
+    path: Path
+    base_path: Path
+    base_fingerprint: str
+    config: ParserTrainingConfig
+    metrics: dict[str, Any]
+
+    @property
+    def adapter_path(self) -> Path:
+        """Directory of the peft adapter."""
+        return self.path / ADAPTER_DIR
+
+    @classmethod
+    def load(cls, path: Path) -> ParserVersion:
+        """Read a version directory; `IncompleteVersion` when training never finished."""
+        path = Path(path)
+        for name in (METRICS_FILE, BASE_FILE, CONFIG_FILE, ADAPTER_DIR):
+            if not (path / name).exists():
+                raise IncompleteVersion(path, name)
+        base = json.loads((path / BASE_FILE).read_text())
+        return cls(
+            path=path,
+            base_path=Path(base["path"]),
+            base_fingerprint=base["fingerprint"],
+            config=ParserTrainingConfig.model_validate_json((path / CONFIG_FILE).read_text()),
+            metrics=json.loads((path / METRICS_FILE).read_text()),
+        )

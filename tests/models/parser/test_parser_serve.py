@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.fit import rules
+from models.fit.schema import to_compact_dict
+from models.parser.base import load_base
+from models.parser.config import ParserTrainingConfig
+from models.parser.evaluate import evaluate
+from models.parser.prompt import build_prompt, encode_target
+from models.parser.serve import ModelParser, RuleParser, load_parser
+from models.parser.train import train_parser
+from models.parser.version import ParserVersion
+
+MEMORISE = {
+    "id": "berks",
+    "text": "wind sites over 100kw in berkshire",
+    "expected": {"technology": "Wind", "capacity_min_kw": 100, "location": "Berkshire",
+                 "postcode_patterns": ["RG", "SL"]},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def memorised(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> ParserVersion:
+    """A tiny adapter that has learnt one question by heart."""
+    config = ParserTrainingConfig(
+        lora_rank=16,
+        lora_alpha=32.0,
+        lora_dropout=0.0,
+        batch_size=1,
+        max_steps=40,
+        learning_rate=1e-2,
+        warmup_ratio=0.0,
+        checkpoint_every=100,
+    )
+    out = tmp_path_factory.mktemp("memorised")
+    return train_parser([MEMORISE], base_path=tiny_base, out_dir=out, config=config)
+
+
+def test_a_valid_answer_is_expanded_and_needs_no_fallback(memorised: ParserVersion) -> None:
+    parser = ModelParser.from_version(memorised.path)
+    result = parser.parse(MEMORISE["text"])
+    assert result.raw is not None and result.raw.strip() == "W >100 @Berkshire"
+    assert not result.fallback_used
+    assert to_compact_dict(result.parsed) == MEMORISE["expected"]
+    assert result.latency_ms > 0
+    assert result.to_json()["parsed"]["postcode_patterns"] == ["RG", "SL"]
+
+
+def test_merged_unmerged_and_prompt_lookup_decode_the_same(memorised: ParserVersion) -> None:
+    texts = [MEMORISE["text"], "solar in the RG17 postcode district", "hydro over 1MW"]
+    merged = ModelParser.from_version(memorised.path, prompt_lookup=0)
+    unmerged = ModelParser.from_version(memorised.path, merge=False, prompt_lookup=0)
+    lookup = ModelParser.from_version(memorised.path, prompt_lookup=4)
+    assert ModelParser.from_version(memorised.path).prompt_lookup > 0  # rule hints: on
+    for text in texts:
+        plain = merged.generate(text)
+        assert plain == unmerged.generate(text)
+        assert lookup.generate(text)[:2] == plain[:2]  # same answer, fewer passes at best
+
+
+def test_garbage_output_falls_back_to_the_rule_parser(tiny_base: Path) -> None:
+    model, tokenizer = load_base(tiny_base)  # random weights: never a valid answer
+    parser = ModelParser(model, tokenizer, max_new_tokens=8)
+    text = "compare wind and solar in Yorkshire"
+    result = parser.parse(text)
+    assert result.fallback_used
+    assert result.problems
+    assert result.parsed == rules.parse(text)
+    assert result.generated_tokens <= 8
+
+
+def test_json_format_stops_at_the_end_of_the_object(tiny_base: Path) -> None:
+    model, tokenizer = load_base(tiny_base)
+    parser = ModelParser(model, tokenizer, target_format="json")
+    prompt = tokenizer(build_prompt("x"), add_special_tokens=False).input_ids
+    target = tokenizer(encode_target({"technology": "Wind"}, "json")).input_ids
+    # Feed the answer as if generated: the decoder must see it is complete.
+    assert parser._complete(target)
+    assert not parser._complete(target[:-1])
+    assert prompt
+
+
+def test_evaluator_reports_the_same_metrics_for_every_version(
+    memorised: ParserVersion, small_splits: dict
+) -> None:
+    rows = small_splits["test"][:10]
+    for parser in (RuleParser(), load_parser(memorised.path)):
+        report = evaluate(parser, rows)
+        assert report["primary_metric"] == "exact_match"
+        for key in ("json_valid_rate", "exact_match", "field_accuracy", "fallback_rate",
+                    "postcode_mapping_accuracy", "capacity_accuracy", "multi_filter_success",
+                    "latency_p50_ms", "latency_p95_ms"):  # fmt: skip
+            assert key in report
+        assert report["n"] == 10
+    assert evaluate(RuleParser(), rows)["fallback_rate"] == 0
