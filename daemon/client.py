@@ -55,7 +55,7 @@ async def request_daemon(settings: Settings, what: str, payload: dict[str, Any])
     return json.loads(reply.data)
 
 
-def _open_offline(settings: Settings) -> duckdb.DuckDBPyConnection:
+def open_offline(settings: Settings) -> duckdb.DuckDBPyConnection:
     path = settings.db_path
     if not path.exists():
         raise StorageError(f"no database at {path}: has the daemon ever run with this config?")
@@ -68,7 +68,7 @@ def _open_offline(settings: Settings) -> duckdb.DuckDBPyConnection:
 
 
 def read_status_offline(settings: Settings) -> dict[str, Any]:
-    with _open_offline(settings) as con:
+    with open_offline(settings) as con:
         return read_status(con)
 
 
@@ -77,7 +77,7 @@ def sql_query(settings: Settings, query: str, max_rows: int | None) -> dict[str,
     try:
         reply = asyncio.run(request_daemon(settings, "sql", {"sql": query, "max_rows": max_rows}))
     except DaemonUnavailable:
-        with _open_offline(settings) as con:
+        with open_offline(settings) as con:
             limit = min(max_rows or settings.admin.sql_max_rows, settings.admin.sql_max_rows)
             try:
                 result = run_read_only(con, query, limit)

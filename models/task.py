@@ -47,8 +47,12 @@ class Task(Protocol):
         out_dir: Path,
         *,
         progress: Callable[[Any], None] | None = None,
+        progress_bar: bool = False,
     ) -> Path:
-        """Train a version into ``out_dir`` (resuming a checkpoint there); return it."""
+        """Train a version into ``out_dir`` (resuming a checkpoint there); return it.
+
+        ``progress`` receives every step; ``progress_bar`` shows one on the terminal.
+        """
         ...
 
     def evaluate(self, version: str | Path, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -87,6 +87,7 @@ class ParserTask:
         out_dir: Path,
         *,
         progress: Callable[[Any], None] | None = None,
+        progress_bar: bool = False,
     ) -> Path:
         version = train_parser(
             training_set.train,
@@ -95,6 +96,7 @@ class ParserTask:
             config=self.config,
             validation=training_set.validation,
             progress=progress,
+            progress_bar=progress_bar,
         )
         return version.path
 
