@@ -143,6 +143,15 @@ def sql(ctx: click.Context, query: str, fmt: str, max_rows: int | None) -> None:
     _emit(sql_query(_settings(ctx), query, max_rows), fmt)
 
 
+_model_option = click.option(
+    "--model",
+    "version",
+    default="champion",
+    show_default=True,
+    help="rules, champion, challenger, a version id, or a version directory.",
+)
+
+
 def _read_events(path: Path, prefix: str) -> Iterator[Any]:
     from handlers.publish import KINDS, Outgoing
 
@@ -178,13 +187,7 @@ def publish(ctx: click.Context, file: Path) -> None:
 
 
 @cli.command()
-@click.option(
-    "--model",
-    "version",
-    default="champion",
-    show_default=True,
-    help="rules, champion, challenger, a version id, or a version directory.",
-)
+@_model_option
 @click.pass_context
 def parse(ctx: click.Context, version: str) -> None:
     """Parse queries from stdin (plain lines, or JSONL with a "text"); write JSONL results."""
@@ -290,13 +293,7 @@ def eval_group() -> None:
 
 
 @eval_group.command(name="parser")
-@click.option(
-    "--model",
-    "version",
-    default="champion",
-    show_default=True,
-    help="rules, champion, challenger, a version id, or a version directory.",
-)
+@_model_option
 @click.option(
     "--data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -65,6 +65,17 @@ async def answers(nc: nats.NATS) -> bool:
     return await stored_count(nc) is not None
 
 
+async def drain_and_stop(daemon: subprocess.Popen, nc: nats.NATS) -> None:
+    """Wait until the daemon has stored all N events, then stop it gracefully."""
+
+    async def all_stored() -> bool:
+        return await stored_count(nc) == N
+
+    await eventually(all_stored, timeout=120)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+
+
 def assert_exactly_once(db_path: Path) -> None:
     with duckdb.connect(str(db_path), read_only=True) as db:
         ids = db.execute(
@@ -100,13 +111,7 @@ async def test_kill_9_mid_ingest_then_restart_stores_every_event_once(
         assert 0 < at_kill < N * 0.6  # killed in the middle, not after the end
 
         daemon = start_daemon(data_dir, nats_server.url)
-
-        async def all_stored() -> bool:
-            return await stored_count(nc) == N
-
-        await eventually(all_stored, timeout=120)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(30) == 0
+        await drain_and_stop(daemon, nc)
     finally:
         if daemon.poll() is None:
             daemon.kill()
@@ -164,13 +169,7 @@ async def test_kill_9_repeatedly_never_loses_or_duplicates(
             daemon.wait(10)
         await publisher
         daemon = start_daemon(data_dir, nats_server.url)
-
-        async def all_stored() -> bool:
-            return await stored_count(nc) == N
-
-        await eventually(all_stored, timeout=120)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(30) == 0
+        await drain_and_stop(daemon, nc)
     finally:
         if daemon.poll() is None:
             daemon.kill()
