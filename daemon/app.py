@@ -9,10 +9,13 @@ checkpoint DuckDB -> stop the embedded server; all within ``daemon.shutdown_grac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -56,6 +59,21 @@ class Daemon:
             log.critical("NATS connection closed unexpectedly; exiting for a restart")
             self._exit_code = 1
             self.request_stop("NATS connection closed")
+
+    async def _until_stopped(self, step: Coroutine[Any, Any, Any]) -> bool:
+        """Run a start-up step that may wait indefinitely (NATS not up yet), unless a stop
+        is requested first; return whether the step finished."""
+        task = asyncio.ensure_future(step)
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
 
     async def run(self) -> int:
         """Run until a stop is requested; return the process exit code."""
@@ -103,7 +121,9 @@ class Daemon:
             )
         try:
             ingestor.start()
-            await broker.start()
+            log.info("connecting to NATS at %s", url)
+            if not await self._until_stopped(broker.start()):
+                return self._exit_code
             tolerate_fetch_timeouts(subscriber)
             admin.js = broker.connection.jetstream()
             await apply_consumer_config(admin.js, s.stream, subscriber)

@@ -43,6 +43,17 @@ def _security(settings: NatsSettings) -> NatsSecurity | None:
     return NatsSecurity(ssl_context=tls) if tls else None
 
 
+_last_error: list[str] = [""]
+
+
+async def _log_connection_error(err: Exception) -> None:
+    # nats-py reports every failed (re)connection attempt; say each new problem once.
+    text = f"{type(err).__name__}: {err}"
+    if text != _last_error[0]:
+        _last_error[0] = text
+        logging.getLogger(__name__).warning("NATS connection problem (retrying): %s", text)
+
+
 def make_broker(
     settings: NatsSettings,
     url: str,
@@ -67,6 +78,7 @@ def make_broker(
         reconnect_time_wait=1.0,
         graceful_timeout=graceful_timeout,
         closed_cb=closed_cb,
+        error_cb=_log_connection_error,
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,
     )
