@@ -83,7 +83,7 @@ def baseline(
         seed=config.seed,
         save_strategy="no",
         report_to=[],
-        logging_steps=10,
+        logging_strategy="no",  # stdout carries only the result line
         use_cpu=True,
         dataloader_num_workers=0,
         disable_tqdm=True,
