@@ -209,6 +209,60 @@ def parse(ctx: click.Context, version: str) -> None:
         click.echo(json.dumps(parser.parse(text).to_json()))
 
 
+@cli.group()
+def models() -> None:
+    """The model registry: versions, their status and the alias history."""
+
+
+@models.command(name="list")
+@click.option("--task", default=None, help="Only this task's versions.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def models_list(ctx: click.Context, task: str | None, fmt: str) -> None:
+    """Every version with its status and why it last changed."""
+    from daemon.client import sql_query
+    from daemon.versions import sql_literal
+
+    where = f"WHERE task = {sql_literal(task)}" if task else ""
+    query = (
+        "SELECT version_id, task, status, base_model, parent_version, "
+        "strftime(created_at, '%Y-%m-%d %H:%M') AS created, status_reason "
+        f"FROM model_versions {where} ORDER BY task, created_at"
+    )
+    _emit(sql_query(_settings(ctx), query, None), fmt)
+
+
+@models.command(name="show")
+@click.argument("version_id")
+@click.pass_context
+def models_show(ctx: click.Context, version_id: str) -> None:
+    """One version: its record, its alias history and, for a trained one, its directory."""
+    from daemon.client import sql_query
+    from daemon.versions import sql_literal
+
+    settings = _settings(ctx)
+    record = sql_query(
+        settings, f"SELECT * FROM model_versions WHERE version_id = {sql_literal(version_id)}", 1
+    )
+    if not record["rows"]:
+        raise click.ClickException(f"no version {version_id!r}: see `kaizend models list`")
+    row = dict(zip(record["columns"], record["rows"][0], strict=True))
+    _emit({"columns": ["field", "value"], "rows": [[k, v] for k, v in row.items()]}, "table")
+    history = sql_query(
+        settings,
+        "SELECT strftime(assigned_at, '%Y-%m-%d %H:%M:%S') AS assigned_at, alias, version_id, "
+        f"reason FROM alias_history WHERE task = {sql_literal(row['task'])} "
+        "ORDER BY assigned_at",
+        None,
+    )
+    click.echo("alias history of the task:")
+    _emit(history, "table")
+    artifact = row.get("artifact_path")
+    if artifact and (Path(artifact) / "manifest.json").is_file():
+        manifest = json.loads((Path(artifact) / "manifest.json").read_text())
+        click.echo(f"trained on {manifest['count']} examples (sha256 {manifest['sha256']})")
+
+
 @cli.command()
 @click.argument("task", type=click.Choice(["parser"]))
 @click.option(

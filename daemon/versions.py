@@ -17,7 +17,8 @@ BUILTIN = "rules"
 ALIASES = ("champion", "challenger")
 
 
-def _literal(value: str) -> str:
+def sql_literal(value: str) -> str:
+    """``value`` as a quoted SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -38,8 +39,8 @@ def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
     if version in ALIASES:
         rows = _lookup(
             settings,
-            f"SELECT version_id FROM current_aliases WHERE task = {_literal(task)} "
-            f"AND alias = {_literal(version)}",
+            f"SELECT version_id FROM current_aliases WHERE task = {sql_literal(task)} "
+            f"AND alias = {sql_literal(version)}",
         )
         if not rows or rows[0][0] is None:
             if version == "champion":
@@ -48,7 +49,7 @@ def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
         version_id = str(rows[0][0])
     rows = _lookup(
         settings,
-        "SELECT artifact_path FROM model_versions WHERE version_id = " + _literal(version_id),
+        "SELECT artifact_path FROM model_versions WHERE version_id = " + sql_literal(version_id),
     )
     if not rows:
         raise KaizendError(

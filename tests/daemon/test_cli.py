@@ -154,6 +154,13 @@ def test_sql_works_while_the_daemon_runs_and_refuses_writes(
         check=True,
     ).stdout
     assert champion.splitlines()[1:] == ["parser-v0,champion"]
+    listed = kaizend(tmp_path, "models", "list", "--format", "json", check=True).stdout
+    assert [(v["version_id"], v["status"], v["base_model"]) for v in map(json.loads,
+            listed.splitlines())] == [("parser-v0", "champion", "rules")]  # fmt: skip
+    shown = kaizend(tmp_path, "models", "show", "parser-v0", check=True).stdout
+    assert "initial champion: the rule-based parser" in shown and "alias history" in shown
+    missing = kaizend(tmp_path, "models", "show", "parser-v9")
+    assert missing.returncode == 1 and "kaizend models list" in missing.stderr
     parsed = subprocess.run(
         [sys.executable, "-m", "daemon", "parse"],
         cwd=tmp_path,
