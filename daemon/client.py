@@ -15,9 +15,9 @@ from faststream.nats import NatsBroker
 from core.config import Settings
 from core.errors import DaemonTimeout, DaemonUnavailable, KaizendError, StorageError
 from daemon.runtime import daemon_nats_url
-from handlers.admin import read_status
 from handlers.connection import make_broker
 from handlers.publish import Outgoing, PublishReport, publish_events
+from storage.events import stored_summary
 from storage.readonly import run_read_only
 
 
@@ -69,7 +69,7 @@ def open_offline(settings: Settings) -> duckdb.DuckDBPyConnection:
 
 def read_status_offline(settings: Settings) -> dict[str, Any]:
     with open_offline(settings) as con:
-        return read_status(con)
+        return stored_summary(con)
 
 
 def sql_query(settings: Settings, query: str, max_rows: int | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from core import __version__
 from core.config import Settings
 from core.errors import KaizendError
 from handlers.ingest import Ingestor
-from storage.events import EVENT_TABLES, TABLES, EventStore
+from storage.events import EventStore, stored_summary
 from storage.readonly import run_read_only
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,6 @@ log = logging.getLogger(__name__)
 class SqlRequest(BaseModel):
     sql: str = Field(min_length=1)
     max_rows: int | None = Field(None, ge=1)
-
-
-def read_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Row counts and the time of the newest stored event, from any connection."""
-    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
-    union = " UNION ALL ".join(
-        f"SELECT max(ingested_at) AS t FROM {t}" for t in EVENT_TABLES.values()
-    )
-    newest = con.execute(f"SELECT max(t) FROM ({union})").fetchone()[0]
-    return {"counts": counts, "last_event_at": newest.isoformat() if newest else None}
 
 
 class Admin:
@@ -128,7 +118,7 @@ class Admin:
         lag = await self.consumer_lag()
         healthy, reason = self.health(lag)
         try:
-            stored = await asyncio.to_thread(read_status, self.store.cursor())
+            stored = await asyncio.to_thread(stored_summary, self.store.cursor())
         except duckdb.Error as err:
             stored = {"storage_error": str(err)}
             healthy, reason = False, f"database unreadable: {err}"

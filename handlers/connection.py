@@ -43,15 +43,18 @@ def _security(settings: NatsSettings) -> NatsSecurity | None:
     return NatsSecurity(ssl_context=tls) if tls else None
 
 
-_last_error: list[str] = [""]
+def _error_logger() -> Callable[[Exception], Awaitable[None]]:
+    """nats-py reports every failed (re)connection attempt; say each new problem once."""
+    last = ""
 
+    async def log_error(err: Exception) -> None:
+        nonlocal last
+        text = f"{type(err).__name__}: {err}"
+        if text != last:
+            last = text
+            logging.getLogger(__name__).warning("NATS connection problem (retrying): %s", text)
 
-async def _log_connection_error(err: Exception) -> None:
-    # nats-py reports every failed (re)connection attempt; say each new problem once.
-    text = f"{type(err).__name__}: {err}"
-    if text != _last_error[0]:
-        _last_error[0] = text
-        logging.getLogger(__name__).warning("NATS connection problem (retrying): %s", text)
+    return log_error
 
 
 def make_broker(
@@ -78,7 +81,7 @@ def make_broker(
         reconnect_time_wait=1.0,
         graceful_timeout=graceful_timeout,
         closed_cb=closed_cb,
-        error_cb=_log_connection_error,
+        error_cb=_error_logger(),
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,
     )

@@ -37,6 +37,16 @@ def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(resources.files("storage").joinpath("schema.sql").read_text())
 
 
+def stored_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Row counts per table and the time of the newest stored event, from any connection."""
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+    union = " UNION ALL ".join(
+        f"SELECT max(ingested_at) AS t FROM {t}" for t in EVENT_TABLES.values()
+    )
+    newest = con.execute(f"SELECT max(t) FROM ({union})").fetchone()[0]
+    return {"counts": counts, "last_event_at": newest.isoformat() if newest else None}
+
+
 class EventStore:
     """The daemon's read-write handle on the DuckDB file. One per process."""
 
@@ -57,9 +67,6 @@ class EventStore:
             table: self._con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
             for table in TABLES
         }
-
-    def arrow_schema(self, table: str) -> pa.Schema:
-        return self._arrow_schemas[table]
 
     def write(self, rows_by_table: Mapping[str, Sequence[dict[str, Any]]]) -> int:
         """Insert every row of the batch in one transaction; rows already stored are skipped.
@@ -105,10 +112,6 @@ class EventStore:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection to the same database for another thread (readers, exports)."""
         return self._con.cursor()
-
-    def counts(self) -> dict[str, int]:
-        cur = self.cursor()
-        return {t: cur.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database file."""

@@ -61,6 +61,11 @@ async def stored_count(nc: nats.NATS) -> int | None:
     return counts["query_events"] + counts["feedback_events"] + counts["correction_events"]
 
 
+async def stored_at_least(nc: nats.NATS, count: int) -> bool:
+    stored = await stored_count(nc)
+    return stored is not None and stored >= count
+
+
 async def answers(nc: nats.NATS) -> bool:
     return await stored_count(nc) is not None
 
@@ -68,10 +73,7 @@ async def answers(nc: nats.NATS) -> bool:
 async def drain_and_stop(daemon: subprocess.Popen, nc: nats.NATS) -> None:
     """Wait until the daemon has stored all N events, then stop it gracefully."""
 
-    async def all_stored() -> bool:
-        return await stored_count(nc) == N
-
-    await eventually(all_stored, timeout=120)
+    await eventually(lambda: stored_at_least(nc, N), timeout=120)
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(30) == 0
 
@@ -98,11 +100,7 @@ async def test_kill_9_mid_ingest_then_restart_stores_every_event_once(
         await eventually(lambda: answers(nc), timeout=30)
         publisher = asyncio.create_task(publish_events(nc.jetstream(), events(N)))
 
-        async def partly_stored() -> bool:
-            count = await stored_count(nc)
-            return count is not None and count >= 5_000
-
-        await eventually(partly_stored, timeout=60)
+        await eventually(lambda: stored_at_least(nc, 5_000), timeout=60)
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
         await publisher
@@ -129,20 +127,13 @@ async def test_nats_server_restart_mid_stream_the_daemon_reconnects_and_catches_
         )
         publisher = asyncio.create_task(publish_events(publisher_nc.jetstream(), events(N)))
 
-        async def partly_stored() -> bool:
-            count = await stored_count(daemon.nc)
-            return count is not None and count >= 5_000
-
-        await eventually(partly_stored, timeout=60)
+        await eventually(lambda: stored_at_least(daemon.nc, 5_000), timeout=60)
         await asyncio.to_thread(nats_server.stop)  # same port and store come back below
         await asyncio.sleep(1.0)
         await asyncio.to_thread(nats_server.start)
         await publisher
 
-        async def all_stored() -> bool:
-            return await stored_count(daemon.nc) == N
-
-        await eventually(all_stored, timeout=120)
+        await eventually(lambda: stored_at_least(daemon.nc, N), timeout=120)
         await publisher_nc.close()
         assert (await daemon.status())["healthy"]
     assert_exactly_once(settings.db_path)
@@ -160,11 +151,7 @@ async def test_kill_9_repeatedly_never_loses_or_duplicates(
         for threshold in (5_000, 20_000, 35_000):
             daemon = start_daemon(data_dir, nats_server.url)
 
-            async def past(threshold: int = threshold) -> bool:
-                count = await stored_count(nc)
-                return count is not None and count >= threshold
-
-            await eventually(past, timeout=120)
+            await eventually(lambda t=threshold: stored_at_least(nc, t), timeout=120)
             daemon.send_signal(signal.SIGKILL)
             daemon.wait(10)
         await publisher

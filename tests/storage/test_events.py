@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from core.errors import StorageError
-from storage.events import EventStore
+from storage.events import EventStore, stored_summary
 from storage.export import export_parquet
 
 NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
@@ -34,7 +34,7 @@ def test_rewriting_a_batch_stores_each_event_once(tmp_path: Path) -> None:
     store.write(batch)
     store.write(batch)  # a redelivered batch
     store.write({"feedback_events": [feedback("f1"), feedback("f1"), feedback("new")]})
-    assert store.counts()["feedback_events"] == 1001
+    assert stored_summary(store.cursor())["counts"]["feedback_events"] == 1001
 
 
 def test_a_failing_batch_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -42,16 +42,16 @@ def test_a_failing_batch_leaves_nothing_behind(tmp_path: Path) -> None:
     bad_query = {"event_id": "q", "query_id": "q", "ts": NOW}  # NOT NULL columns missing
     with pytest.raises(StorageError, match="could not commit"):
         store.write({"feedback_events": [feedback("f1")], "query_events": [bad_query]})
-    assert store.counts()["feedback_events"] == 0
+    assert stored_summary(store.cursor())["counts"]["feedback_events"] == 0
     store.write({"feedback_events": [feedback("f1")]})  # the store is usable afterwards
-    assert store.counts()["feedback_events"] == 1
+    assert stored_summary(store.cursor())["counts"]["feedback_events"] == 1
 
 
 def test_a_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
     holder = EventStore(tmp_path / "k.duckdb")
     # DuckDB's lock is per process; another process opening the file for writing fails.
     code = (
-        "from pathlib import Path; from storage.events import EventStore\n"
+        "from pathlib import Path; from storage.events import EventStore, stored_summary\n"
         f"EventStore(Path({str(tmp_path / 'k.duckdb')!r}))"
     )
     proc = subprocess.run(
