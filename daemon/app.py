@@ -1,9 +1,12 @@
 """The daemon's lifecycle: start-up order, the run loop, and the graceful stop.
 
-Start: embedded nats-server (when no URL is configured) -> DuckDB store -> broker with the
-ingest subscriber and the admin responders -> writer -> scheduler -> runtime file.
-Stop (SIGTERM/SIGINT): stop fetching -> commit and ack what was fetched -> close NATS ->
-checkpoint DuckDB -> stop the embedded server; all within ``daemon.shutdown_grace_s``.
+Start: embedded nats-server (when no URL is configured) -> DuckDB store and each task's
+version 0 -> broker with the ingest subscriber and the admin responders -> writer ->
+orchestrator (training triggers and results) and the local training worker -> scheduler ->
+runtime file.
+Stop (SIGTERM/SIGINT): stop the training worker (its job goes back to the queue) -> stop
+fetching -> commit and ack what was fetched -> close NATS -> checkpoint DuckDB -> stop the
+embedded server; all within ``daemon.shutdown_grace_s``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.config import Settings
 from daemon.nats_server import EmbeddedNats
+from daemon.orchestrator import Orchestrator
 from daemon.runtime import remove_runtime, write_runtime
+from daemon.worker import Worker
 from handlers.admin import Admin
 from handlers.connection import make_broker
 from handlers.ingest import (
@@ -31,6 +36,7 @@ from handlers.ingest import (
     tolerate_fetch_timeouts,
     watch_abandoned,
 )
+from models.tasks import TASK_NAMES, build_task
 from storage.events import EventStore
 from storage.export import export_parquet
 from storage.registry import Registry
@@ -44,6 +50,8 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: EventStore | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.worker: Worker | None = None
         self._stop = asyncio.Event()
         self._exit_code = 0
 
@@ -93,10 +101,17 @@ class Daemon:
             url = embedded.url
 
         store = self.store = EventStore(s.db_path)
-        Registry(store.cursor()).ensure_initial_champion(
-            "parser", base_model="rules", reason="initial champion: the rule-based parser"
-        )
+        tasks = {name: build_task(s, name) for name in TASK_NAMES}
+        with store.cursor() as con:
+            for name, task in tasks.items():
+                Registry(con).ensure_initial_champion(
+                    name,
+                    base_model=task.builtin_version,
+                    reason=f"initial champion: the built-in {task.builtin_version!r}",
+                )
+        orchestrator = self.orchestrator = Orchestrator(s, store, tasks)
         ingestor = Ingestor(store, s.ingest, s.stream.subject_prefix)
+        ingestor.on_commit = orchestrator.notify_committed
         broker = make_broker(
             s.nats,
             url,
@@ -106,7 +121,7 @@ class Daemon:
         )
         subscriber = subscribe(broker, s.stream, s.ingest, ingestor)
         watch_abandoned(broker, s.stream, s.ingest, ingestor)
-        admin = Admin(s, store, ingestor, url)
+        admin = Admin(s, store, ingestor, url, orchestrator)
         admin.register(broker)
         scheduler = AsyncIOScheduler()
         if s.storage.export_interval_s:
@@ -119,6 +134,16 @@ class Daemon:
                 max_instances=1,
                 coalesce=True,
             )
+        scheduler.add_job(
+            orchestrator.check,
+            "interval",
+            seconds=s.training.check_interval_s,
+            id="training-check",
+            max_instances=1,
+            coalesce=True,
+        )
+        worker: Worker | None = None
+        worker_task: asyncio.Task[None] | None = None
         try:
             ingestor.start()
             log.info("connecting to NATS at %s", url)
@@ -127,6 +152,10 @@ class Daemon:
             tolerate_fetch_timeouts(subscriber)
             admin.js = broker.connection.jetstream()
             await apply_consumer_config(admin.js, s.stream, subscriber)
+            await orchestrator.start(broker.connection)
+            if s.training.local_worker:
+                worker = self.worker = Worker(s, broker.connection)
+                worker_task = asyncio.create_task(worker.run(), name="training-worker")
             scheduler.start()
             write_runtime(s, url)
             log.info(
@@ -139,10 +168,29 @@ class Daemon:
             )
             await self._stop.wait()
         finally:
-            await self._shutdown(broker, subscriber, ingestor, scheduler, store, embedded)
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            await self._stop_training(worker, worker_task, orchestrator)
+            await self._shutdown(broker, subscriber, ingestor, store, embedded)
         return self._exit_code
 
-    async def _shutdown(self, broker, subscriber, ingestor, scheduler, store, embedded) -> None:  # noqa: ANN001
+    async def _stop_training(
+        self,
+        worker: Worker | None,
+        worker_task: asyncio.Task[None] | None,
+        orchestrator: Orchestrator,
+    ) -> None:
+        """Hand a running training back to the queue (it resumes from its checkpoint)."""
+        try:
+            async with asyncio.timeout(self.settings.training.stop_grace_s + 5):
+                if worker is not None and worker_task is not None:
+                    await worker.stop()
+                    await worker_task
+                await orchestrator.stop()
+        except Exception:  # noqa: BLE001 - the event pipeline must still stop cleanly
+            log.exception("error while stopping the training worker")
+
+    async def _shutdown(self, broker, subscriber, ingestor, store, embedded) -> None:  # noqa: ANN001
         started = time.perf_counter()
         grace = self.settings.daemon.shutdown_grace_s
         try:
@@ -155,8 +203,6 @@ class Daemon:
         except Exception:
             log.exception("error while draining; unacked events will be redelivered")
         finally:
-            if scheduler.running:
-                scheduler.shutdown(wait=False)
             try:
                 store.checkpoint()
             finally:

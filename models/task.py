@@ -10,10 +10,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
+
+from core.errors import KaizendError
+
+
+class NotEnoughSignal(KaizendError, ValueError):
+    """The stored events do not (yet) make a training set; ``counts`` says what there is."""
+
+    def __init__(self, task: str, message: str, counts: dict[str, int]) -> None:
+        super().__init__(f"{task}: not enough signal to train: {message}")
+        self.task = task
+        self.counts = counts
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One optimiser step, as reported to a progress callback (by every task)."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    learning_rate: float
+    examples_per_s: float
+    eta_s: float
+
+
+ProgressCallback = Callable[[TrainProgress], None]
 
 
 @dataclass(frozen=True)
@@ -22,10 +50,30 @@ class TrainingSet:
 
     train: Sequence[dict[str, Any]]
     validation: Sequence[dict[str, Any]]
+    fresh: Sequence[dict[str, Any]] = ()
+    """The most recent real signal, held back: never trained on, the offline gate's
+    fresh evaluation set (examples in the shape `Task.evaluate` takes)."""
     event_ids: dict[str, list[str]] = field(default_factory=dict)
-    """Ids of the events used, by kind (``correction``, ``feedback``): the lineage."""
+    """Ids of the events trained on, by kind (``correction``, ``feedback``): the lineage."""
+    fresh_event_ids: dict[str, list[str]] = field(default_factory=dict)
+    """Ids of the events held back in ``fresh``, by kind."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Events that could not become examples, by reason."""
+
+
+def hold_back_newest(items: Sequence[Any], share: float) -> tuple[Sequence[Any], Sequence[Any]]:
+    """Split time-ordered ``items`` into (older, newest ``share``).
+
+    At least one item is held back when ``share`` > 0 and there are two or more, so a small
+    fresh set still exists; with ``share`` == 0 nothing is.
+    """
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"fresh_share must be in [0, 1), got {share}")
+    count = int(len(items) * share)
+    if share > 0 and count == 0 and len(items) >= 2:
+        count = 1
+    cut = len(items) - count
+    return items[:cut], items[cut:]
 
 
 class Task(Protocol):
@@ -37,8 +85,26 @@ class Task(Protocol):
     builtin_version: str
     """What version 0 is (the parser's rules, the base embedder), for the registry."""
 
-    def build_training_set(self, con: duckdb.DuckDBPyConnection) -> TrainingSet:
-        """Examples from the task's base data merged with the signal stored in ``con``."""
+    def count_new_signal(
+        self, con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime
+    ) -> int:
+        """Signal that would make the next training different: stored after ``since``
+        (everything when None) and up to ``until``. Cheap: the triggers call it often."""
+        ...
+
+    def build_training_set(
+        self, con: duckdb.DuckDBPyConnection, *, fresh_share: float = 0.0
+    ) -> TrainingSet:
+        """Examples from the task's base data merged with the signal stored in ``con``.
+
+        The newest ``fresh_share`` of the real signal (by event time) goes to
+        ``TrainingSet.fresh`` instead of training. Raises `NotEnoughSignal` when the task
+        needs more stored signal than there is.
+        """
+        ...
+
+    def benchmark_examples(self) -> Sequence[dict[str, Any]]:
+        """The task's fixed benchmark split, in the shape `evaluate` takes."""
         ...
 
     def train(
@@ -46,7 +112,7 @@ class Task(Protocol):
         training_set: TrainingSet,
         out_dir: Path,
         *,
-        progress: Callable[[Any], None] | None = None,
+        progress: ProgressCallback | None = None,
         progress_bar: bool = False,
     ) -> Path:
         """Train a version into ``out_dir`` (resuming a checkpoint there); return it.

@@ -114,3 +114,46 @@ CREATE OR REPLACE VIEW current_aliases AS
 SELECT task, alias, version_id, assigned_at, reason
 FROM alias_history
 QUALIFY row_number() OVER (PARTITION BY task, alias ORDER BY assigned_at DESC) = 1;
+
+-- Training jobs. A run is one training on one snapshot of the events; each attempt at it is a
+-- job (a retry after a failure is a new job of the same run, resuming its checkpoint).
+CREATE TABLE IF NOT EXISTS training_jobs (
+    job_id       VARCHAR PRIMARY KEY,   -- <run_id>.<attempt>
+    run_id       VARCHAR NOT NULL,      -- <task>-<yyyymmddThhmmss>: the version's training_run
+    task         VARCHAR NOT NULL,
+    attempt      INTEGER NOT NULL,
+    state        VARCHAR NOT NULL,      -- queued | running | succeeded | failed | interrupted
+    reason       VARCHAR NOT NULL,      -- what asked for it: threshold, max age, manual, drift, retry
+    requested_at TIMESTAMPTZ NOT NULL,
+    started_at   TIMESTAMPTZ,
+    finished_at  TIMESTAMPTZ,
+    cutoff       TIMESTAMPTZ NOT NULL,  -- the snapshot holds events ingested up to this time
+    snapshot     JSON,                  -- rows of the snapshot by table
+    champion     VARCHAR,               -- the champion when requested: parent and gate baseline
+    run_dir      VARCHAR NOT NULL,      -- snapshot, job spec, and the version directory
+    worker       VARCHAR,               -- host:pid of the worker that took it
+    pid          INTEGER,               -- the training subprocess
+    progress     JSON,                  -- step, total_steps, loss, eta_s of the newest report
+    error        VARCHAR,
+    retryable    BOOLEAN,               -- false: a retry cannot help (not enough signal)
+    version_id   VARCHAR                -- the candidate it registered
+);
+
+-- Lineage: the stored events each training run learned from, or held back to evaluate on.
+CREATE TABLE IF NOT EXISTS training_events (
+    run_id   VARCHAR NOT NULL,
+    kind     VARCHAR NOT NULL,          -- correction | feedback
+    event_id VARCHAR NOT NULL,
+    role     VARCHAR NOT NULL           -- train | fresh
+);
+
+-- Every offline-gate decision with the numbers that made it.
+CREATE TABLE IF NOT EXISTS gate_decisions (
+    version_id VARCHAR NOT NULL,
+    task       VARCHAR NOT NULL,
+    champion   VARCHAR NOT NULL,        -- the version it was measured against
+    decided_at TIMESTAMPTZ NOT NULL,
+    passed     BOOLEAN NOT NULL,
+    reason     VARCHAR NOT NULL,
+    checks     JSON NOT NULL            -- per evaluation set: metric, candidate, champion, limit
+);

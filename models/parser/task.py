@@ -13,6 +13,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,12 @@ import duckdb
 
 from models.fit.querygen import generate_examples, split_examples
 from models.fit.schema import InvalidParse, to_compact_dict, validate_output
+from models.parser.base import ensure_base
 from models.parser.config import ParserTrainingConfig
 from models.parser.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC, evaluate
 from models.parser.serve import load_parser
 from models.parser.train import train_parser
-from models.task import TrainingSet
+from models.task import TrainingSet, hold_back_newest
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +41,43 @@ ORDER BY c.ts, c.event_id
 """
 
 
+# New signal: corrections of parser queries, by the time they were stored.
+_NEW_CORRECTIONS = """
+SELECT count(*) FROM correction_events c JOIN query_events q USING (query_id)
+WHERE q.task = ? AND c.ingested_at > ? AND c.ingested_at <= ?
+"""
+
+
 @dataclass(frozen=True)
 class ParserTask:
-    """Builds, trains, evaluates and loads parser versions."""
+    """Builds, trains, evaluates and loads parser versions.
+
+    ``base_source`` is what `models.parser.base.ensure_base` takes (None: the packaged
+    SmolLM2); it is converted or checked only when a model is trained, so building a task to
+    count its signal costs nothing.
+    """
 
     config: ParserTrainingConfig
-    base_path: Path
+    base_source: Path | str | None = None
+    data_dir: Path = Path("var")
     correction_weight: int = 3
     seed: int = 0
     name: str = "parser"
     primary_metric: str = PRIMARY_METRIC
     greater_is_better: bool = GREATER_IS_BETTER
     builtin_version: str = "rules"
+
+    @cached_property
+    def base_path(self) -> Path:
+        """The local Hugging Face directory of the base (converted on first use)."""
+        return ensure_base(self.data_dir, self.base_source)
+
+    def count_new_signal(
+        self, con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime
+    ) -> int:
+        """Corrections of parser queries stored after ``since`` (all when None), up to ``until``."""
+        since = since or datetime.min.replace(tzinfo=UTC)
+        return con.execute(_NEW_CORRECTIONS, [self.name, since, until]).fetchone()[0]
 
     def corrections(self, con: duckdb.DuckDBPyConnection) -> tuple[list[dict[str, Any]], Counter]:
         """Valid corrections as examples; invalid ones are counted by reason, not trained on."""
@@ -66,9 +94,19 @@ class ParserTask:
             )
         return examples, skipped
 
-    def build_training_set(self, con: duckdb.DuckDBPyConnection) -> TrainingSet:
-        splits = split_examples(generate_examples(seed=self.seed), seed=self.seed)
+    def _splits(self) -> dict[str, list[dict[str, Any]]]:
+        return split_examples(generate_examples(seed=self.seed), seed=self.seed)
+
+    def benchmark_examples(self) -> Sequence[dict[str, Any]]:
+        """The generated test split: combinations of slots the training split never has."""
+        return self._splits()["test"]
+
+    def build_training_set(
+        self, con: duckdb.DuckDBPyConnection, *, fresh_share: float = 0.0
+    ) -> TrainingSet:
+        splits = self._splits()
         corrections, skipped = self.corrections(con)
+        corrections, fresh = hold_back_newest(corrections, fresh_share)
         weighted = [
             {**example, "id": f"{example['id']}#{copy}"}
             for example in corrections
@@ -77,7 +115,9 @@ class ParserTask:
         return TrainingSet(
             train=[*splits["train"], *weighted],
             validation=splits["validation"],
+            fresh=fresh,
             event_ids={"correction": [example["id"] for example in corrections]},
+            fresh_event_ids={"correction": [example["id"] for example in fresh]},
             skipped=dict(skipped),
         )
 

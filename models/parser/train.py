@@ -23,7 +23,6 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +41,9 @@ from models.parser.version import (
     manifest,
     write_json,
 )
+from models.task import ProgressCallback, TrainProgress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainProgress:
-    """One optimiser step, as reported to a progress callback."""
-
-    step: int
-    total_steps: int
-    epoch: float
-    loss: float
-    learning_rate: float
-    examples_per_s: float
-    eta_s: float
-
-
-ProgressCallback = Callable[[TrainProgress], None]
 
 
 def seed_everything(seed: int) -> None:
@@ -375,6 +359,7 @@ def train_parser(
     tail = losses[-10:]
     metrics = {
         "steps": step,
+        "resumed_from_step": state["step"] if state else 0,
         "examples": len(encoded),
         "device": device,
         "train_loss_final": sum(tail) / len(tail) if tail else None,

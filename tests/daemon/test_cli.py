@@ -144,21 +144,24 @@ def test_sql_works_while_the_daemon_runs_and_refuses_writes(
     again = kaizend(tmp_path, "sql", "SELECT count(*) FROM feedback_events", "--format", "csv")
     assert again.stdout.splitlines()[1] == "100"
 
-    # Version 0 of the parser is registered as champion on first start and serves by default.
+    # Version 0 of each task is registered as champion on first start and serves by default.
     champion = kaizend(
         tmp_path,
         "sql",
-        "SELECT version_id, status FROM model_versions",
+        "SELECT version_id, status FROM model_versions ORDER BY version_id",
         "--format",
         "csv",
         check=True,
     ).stdout
-    assert champion.splitlines()[1:] == ["parser-v0,champion"]
+    assert champion.splitlines()[1:] == ["parser-v0,champion", "retriever-v0,champion"]
     listed = kaizend(tmp_path, "models", "list", "--format", "json", check=True).stdout
-    assert [(v["version_id"], v["status"], v["base_model"]) for v in map(json.loads,
-            listed.splitlines())] == [("parser-v0", "champion", "rules")]  # fmt: skip
+    versions = [json.loads(line) for line in listed.splitlines()]
+    assert [(v["version_id"], v["status"], v["base_model"]) for v in versions] == [
+        ("parser-v0", "champion", "rules"),
+        ("retriever-v0", "champion", "base"),
+    ]
     shown = kaizend(tmp_path, "models", "show", "parser-v0", check=True).stdout
-    assert "initial champion: the rule-based parser" in shown and "alias history" in shown
+    assert "initial champion: the built-in 'rules'" in shown and "alias history" in shown
     missing = kaizend(tmp_path, "models", "show", "parser-v9")
     assert missing.returncode == 1 and "kaizend models list" in missing.stderr
     parsed = subprocess.run(

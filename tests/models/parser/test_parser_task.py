@@ -51,7 +51,7 @@ def test_training_set_merges_generated_data_with_weighted_valid_corrections(
             correction("c5", "never-seen", {"technology": "Hydro"}),  # no query text yet
         ],
     })  # fmt: skip
-    task = ParserTask(config=PROFILES["quick"], base_path=tmp_path, correction_weight=3)
+    task = ParserTask(config=PROFILES["quick"], base_source=tmp_path, correction_weight=3)
     training = task.build_training_set(store.cursor())
 
     assert training.event_ids == {"correction": ["c2"]}
@@ -62,3 +62,28 @@ def test_training_set_merges_generated_data_with_weighted_valid_corrections(
     assert from_events[0]["expected"]["capacity_min_kw"] == 500
     generated = len(training.train) - len(from_events)
     assert generated >= 3000 and len(training.validation) >= 400
+
+
+def test_the_newest_corrections_are_held_back_as_the_fresh_set_and_counted_as_signal(
+    tmp_path: Path,
+) -> None:
+    store = EventStore(tmp_path / "k.duckdb")
+    store.write({
+        "query_events": [query(f"q{i}", f"k{i}", f"hydro sites number {i}") for i in range(5)],
+        "correction_events": [
+            correction(f"c{i}", f"k{i}", {"technology": "Hydro"}, minutes=i) for i in range(5)
+        ],
+    })  # fmt: skip
+    task = ParserTask(config=PROFILES["quick"], correction_weight=1)
+    training = task.build_training_set(store.cursor(), fresh_share=0.4)
+    assert training.fresh_event_ids == {"correction": ["c3", "c4"]}
+    assert training.event_ids == {"correction": ["c0", "c1", "c2"]}
+    assert [e["text"] for e in training.fresh] == ["hydro sites number 3", "hydro sites number 4"]
+    trained_texts = {e["text"] for e in training.train}
+    assert not trained_texts & {e["text"] for e in training.fresh}
+    assert len(task.benchmark_examples()) >= 400
+
+    # Signal counts by when it was stored: all five, then none after the last.
+    until = T0 + timedelta(days=1)
+    assert task.count_new_signal(store.cursor(), None, until) == 5
+    assert task.count_new_signal(store.cursor(), T0, until) == 0

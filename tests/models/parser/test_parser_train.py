@@ -9,8 +9,9 @@ import pytest
 from models.parser.base import load_base
 from models.parser.batches import collate, encode_examples
 from models.parser.config import ParserTrainingConfig
-from models.parser.train import TrainProgress, completion_loss, train_parser
+from models.parser.train import completion_loss, train_parser
 from models.parser.version import CHECKPOINT_DIR, IncompleteVersion, ParserVersion
+from models.task import TrainProgress
 
 TINY = ParserTrainingConfig(
     lora_rank=4,

@@ -1,0 +1,415 @@
+"""From accumulated events to a registered candidate, unattended.
+
+The orchestrator checks every task's triggers (soon after events with signal are committed,
+and on the scheduler's interval), queues a training job when one fires, follows the jobs'
+progress, registers each trained candidate with its lineage, and runs the offline gate on the
+numbers the training subprocess measured. A failed job is retried with backoff on the same
+snapshot (resuming its checkpoint). Only one job per task is queued or running at a time;
+the workers run one training at a time each.
+
+The daemon is the only writer of DuckDB: workers report over NATS and this module records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+from pydantic import ValidationError
+
+from core.config import Settings
+from core.errors import KaizendError
+from handlers.jobs import (
+    ChampionRef,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    ensure_jobs_stream,
+    result_subject,
+    train_subject,
+)
+from models.gate import decide
+from models.task import Task
+from models.training import TRAINING_SET_FILE
+from models.triggers import TriggerState, training_reason
+from storage.events import EventStore
+from storage.jobs import Job, JobStore
+from storage.registry import Registry
+from storage.snapshots import export_snapshot
+
+log = logging.getLogger(__name__)
+
+RESULTS_CONSUMER = "kaizend-results"
+PROGRESS_LOG_INTERVAL_S = 30.0
+SIGNAL_KINDS = ("feedback", "correction")
+
+
+T = TypeVar("T")
+
+
+class OrchestratorStopped(KaizendError, RuntimeError):
+    """Work arrived after the orchestrator stopped (during the daemon's shutdown)."""
+
+
+class TrainingRefused(KaizendError, ValueError):
+    """A training request that cannot be honoured (unknown task, drift trigger disabled)."""
+
+
+class Orchestrator:
+    """Triggers, job queue and results, inside the daemon."""
+
+    def __init__(self, settings: Settings, store: EventStore, tasks: Mapping[str, Task]) -> None:
+        self.settings = settings
+        self.training = settings.training
+        self.store = store
+        self.tasks = dict(tasks)
+        self.nc: NATS | None = None
+        self._lock = asyncio.Lock()
+        self._check_soon = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._status_sub: Any = None
+        self._db_lock = threading.Lock()
+        self._closed = False
+        self._results_sub: Any = None
+        self._logged_at: dict[str, float] = {}
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def _db(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``work`` on a cursor of its own in a thread; `stop` waits for it to finish, so
+        no write is in flight when the daemon checkpoints and closes the database."""
+
+        def locked() -> T:
+            with self._db_lock:
+                if self._closed:
+                    raise OrchestratorStopped("the orchestrator has stopped")
+                with self.store.cursor() as con:
+                    return work(con)
+
+        return await asyncio.to_thread(locked)
+
+    def _close(self) -> None:
+        with self._db_lock:
+            self._closed = True
+
+    async def start(self, nc: NATS) -> None:
+        self.nc = nc
+        js = nc.jetstream()
+        await ensure_jobs_stream(js, self.training)
+        self._status_sub = await nc.subscribe(self.training.status_subject, cb=self._on_status)
+        results = await js.pull_subscribe(
+            result_subject(self.training),
+            durable=RESULTS_CONSUMER,
+            stream=self.training.stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_deliver=-1),
+        )
+        self._results_sub = results
+        self._loops = [
+            asyncio.create_task(self._result_loop(results), name="training-results"),
+            asyncio.create_task(self._check_loop(), name="training-triggers"),
+        ]
+        self._check_soon.set()  # signal may have accumulated while the daemon was down
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        for sub in (self._status_sub, self._results_sub):
+            if sub is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+        await asyncio.to_thread(self._close)
+
+    def notify_committed(self, kinds: Counter[str]) -> None:
+        """The ingestor's hook: signal arrived, so check the triggers soon (cheap)."""
+        if any(kinds.get(kind) for kind in SIGNAL_KINDS):
+            self._check_soon.set()
+
+    async def _check_loop(self) -> None:
+        while True:
+            await self._check_soon.wait()
+            self._check_soon.clear()
+            await self.check()
+            await asyncio.sleep(1.0)  # at most one check a second while events stream in
+
+    # -- triggers ---------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Queue the retries that are due and the trainings whose trigger fires."""
+        async with self._lock:
+            for name, task in self.tasks.items():
+                try:
+                    await self._check_task(name, task)
+                except Exception:  # noqa: BLE001 - one task's trouble must not stop the others
+                    log.exception("trigger check of %s failed", name)
+
+    async def _check_task(self, name: str, task: Task) -> None:
+        def facts(con: duckdb.DuckDBPyConnection) -> tuple[Job | None, Job | None, str | None]:
+            jobs = JobStore(con)
+            if jobs.active(name) is not None:
+                return None, None, None
+            retry = jobs.retry_due(
+                name,
+                max_attempts=self.training.max_attempts,
+                backoff_s=self.training.retry_backoff_s,
+            )
+            if retry is not None or not self.training.auto:
+                return retry, None, None
+            latest = jobs.latest(name)
+            succeeded = jobs.last_succeeded(name)
+            now = datetime.now(UTC)
+            since = latest.cutoff if latest else None
+            last_trained = (
+                succeeded.finished_at if succeeded else Registry(con).get(f"{name}-v0").created_at
+            )
+            state = TriggerState(
+                new_signal=task.count_new_signal(con, since, now),
+                last_requested=latest.requested_at if latest else None,
+                last_trained=last_trained,
+            )
+            reason = training_reason(getattr(self.settings.triggers, name), state, now)
+            return None, latest, reason
+
+        retry, _, reason = await self._db(facts)
+        if retry is not None:
+            await self._queue_retry(retry)
+        elif reason is not None:
+            await self.submit(name, reason)
+
+    async def request(self, name: str, reason: str, *, drift: bool = False) -> Job:
+        """Train ``name`` now (``kaizend train``, or a drift report when ``drift``).
+
+        Skips threshold and cooldown; a job of the task already queued or running is returned
+        instead of a second one.
+        """
+        if name not in self.tasks:
+            raise TrainingRefused(f"unknown task {name!r}; one of {', '.join(self.tasks)}")
+        if drift and not getattr(self.settings.triggers, name).on_drift:
+            raise TrainingRefused(f"triggers.{name}.on_drift is false: drift does not retrain")
+        async with self._lock:
+            active = await self._db(lambda con: JobStore(con).active(name))
+            if active is not None:
+                return active
+            return await self.submit(name, reason)
+
+    async def submit(self, name: str, reason: str) -> Job:
+        """Snapshot the task's events, record a queued job, and put it on the work queue."""
+        cutoff = datetime.now(UTC)
+        run_id = f"{name}-{cutoff:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}"
+        run_dir = self.settings.path(Path("runs") / run_id).resolve()
+        task = self.tasks[name]
+
+        def record(con: duckdb.DuckDBPyConnection) -> tuple[Job, ChampionRef]:
+            started = time.perf_counter()
+            snapshot = export_snapshot(con, name, cutoff, run_dir / "snapshot")
+            registry = Registry(con)
+            champion = registry.alias(name, "champion") or f"{name}-v0"
+            artifact = registry.get(champion).artifact_path or task.builtin_version
+            job = JobStore(con).create(
+                run_id=run_id, task=name, attempt=1, reason=reason, cutoff=cutoff,
+                snapshot=snapshot, champion=champion, run_dir=str(run_dir),
+            )  # fmt: skip
+            log.info(
+                "training %s queued (%s): snapshot %s in %.0f ms, champion %s",
+                job.job_id, reason, snapshot, (time.perf_counter() - started) * 1e3, champion,
+            )  # fmt: skip
+            return job, ChampionRef(version_id=champion, artifact=str(artifact))
+
+        job, champion = await self._db(record)
+        await self._publish(job, champion)
+        return job
+
+    async def _queue_retry(self, failed: Job) -> None:
+        def record(con: duckdb.DuckDBPyConnection) -> tuple[Job, ChampionRef]:
+            champion = failed.champion or f"{failed.task}-v0"
+            artifact = Registry(con).get(champion).artifact_path
+            job = JobStore(con).create(
+                run_id=failed.run_id, task=failed.task, attempt=failed.attempt + 1,
+                reason=f"retry {failed.attempt + 1}/{self.training.max_attempts} after: "
+                f"{failed.error}",
+                cutoff=failed.cutoff, snapshot=failed.snapshot, champion=champion,
+                run_dir=failed.run_dir,
+            )  # fmt: skip
+            builtin = self.tasks[failed.task].builtin_version
+            return job, ChampionRef(version_id=champion, artifact=str(artifact or builtin))
+
+        job, champion = await self._db(record)
+        log.warning("training %s queued: %s", job.job_id, job.reason)
+        await self._publish(job, champion)
+
+    async def _publish(self, job: Job, champion: ChampionRef) -> None:
+        assert self.nc is not None
+        spec = JobSpec(
+            job_id=job.job_id, run_id=job.run_id, task=job.task, attempt=job.attempt,
+            run_dir=job.run_dir, champion=champion, fresh_share=self.training.fresh_share,
+            benchmark_max_examples=self.training.gate_benchmark_max_examples,
+            timeout_s=self.training.job_timeout_s,
+        )  # fmt: skip
+        await self.nc.jetstream().publish(
+            train_subject(self.training),
+            spec.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": job.job_id},
+        )
+
+    # -- what workers report ------------------------------------------------------------------
+
+    async def _on_status(self, msg: Msg) -> None:
+        try:
+            status = JobStatus.model_validate_json(msg.data)
+        except ValidationError as err:
+            log.warning("malformed training status ignored: %s", err)
+            return
+
+        def record(con: duckdb.DuckDBPyConnection) -> None:
+            jobs = JobStore(con)
+            if status.state == "started":
+                jobs.started(status.job_id, worker=status.worker, pid=status.pid)
+            elif status.state == "progress" and status.progress:
+                jobs.progressed(status.job_id, status.progress)
+            elif status.state == "interrupted":
+                jobs.interrupted(status.job_id, f"worker {status.worker} stopped")
+
+        try:
+            await self._db(record)
+        except Exception:  # noqa: BLE001 - progress is best effort
+            log.exception("could not record the status of %s", status.job_id)
+        self._log_status(status)
+
+    def _log_status(self, status: JobStatus) -> None:
+        if status.state == "progress" and status.progress:
+            now = time.monotonic()
+            if now - self._logged_at.get(status.job_id, 0.0) < PROGRESS_LOG_INTERVAL_S:
+                return
+            self._logged_at[status.job_id] = now
+            p = status.progress
+            log.info(
+                "training %s: step %s/%s, loss %.4f, ETA %.0f s",
+                status.job_id, p.get("step"), p.get("total_steps"), p.get("loss", float("nan")),
+                p.get("eta_s", float("nan")),
+            )  # fmt: skip
+        elif status.state == "phase":
+            log.info("training %s: %s", status.job_id, status.phase)
+        else:
+            log.info("training %s %s on %s (pid %s)", status.job_id, status.state,
+                     status.worker, status.pid)  # fmt: skip
+
+    async def _result_loop(self, results: Any) -> None:
+        while True:
+            try:
+                msgs = await results.fetch(1, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            for msg in msgs:
+                try:
+                    result = JobResult.model_validate_json(msg.data)
+                except ValidationError as err:
+                    log.error("malformed training result dropped: %s", err)
+                    await msg.term()
+                    continue
+                try:
+                    await self._db(functools.partial(self._record_result, result=result))
+                except Exception:  # noqa: BLE001 - redelivered, and logged until it works
+                    log.exception("could not record the result of %s", result.job_id)
+                    await msg.nak(delay=5.0)
+                    continue
+                await msg.ack()
+                self._check_soon.set()  # a failure may be retried, new signal may be waiting
+
+    def _record_result(self, con: duckdb.DuckDBPyConnection, *, result: JobResult) -> None:
+        jobs = JobStore(con)
+        job = jobs.find(result.job_id)
+        if job is None or job.state in ("succeeded", "failed"):
+            return  # not ours, or a redelivered result already recorded
+        if not result.succeeded or result.result is None:
+            jobs.finished(
+                job.job_id, succeeded=False, error=result.error, retryable=result.retryable
+            )
+            left = self.training.max_attempts - job.attempt if result.retryable else 0
+            log.error(
+                "training %s FAILED on %s: %s (%s)", job.job_id, result.worker, result.error,
+                f"{left} attempts left" if left > 0 else "no attempts left",
+            )  # fmt: skip
+            return
+        version_id = self._register(con, job, result.result)
+        jobs.finished(job.job_id, succeeded=True, version_id=version_id)
+
+    def _register(self, con: duckdb.DuckDBPyConnection, job: Job, outcome: dict[str, Any]) -> str:
+        """Register the candidate with its lineage, then apply the offline gate."""
+        task = self.tasks[job.task]
+        registry = Registry(con)
+        champion = job.champion or f"{job.task}-v0"
+        # A result redelivered after a crash half-way through finds its version registered.
+        done = con.execute(
+            "SELECT v.version_id, count(g.version_id) FROM model_versions v "
+            "LEFT JOIN gate_decisions g USING (version_id) WHERE v.training_run = ? "
+            "GROUP BY v.version_id",
+            [job.run_id],
+        ).fetchone()
+        if done is not None and done[1]:
+            return done[0]
+        if done is not None:
+            record = registry.get(done[0])
+        else:
+            con.begin()  # the version and its lineage, or neither
+            record = registry.register(
+                job.task,
+                base_model=outcome.get("base_model") or registry.get(champion).base_model,
+                reason=f"trained by run {job.run_id} ({job.reason})",
+                artifact_path=outcome["version_dir"],
+                parent_version=champion,
+                training_run=job.run_id,
+                metrics={
+                    "training": outcome.get("training", {}),
+                    "training_set": outcome.get("training_set", {}),
+                    "evaluation": outcome.get("reports", {}),
+                },
+            )
+            lineage_file = Path(job.run_dir) / TRAINING_SET_FILE
+            if lineage_file.is_file():
+                lineage = json.loads(lineage_file.read_text())
+                jobs = JobStore(con)
+                jobs.record_events(job.run_id, "train", lineage.get("event_ids", {}))
+                jobs.record_events(job.run_id, "fresh", lineage.get("fresh_event_ids", {}))
+            con.commit()
+        decision = decide(
+            outcome.get("reports", {}),
+            primary_metric=task.primary_metric,
+            greater_is_better=task.greater_is_better,
+            margin=self.training.gate_margin,
+            tolerance=self.training.gate_tolerance,
+        )
+        con.execute(
+            "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [record.version_id, job.task, champion, datetime.now(UTC), decision.passed,
+             decision.reason, json.dumps(decision.to_json())],
+        )  # fmt: skip
+        if not decision.passed:
+            registry.reject(record.version_id, f"offline gate {decision.reason}")
+        elif (current := registry.alias(job.task, "challenger")) is not None:
+            registry.set_status(
+                record.version_id, "candidate",
+                f"offline gate {decision.reason}; waits while {current} is the challenger",
+            )  # fmt: skip
+        else:
+            registry.make_challenger(record.version_id, f"offline gate {decision.reason}")
+        log.info("candidate %s of run %s: offline gate %s", record.version_id, job.run_id,
+                 decision.reason)  # fmt: skip
+        return record.version_id

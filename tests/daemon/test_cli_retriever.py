@@ -1,0 +1,70 @@
+"""The retriever's commands: benchmark queries, pair export, and their error messages."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from handlers.events import EVENT_TYPES
+from storage.events import EventStore
+from tests.daemon.test_cli import kaizend
+
+
+def test_examples_retriever_writes_the_benchmark_queries(tmp_path: Path) -> None:
+    proc = kaizend(tmp_path, "examples", "retriever", check=True)
+    examples = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(examples) == 300
+    assert all(example["text"] and 1 <= len(example["relevant_ids"]) <= 20 for example in examples)
+    refused = kaizend(tmp_path, "examples", "retriever", "--split", "train")
+    assert refused.returncode == 2 and "one benchmark set" in refused.stderr
+
+
+def _store(tmp_path: Path, events: list[dict]) -> None:
+    tables: dict[str, list[dict]] = {}
+    for event in events:
+        body = dict(event)
+        kind = body.pop("kind")
+        row = EVENT_TYPES[kind].model_validate(body).to_row() | {"ingested_at": datetime.now(UTC)}
+        tables.setdefault(f"{kind}_events", []).append(row)
+    store = EventStore(tmp_path / "var" / "kaizend.duckdb")
+    store.write(tables)
+    store.close()
+
+
+def test_pairs_retriever_exports_the_stored_feedback_as_csv_and_json(tmp_path: Path) -> None:
+    ts = "2026-11-23T10:00:00Z"
+    _store(tmp_path, [
+        {"kind": "query", "event_id": "q1", "query_id": "a", "ts": ts, "task": "retriever",
+         "text": "wind turbines in berkshire", "model_version": "retriever-v0",
+         "output": {"results": [{"doc_id": "4004", "score": 0.8},
+                                {"doc_id": "1585", "score": 0.7}]},
+         "latency_ms": 9.0},
+        {"kind": "feedback", "event_id": "f1", "query_id": "a", "ts": ts, "doc_id": "4004",
+         "rating": 5},
+        {"kind": "feedback", "event_id": "f2", "query_id": "a", "ts": ts, "doc_id": "1585",
+         "thumbs": "down"},
+    ])  # fmt: skip
+    proc = kaizend(tmp_path, "pairs", "retriever", "--format", "csv", "--model", "base")
+    assert proc.returncode == 0, proc.stderr
+    [row] = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert (row["anchor"], row["positive_id"], row["negative_1_id"]) == (
+        "wind turbines in berkshire", "4004", "1585",
+    )  # fmt: skip
+    assert "Berkshire" in row["positive"]
+    assert "1 pairs from 1 judged queries" in proc.stderr
+    out = tmp_path / "pairs.jsonl"
+    kaizend(tmp_path, "pairs", "retriever", "--format", "json", "--out", str(out), check=True)
+    assert json.loads(out.read_text())["negative_ids"] == ["1585"]
+
+
+def test_retriever_commands_say_what_is_wrong(tmp_path: Path) -> None:
+    data = tmp_path / "eval.jsonl"
+    data.write_text('{"text": "hydro in wales"}\n')
+    proc = kaizend(tmp_path, "eval", "retriever", "--model", "base", "--data", str(data))
+    assert proc.returncode == 1 and "eval.jsonl:1" in proc.stderr
+    proc = kaizend(tmp_path, "search", "--model", "retriever-v9", "wind in kent")
+    assert proc.returncode == 1
+    assert "unknown retriever version 'retriever-v9': give base, champion" in proc.stderr
