@@ -50,7 +50,7 @@ from models.training import TRAINING_SET_FILE
 from models.triggers import TriggerState, training_reason
 from storage.events import EventStore
 from storage.jobs import Job, JobStore
-from storage.registry import Registry
+from storage.registry import Registry, VersionRecord
 from storage.snapshots import export_snapshot
 
 log = logging.getLogger(__name__)
@@ -351,6 +351,32 @@ class Orchestrator:
         version_id = self._register(con, job, result.result)
         jobs.finished(job.job_id, succeeded=True, version_id=version_id)
 
+    def _register_version(
+        self, con: duckdb.DuckDBPyConnection, job: Job, outcome: dict[str, Any], champion: str
+    ) -> VersionRecord:
+        """The candidate's registry row and its lineage rows (inside the caller's transaction)."""
+        registry = Registry(con)
+        record = registry.register(
+            job.task,
+            base_model=outcome.get("base_model") or registry.get(champion).base_model,
+            reason=f"trained by run {job.run_id} ({job.reason})",
+            artifact_path=outcome["version_dir"],
+            parent_version=champion,
+            training_run=job.run_id,
+            metrics={
+                "training": outcome.get("training", {}),
+                "training_set": outcome.get("training_set", {}),
+                "evaluation": outcome.get("reports", {}),
+            },
+        )
+        lineage_file = Path(job.run_dir) / TRAINING_SET_FILE
+        if lineage_file.is_file():
+            lineage = json.loads(lineage_file.read_text())
+            jobs = JobStore(con)
+            jobs.record_events(job.run_id, "train", lineage.get("event_ids", {}))
+            jobs.record_events(job.run_id, "fresh", lineage.get("fresh_event_ids", {}))
+        return record
+
     def _register(self, con: duckdb.DuckDBPyConnection, job: Job, outcome: dict[str, Any]) -> str:
         """Register the candidate with its lineage, then apply the offline gate."""
         task = self.tasks[job.task]
@@ -369,25 +395,11 @@ class Orchestrator:
             record = registry.get(done[0])
         else:
             con.begin()  # the version and its lineage, or neither
-            record = registry.register(
-                job.task,
-                base_model=outcome.get("base_model") or registry.get(champion).base_model,
-                reason=f"trained by run {job.run_id} ({job.reason})",
-                artifact_path=outcome["version_dir"],
-                parent_version=champion,
-                training_run=job.run_id,
-                metrics={
-                    "training": outcome.get("training", {}),
-                    "training_set": outcome.get("training_set", {}),
-                    "evaluation": outcome.get("reports", {}),
-                },
-            )
-            lineage_file = Path(job.run_dir) / TRAINING_SET_FILE
-            if lineage_file.is_file():
-                lineage = json.loads(lineage_file.read_text())
-                jobs = JobStore(con)
-                jobs.record_events(job.run_id, "train", lineage.get("event_ids", {}))
-                jobs.record_events(job.run_id, "fresh", lineage.get("fresh_event_ids", {}))
+            try:
+                record = self._register_version(con, job, outcome, champion)
+            except BaseException:
+                con.rollback()
+                raise
             con.commit()
         decision = decide(
             outcome.get("reports", {}),

@@ -109,7 +109,12 @@ class Worker:
                 except nats.errors.ConnectionClosedError:
                     break
                 for msg in msgs:
-                    await self._handle(msg)
+                    try:
+                        await self._handle(msg)
+                    except Exception:  # noqa: BLE001 - keep taking jobs; this one comes back
+                        log.exception("training worker %s could not handle a job", self.name)
+                        with contextlib.suppress(nats.errors.Error):
+                            await msg.nak(delay=self.training.heartbeat_s)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
@@ -150,12 +155,12 @@ class Worker:
         log.info("training job %s (%s) started on %s", spec.job_id, spec.task, self.name)
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         try:
-            attempt = await self._run_child(spec, halve_batch=False)
+            attempt = await self._start_child(spec, halve_batch=False)
             if attempt.out_of_memory and not self._stopping.is_set():
                 log.warning("training job %s ran out of memory; retrying with half the batch "
                             "size", spec.job_id)  # fmt: skip
                 await asyncio.to_thread(shutil.rmtree, spec.version_dir, True)
-                attempt = await self._run_child(spec, halve_batch=True)
+                attempt = await self._start_child(spec, halve_batch=True)
         finally:
             heartbeat.cancel()
         if self._stopping.is_set() and attempt.result is None:
@@ -190,6 +195,16 @@ class Worker:
             await asyncio.sleep(self.training.heartbeat_s)
             with contextlib.suppress(nats.errors.Error):
                 await msg.in_progress()
+
+    async def _start_child(self, spec: JobSpec, *, halve_batch: bool) -> _Attempt:
+        """Run the training subprocess; a job this worker cannot even start (its run
+        directory is not on this machine's shared storage) fails with the reason."""
+        try:
+            return await self._run_child(spec, halve_batch=halve_batch)
+        except OSError as err:
+            attempt = _Attempt()
+            attempt.error = f"cannot start the training on {self.name}: {err}"
+            return attempt
 
     async def _run_child(self, spec: JobSpec, *, halve_batch: bool) -> _Attempt:
         run_dir = Path(spec.run_dir)
