@@ -2,7 +2,8 @@
 
 Start: embedded nats-server (when no URL is configured) -> DuckDB store and each task's
 version 0 -> broker with the ingest subscriber and the admin responders -> writer ->
-orchestrator (training triggers and results) and the local training worker -> scheduler ->
+orchestrator (training triggers and results) and the local training worker -> routing
+entries for tasks that have none -> scheduler ->
 runtime file.
 Stop (SIGTERM/SIGINT): stop the training worker (its job goes back to the queue) -> stop
 fetching -> commit and ack what was fetched -> close NATS -> checkpoint DuckDB -> stop the
@@ -36,6 +37,7 @@ from handlers.ingest import (
     tolerate_fetch_timeouts,
     watch_abandoned,
 )
+from handlers.routing import ensure_routing, routing_bucket
 from models.tasks import TASK_NAMES, build_task
 from storage.events import EventStore
 from storage.export import export_parquet
@@ -109,6 +111,7 @@ class Daemon:
                     base_model=task.builtin_version,
                     reason=f"initial champion: the built-in {task.builtin_version!r}",
                 )
+            champions = {name: Registry(con).alias(name, "champion") for name in tasks}
         orchestrator = self.orchestrator = Orchestrator(s, store, tasks)
         ingestor = Ingestor(store, s.ingest, s.stream.subject_prefix)
         ingestor.on_commit = orchestrator.notify_committed
@@ -153,6 +156,7 @@ class Daemon:
             admin.js = broker.connection.jetstream()
             await apply_consumer_config(admin.js, s.stream, subscriber)
             await orchestrator.start(broker.connection)
+            await ensure_routing(await routing_bucket(admin.js, create=True), champions)
             if s.training.local_worker:
                 worker = self.worker = Worker(s, broker.connection)
                 worker_task = asyncio.create_task(worker.run(), name="training-worker")

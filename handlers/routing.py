@@ -1,0 +1,84 @@
+"""Routing: which model version answers whom, kept in the NATS key-value bucket.
+
+The daemon writes one entry per task into the bucket ``kaizen_routing`` (key = task); every
+producer watches the bucket and assigns each request's unit (a user or a session) to an arm:
+
+    u = first 8 bytes of sha256("<salt>:<unit_id>") as a number in [0, 1)
+    arm = "challenger" if u < challenger_weight else "champion"
+
+Assignment is deterministic and sticky: the same unit gets the same arm for as long as the
+salt and weight stay, and when the ramp raises the weight only champion units move over (a
+unit's ``u`` never changes within an experiment, which has one salt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BUCKET = "kaizen_routing"
+
+Arm = Literal["champion", "challenger"]
+
+
+class Routing(BaseModel):
+    """One task's routing entry."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    task: str = Field(min_length=1)
+    champion: str = Field(min_length=1, description="Version id the champion arm serves.")
+    challenger: str | None = Field(None, description="Version id of the challenger, if any.")
+    challenger_weight: float = Field(0.0, ge=0.0, le=1.0, description="Challenger's share.")
+    experiment_id: str | None = None
+    salt: str = Field("", description="Changes with every experiment: a new assignment.")
+
+    @model_validator(mode="after")
+    def _challenger_needs_a_version(self) -> Routing:
+        if self.challenger_weight > 0 and not self.challenger:
+            raise ValueError("challenger_weight > 0 needs a challenger version")
+        return self
+
+    def assign(self, unit_id: str) -> tuple[Arm, str]:
+        """The arm and version for ``unit_id``."""
+        if self.challenger and unit_position(self.salt, unit_id) < self.challenger_weight:
+            return "challenger", self.challenger
+        return "champion", self.champion
+
+
+def unit_position(salt: str, unit_id: str) -> float:
+    """The unit's fixed place in [0, 1) for this salt."""
+    digest = hashlib.sha256(f"{salt}:{unit_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+async def routing_bucket(js: JetStreamContext, *, create: bool = False) -> KeyValue:
+    """The routing bucket; the daemon creates it (``create``), producers only open it."""
+    try:
+        return await js.key_value(BUCKET)
+    except BucketNotFoundError:
+        if not create:
+            raise
+    return await js.create_key_value(
+        KeyValueConfig(bucket=BUCKET, history=16, storage=StorageType.FILE)
+    )
+
+
+async def put_routing(kv: KeyValue, routing: Routing) -> int:
+    """Write a task's entry; returns the bucket revision."""
+    return await kv.put(routing.task, routing.model_dump_json().encode())
+
+
+async def ensure_routing(kv: KeyValue, champions: dict[str, str]) -> None:
+    """Give every task without an entry one that sends all traffic to its champion."""
+    for task, champion in champions.items():
+        try:
+            await kv.get(task)
+        except KeyNotFoundError:
+            await put_routing(kv, Routing(task=task, champion=champion))
