@@ -1,0 +1,202 @@
+"""The experiment loop's decision at one tick: the gates, in their fixed order.
+
+Pure: it takes what has been measured per ramp step and arm (summary statistics, see
+`models.experiments.stats`) and returns one `Decision`; the daemon gathers the numbers from
+DuckDB, applies the action (routing bucket, registry) and logs the decision.
+
+Order, a rollback winning over a hold:
+
+1. no traffic in the current step (an arm without units) -> hold;
+2. a guardrail (error rate, fallback rate, latency; lower is better) significantly worse
+   -> roll back;
+3. sample-ratio mismatch of the current step against its *configured* weight
+   (p < ``srm_alpha``) -> hold, and alert;
+4. the primary metric (success) significantly worse -> roll back;
+5. the current step below its minimum units or minimum duration -> hold;
+6. before the last comparison step -> advance to the next step; at the last one, the
+   primary metric significantly better -> promote; past the step's maximum duration, neither
+   better nor worse -> stop as inconclusive (the champion stays); otherwise hold.
+
+Every comparison uses the always-valid sequential test (looking at every tick does not
+inflate false decisions) over the steps so far as strata, never a pool across weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from models.experiments.stats import (
+    DEFAULT_TAU,
+    SampleStats,
+    TestResult,
+    sequential_ttest,
+    srm_pvalue,
+)
+
+Action = Literal["hold", "advance", "promote", "rollback", "inconclusive"]
+PRIMARY = "success"
+
+
+@dataclass(frozen=True)
+class StepData:
+    """What one ramp step measured: per arm, a `SampleStats` per metric."""
+
+    weight: float
+    """The challenger's configured share in this step."""
+    elapsed_s: float
+    """How long the step has run."""
+    champion: Mapping[str, SampleStats]
+    challenger: Mapping[str, SampleStats]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The ramp and its thresholds (from configuration)."""
+
+    weights: tuple[float, ...] = (0.10, 0.25, 0.50)
+    """Challenger share of each comparison step; after the last comes promotion (100%)."""
+    min_units: int = 1000
+    """Units (both arms) a step needs before it may advance or promote."""
+    min_duration_s: float = 0.0
+    max_duration_s: float = 7 * 86400.0
+    alpha: float = 0.05
+    srm_alpha: float = 0.001
+    tau: float = DEFAULT_TAU
+    guardrails: tuple[str, ...] = ("error_rate", "fallback_rate", "latency_ms")
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    gate: str
+    reason: str
+    metric: str | None = None
+    test: TestResult | None = None
+    srm_p_value: float | None = None
+    details: dict[str, float] = field(default_factory=dict)
+
+
+def _compare(
+    steps: Sequence[StepData], metric: str, policy: Policy, *, guardrail: bool = False
+) -> TestResult | None:
+    """The sequential test over the steps as strata. A guardrail is tested one-sided (H1:
+    the challenger's is higher, i.e. worse) on the absolute effect, since a rate such as
+    errors is often 0 for the champion, where a relative effect is undefined."""
+    control = [s.champion[metric] for s in steps if metric in s.champion]
+    treatment = [s.challenger[metric] for s in steps if metric in s.challenger]
+    if not control or len(control) != len(treatment):
+        return None
+    return sequential_ttest(
+        control,
+        treatment,
+        relative=not guardrail,
+        alpha=policy.alpha,
+        alternative="greater" if guardrail else "two-sided",
+        tau=policy.tau,
+    )
+
+
+def _describe(metric: str, test: TestResult) -> str:
+    fmt = "{:+.2%}" if test.relative else "{:+.4g}"
+    low, high, effect = (fmt.format(v) for v in (test.ci_lower, test.ci_upper, test.effect))
+    return (
+        f"{metric} {test.treatment_mean:.4f} vs {test.control_mean:.4f}: effect {effect} "
+        f"[{low}, {high}], p={test.p_value:.3g}"
+    )
+
+
+def decide(steps: Sequence[StepData], policy: Policy) -> Decision:
+    """The action for this tick; ``steps`` are the steps so far, the current one last."""
+    if not steps:
+        raise ValueError("an experiment has at least its first step")
+    current = steps[-1]
+    last_step = len(steps) >= len(policy.weights)
+    n_champion = current.champion[PRIMARY].n
+    n_challenger = current.challenger[PRIMARY].n
+    if n_champion == 0 or n_challenger == 0:
+        return Decision(
+            "hold",
+            "traffic",
+            f"no traffic yet in step {len(steps)} "
+            f"({n_champion} champion, {n_challenger} challenger units)",
+        )
+
+    for guardrail in policy.guardrails:
+        test = _compare(steps, guardrail, policy, guardrail=True)
+        if test is not None and test.is_better:  # higher is worse for a guardrail
+            reason = f"guardrail worse: {_describe(guardrail, test)}"
+            return Decision("rollback", "guardrail", reason, guardrail, test)
+
+    srm = srm_pvalue([n_champion, n_challenger], [1 - current.weight, current.weight])
+    if srm < policy.srm_alpha:
+        return Decision(
+            "hold",
+            "srm",
+            f"sample-ratio mismatch: {n_champion}/{n_challenger} units against a configured "
+            f"{1 - current.weight:.0%}/{current.weight:.0%} split (p={srm:.2g}); check the "
+            "producers' routing",
+            srm_p_value=srm,
+        )
+
+    primary = _compare(steps, PRIMARY, policy)
+    assert primary is not None
+    if primary.is_worse:
+        return Decision(
+            "rollback", "primary", f"worse: {_describe(PRIMARY, primary)}", PRIMARY, primary, srm
+        )
+
+    units = n_champion + n_challenger
+    if units < policy.min_units or current.elapsed_s < policy.min_duration_s:
+        if current.elapsed_s >= policy.max_duration_s:
+            return Decision(
+                "inconclusive",
+                "duration",
+                f"step {len(steps)} reached its maximum duration with {units} of "
+                f"{policy.min_units} units",
+                PRIMARY,
+                primary,
+                srm,
+            )
+        return Decision(
+            "hold",
+            "sample",
+            f"step {len(steps)}: {units} of {policy.min_units} "
+            f"units, {current.elapsed_s:.0f} of {policy.min_duration_s:.0f} s; "
+            f"{_describe(PRIMARY, primary)}",
+            PRIMARY,
+            primary,
+            srm,
+        )
+    if not last_step:
+        return Decision(
+            "advance",
+            "ramp",
+            f"step {len(steps)} complete ({units} units); {_describe(PRIMARY, primary)}",
+            PRIMARY,
+            primary,
+            srm,
+        )
+    if primary.is_better:
+        return Decision(
+            "promote", "primary", f"better: {_describe(PRIMARY, primary)}", PRIMARY, primary, srm
+        )
+    if current.elapsed_s >= policy.max_duration_s:
+        return Decision(
+            "inconclusive",
+            "duration",
+            "neither better nor worse by the last "
+            f"step's maximum duration: {_describe(PRIMARY, primary)}",
+            PRIMARY,
+            primary,
+            srm,
+        )
+    return Decision(
+        "hold",
+        "primary",
+        f"not yet significant: {_describe(PRIMARY, primary)}",
+        PRIMARY,
+        primary,
+        srm,
+    )

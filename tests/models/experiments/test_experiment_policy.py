@@ -1,0 +1,62 @@
+"""The experiment loop's gates at one tick, in their fixed order."""
+
+from __future__ import annotations
+
+from models.experiments.policy import Policy, StepData, decide
+from models.experiments.stats import SampleStats
+
+POLICY = Policy(weights=(0.10, 0.25, 0.50), min_units=1000, max_duration_s=86400.0)
+
+
+def arm(n: int, successes: int, errors: int = 0, latency: float = 100.0) -> dict:
+    return {
+        "success": SampleStats.proportion(successes, n),
+        "error_rate": SampleStats.proportion(errors, n),
+        "latency_ms": SampleStats(n, latency * n, latency * latency * n * 1.01),
+    }
+
+
+def step(weight: float, champion: dict, challenger: dict, elapsed: float = 3600.0) -> StepData:
+    return StepData(weight, elapsed, champion, challenger)
+
+
+def test_no_traffic_holds() -> None:
+    decision = decide([step(0.1, arm(50, 30), arm(0, 0))], POLICY)
+    assert (decision.action, decision.gate) == ("hold", "traffic")
+
+
+def test_a_significantly_worse_guardrail_rolls_back_before_anything_else() -> None:
+    # Also a sample-ratio mismatch and too few units: the rollback still wins.
+    decision = decide([step(0.1, arm(500, 300), arm(200, 140, errors=60))], POLICY)
+    assert (decision.action, decision.gate, decision.metric) == ("rollback", "guardrail",
+                                                                 "error_rate")  # fmt: skip
+    assert decision.reason.startswith("guardrail worse: error_rate 0.3000 vs 0.0000")
+
+
+def test_a_sample_ratio_mismatch_holds_and_says_so() -> None:
+    decision = decide([step(0.1, arm(1800, 1080), arm(400, 240))], POLICY)
+    assert (decision.action, decision.gate) == ("hold", "srm")
+    assert decision.srm_p_value < 0.001 and "check the producers' routing" in decision.reason
+
+
+def test_a_significantly_worse_primary_rolls_back_even_below_the_minimum_sample() -> None:
+    decision = decide([step(0.5, arm(450, 315), arm(450, 225))], POLICY)
+    assert (decision.action, decision.gate) == ("rollback", "primary")
+    assert decision.test.is_worse and decision.test.p_value < 0.05
+
+
+def test_a_step_below_its_minimum_holds_then_advances() -> None:
+    assert decide([step(0.1, arm(450, 270), arm(50, 30))], POLICY).gate == "sample"
+    decision = decide([step(0.1, arm(900, 540), arm(100, 62))], POLICY)
+    assert (decision.action, decision.gate) == ("advance", "ramp")
+
+
+def test_the_last_step_promotes_only_a_significantly_better_challenger() -> None:
+    earlier = [step(0.1, arm(900, 540), arm(100, 65)), step(0.25, arm(750, 450), arm(250, 165))]
+    better = decide([*earlier, step(0.5, arm(3000, 1800), arm(3000, 1950))], POLICY)
+    assert (better.action, better.gate) == ("promote", "primary")
+    assert better.test.method.startswith("stratified-") and better.test.ci_lower > 0
+    same = decide([*earlier, step(0.5, arm(1000, 600), arm(1000, 605))], POLICY)
+    assert (same.action, same.gate) == ("hold", "primary")
+    late = decide([*earlier, step(0.5, arm(1000, 600), arm(1000, 605), elapsed=90000)], POLICY)
+    assert late.action == "inconclusive"
