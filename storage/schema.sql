@@ -157,3 +157,46 @@ CREATE TABLE IF NOT EXISTS gate_decisions (
     reason     VARCHAR NOT NULL,
     checks     JSON NOT NULL            -- per evaluation set: metric, candidate, champion, limit
 );
+
+-- A/B experiments: one per challenger; its ramp steps with their time windows, and the
+-- decision log, one row per tick.
+CREATE TABLE IF NOT EXISTS experiments (
+    experiment_id VARCHAR PRIMARY KEY,
+    task          VARCHAR NOT NULL,
+    champion      VARCHAR NOT NULL,
+    challenger    VARCHAR NOT NULL,
+    salt          VARCHAR NOT NULL,
+    status        VARCHAR NOT NULL,     -- running | paused | promoted | rolled_back | inconclusive
+    created_at    TIMESTAMPTZ NOT NULL,
+    ended_at      TIMESTAMPTZ,
+    reason        VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS experiment_steps (
+    experiment_id VARCHAR NOT NULL,
+    step          INTEGER NOT NULL,     -- 1, 2, ...
+    weight        DOUBLE NOT NULL,      -- the challenger's configured share
+    started_at    TIMESTAMPTZ NOT NULL,
+    ended_at      TIMESTAMPTZ
+);
+
+CREATE TABLE IF NOT EXISTS experiment_decisions (
+    experiment_id VARCHAR NOT NULL,
+    decided_at    TIMESTAMPTZ NOT NULL,
+    step          INTEGER NOT NULL,
+    weight        DOUBLE NOT NULL,
+    n_champion    BIGINT NOT NULL,
+    n_challenger  BIGINT NOT NULL,
+    champion_value   DOUBLE,          -- the tested metric per arm (pooled, descriptive)
+    challenger_value DOUBLE,
+    metric        VARCHAR,
+    effect        DOUBLE,
+    ci_lower      DOUBLE,
+    ci_upper      DOUBLE,
+    p_value       DOUBLE,
+    alpha         DOUBLE NOT NULL,
+    srm_p_value   DOUBLE,
+    gate          VARCHAR NOT NULL,
+    action        VARCHAR NOT NULL,     -- hold | advance | promote | rollback | inconclusive
+    reason        VARCHAR NOT NULL
+);
