@@ -298,6 +298,31 @@ class RetrieverTriggerSettings(TriggerSettings):
     )
 
 
+class ExperimentSettings(_Section):
+    tick_s: float = Field(60.0, gt=0, description="Seconds between the experiment loop's ticks.")
+    steps: tuple[float, ...] = Field(
+        (0.10, 0.25, 0.50),
+        min_length=1,
+        description="Challenger share of each comparison step; after the last comes 100%.",
+    )
+    min_units: int = Field(1000, ge=2, description="Units a step needs before it may move on.")
+    min_step_s: float = Field(0.0, ge=0, description="Time a step runs at least.")
+    max_step_s: float = Field(
+        7 * 86400.0, gt=0, description="A step that cannot decide by then ends inconclusive."
+    )
+    attribution_s: float = Field(
+        86400.0, gt=0, description="A correction this long after a query still unmakes success."
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance of every decision.")
+    tau: float = Field(0.1, gt=0, description="Mixing scale of the sequential test (mSPRT).")
+    srm_alpha: float = Field(0.001, gt=0, lt=1, description="Sample-ratio mismatch alarm level.")
+    guardrails: tuple[Literal["error_rate", "latency_ms"], ...] = Field(
+        ("error_rate",),
+        description="Metrics (lower is better) whose significant rise rolls back at once. "
+        "latency_ms has no tolerance yet: add it only for versions of similar speed.",
+    )
+
+
 class TriggersSettings(_Section):
     parser: TriggerSettings = TriggerSettings()
     retriever: RetrieverTriggerSettings = RetrieverTriggerSettings()
@@ -385,6 +410,7 @@ class Settings(BaseSettings):
     retriever: RetrieverSettings = RetrieverSettings()
     training: TrainingSettings = TrainingSettings()
     triggers: TriggersSettings = TriggersSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
 
     @classmethod
     def settings_customise_sources(

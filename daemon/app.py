@@ -3,8 +3,8 @@
 Start: embedded nats-server (when no URL is configured) -> DuckDB store and each task's
 version 0 -> broker with the ingest subscriber and the admin responders -> writer ->
 orchestrator (training triggers and results) and the local training worker -> routing
-entries for tasks that have none -> scheduler ->
-runtime file.
+entries for tasks that have none -> scheduler (Parquet export, trigger checks, experiment
+ticks) -> runtime file.
 Stop (SIGTERM/SIGINT): stop the training worker (its job goes back to the queue) -> stop
 fetching -> commit and ack what was fetched -> close NATS -> checkpoint DuckDB -> stop the
 embedded server; all within ``daemon.shutdown_grace_s``.
@@ -24,6 +24,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.config import Settings
+from daemon.experiments import ExperimentLoop
 from daemon.nats_server import EmbeddedNats
 from daemon.orchestrator import Orchestrator
 from daemon.runtime import remove_runtime, write_runtime
@@ -156,7 +157,16 @@ class Daemon:
             admin.js = broker.connection.jetstream()
             await apply_consumer_config(admin.js, s.stream, subscriber)
             await orchestrator.start(broker.connection)
-            await ensure_routing(await routing_bucket(admin.js, create=True), champions)
+            routing = await routing_bucket(admin.js, create=True)
+            await ensure_routing(routing, champions)
+            scheduler.add_job(
+                ExperimentLoop(s, store, routing).tick,
+                "interval",
+                seconds=s.experiments.tick_s,
+                id="experiment-tick",
+                max_instances=1,
+                coalesce=True,
+            )
             if s.training.local_worker:
                 worker = self.worker = Worker(s, broker.connection)
                 worker_task = asyncio.create_task(worker.run(), name="training-worker")

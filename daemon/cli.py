@@ -290,6 +290,53 @@ def models_show(ctx: click.Context, version_id: str) -> None:
             click.echo("  (none)")
 
 
+@cli.group()
+def experiments() -> None:
+    """Live A/B experiments: their status and the decision log of every tick."""
+
+
+@experiments.command(name="list")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def experiments_list(ctx: click.Context, fmt: str) -> None:
+    """Every experiment, newest first, with its current step and share."""
+    from daemon.client import sql_query
+
+    query = (
+        "SELECT e.experiment_id, e.task, e.champion, e.challenger, e.status, "
+        "max(s.step) AS step, arg_max(s.weight, s.step) AS challenger_share, "
+        "strftime(e.created_at, '%Y-%m-%d %H:%M') AS created, e.reason "
+        "FROM experiments e JOIN experiment_steps s USING (experiment_id) "
+        "GROUP BY ALL ORDER BY created DESC"
+    )
+    _emit(sql_query(_settings(ctx), query, None), fmt)
+
+
+@experiments.command(name="show")
+@click.argument("experiment_id")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def experiments_show(ctx: click.Context, experiment_id: str, fmt: str) -> None:
+    """The timeline of one experiment's decisions, with the numbers behind each."""
+    from daemon.client import sql_query
+    from daemon.versions import sql_literal
+
+    query = (
+        "SELECT strftime(decided_at, '%Y-%m-%d %H:%M:%S') AS decided, step, weight, "
+        "n_champion, n_challenger, round(champion_value, 4) AS champion, "
+        "round(challenger_value, 4) AS challenger, round(effect, 4) AS effect, "
+        "round(ci_lower, 4) AS ci_lower, round(ci_upper, 4) AS ci_upper, "
+        "round(p_value, 5) AS p_value, gate, action, reason FROM experiment_decisions "
+        f"WHERE experiment_id = {sql_literal(experiment_id)} ORDER BY decided_at"
+    )
+    result = sql_query(_settings(ctx), query, None)
+    if not result["rows"]:
+        raise click.ClickException(
+            f"no decisions for experiment {experiment_id!r}: see `kaizend experiments list`"
+        )
+    _emit(result, fmt)
+
+
 _JOBS_QUERY = """
 SELECT job_id, task, state,
        strftime(requested_at, '%Y-%m-%d %H:%M:%S') AS requested,

@@ -15,7 +15,9 @@ take, per arm, so no raw values leave the database.
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import duckdb
 
@@ -78,3 +80,108 @@ def arm_metrics(
             "latency_ms": (n, l_sum or 0.0, l_sq or 0.0),
         }
     return out
+
+
+@dataclass(frozen=True)
+class Experiment:
+    experiment_id: str
+    task: str
+    champion: str
+    challenger: str
+    salt: str
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    weight: float
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class ExperimentStore:
+    """Experiments, their steps and their decision log on a DuckDB connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def create(self, task: str, champion: str, challenger: str, weight: float) -> Experiment:
+        """A running experiment at its first step."""
+        now = datetime.now(UTC)
+        experiment_id = f"{task}-{challenger}-{uuid.uuid4().hex[:6]}"
+        self.con.execute(
+            "INSERT INTO experiments VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, NULL)",
+            [experiment_id, task, champion, challenger, uuid.uuid4().hex, now],
+        )
+        self.con.execute(
+            "INSERT INTO experiment_steps VALUES (?, 1, ?, ?, NULL)", [experiment_id, weight, now]
+        )
+        return self.get(experiment_id)
+
+    def get(self, experiment_id: str) -> Experiment:
+        row = self.con.execute(
+            "SELECT experiment_id, task, champion, challenger, salt, status, created_at "
+            "FROM experiments WHERE experiment_id = ?",
+            [experiment_id],
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"no experiment {experiment_id!r}: see `kaizend experiments list`")
+        return Experiment(*row)
+
+    def running(self) -> list[Experiment]:
+        rows = self.con.execute(
+            "SELECT experiment_id FROM experiments WHERE status = 'running' ORDER BY created_at"
+        ).fetchall()
+        return [self.get(row[0]) for row in rows]
+
+    def active_for(self, task: str) -> Experiment | None:
+        row = self.con.execute(
+            "SELECT experiment_id FROM experiments WHERE task = ? AND status IN "
+            "('running', 'paused')",
+            [task],
+        ).fetchone()
+        return self.get(row[0]) if row else None
+
+    def steps(self, experiment_id: str) -> list[Step]:
+        rows = self.con.execute(
+            "SELECT step, weight, started_at, ended_at FROM experiment_steps "
+            "WHERE experiment_id = ? ORDER BY step",
+            [experiment_id],
+        ).fetchall()
+        return [Step(*row) for row in rows]
+
+    def next_step(self, experiment_id: str, weight: float) -> None:
+        """Close the current step and open the next one with ``weight``."""
+        now = datetime.now(UTC)
+        current = self.steps(experiment_id)[-1]
+        self.con.execute(
+            "UPDATE experiment_steps SET ended_at = ? WHERE experiment_id = ? AND step = ?",
+            [now, experiment_id, current.step],
+        )
+        self.con.execute(
+            "INSERT INTO experiment_steps VALUES (?, ?, ?, ?, NULL)",
+            [experiment_id, current.step + 1, weight, now],
+        )
+
+    def finish(self, experiment_id: str, status: str, reason: str) -> None:
+        now = datetime.now(UTC)
+        self.con.execute(
+            "UPDATE experiments SET status = ?, ended_at = ?, reason = ? WHERE experiment_id = ?",
+            [status, now, reason, experiment_id],
+        )
+        self.con.execute(
+            "UPDATE experiment_steps SET ended_at = ? WHERE experiment_id = ? AND ended_at IS NULL",
+            [now, experiment_id],
+        )
+
+    def log(self, experiment_id: str, row: dict[str, object]) -> None:
+        """Append one tick's decision (the columns of experiment_decisions)."""
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.con.execute(
+            f"INSERT INTO experiment_decisions (experiment_id, decided_at, {columns}) "
+            f"VALUES (?, ?, {marks})",
+            [experiment_id, datetime.now(UTC), *row.values()],
+        )
