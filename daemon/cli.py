@@ -540,6 +540,14 @@ def _offline_events(settings: Settings) -> Any:
         return con
 
 
+def _print_report(report: dict[str, Any], as_json: bool) -> None:
+    """An evaluator's report: one JSON object, or a metric/value table."""
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    _emit({"columns": ["metric", "value"], "rows": [[k, v] for k, v in report.items()]}, "table")
+
+
 @cli.group(name="eval")
 def eval_group() -> None:
     """Evaluate a model version with its task's evaluator."""
@@ -566,10 +574,7 @@ def eval_parser(ctx: click.Context, version: str, data: Path, as_json: bool) -> 
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     report = evaluate(load_parser(resolve_version(_settings(ctx), "parser", version)), examples)
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    _emit({"columns": ["metric", "value"], "rows": [[k, v] for k, v in report.items()]}, "table")
+    _print_report(report, as_json)
 
 
 @eval_group.command(name="retriever")
@@ -594,10 +599,7 @@ def eval_retriever(ctx: click.Context, version: str, data: Path, as_json: bool) 
     settings = _settings(ctx)
     task = _retriever_task(settings)
     report = task.evaluate(resolve_version(settings, "retriever", version), examples)
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    _emit({"columns": ["metric", "value"], "rows": [[k, v] for k, v in report.items()]}, "table")
+    _print_report(report, as_json)
 
 
 @cli.command()

@@ -162,17 +162,17 @@ class Orchestrator:
                     log.exception("trigger check of %s failed", name)
 
     async def _check_task(self, name: str, task: Task) -> None:
-        def facts(con: duckdb.DuckDBPyConnection) -> tuple[Job | None, Job | None, str | None]:
+        def facts(con: duckdb.DuckDBPyConnection) -> tuple[Job | None, str | None]:
             jobs = JobStore(con)
             if jobs.active(name) is not None:
-                return None, None, None
+                return None, None
             retry = jobs.retry_due(
                 name,
                 max_attempts=self.training.max_attempts,
                 backoff_s=self.training.retry_backoff_s,
             )
             if retry is not None or not self.training.auto:
-                return retry, None, None
+                return retry, None
             latest = jobs.latest(name)
             succeeded = jobs.last_succeeded(name)
             now = datetime.now(UTC)
@@ -186,9 +186,9 @@ class Orchestrator:
                 last_trained=last_trained,
             )
             reason = training_reason(getattr(self.settings.triggers, name), state, now)
-            return None, latest, reason
+            return None, reason
 
-        retry, _, reason = await self._db(facts)
+        retry, reason = await self._db(facts)
         if retry is not None:
             await self._queue_retry(retry)
         elif reason is not None:

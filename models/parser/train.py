@@ -39,9 +39,9 @@ from models.parser.version import (
     METRICS_FILE,
     ParserVersion,
     manifest,
-    write_json,
 )
 from models.task import ProgressCallback, TrainProgress
+from models.version import write_json
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import KaizendError
 from models.parser.config import ParserTrainingConfig
+from models.version import IncompleteVersion
 
 ADAPTER_DIR = "adapter"
 BASE_FILE = "base.json"
@@ -29,18 +29,6 @@ CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoint"
-
-
-class IncompleteVersion(KaizendError, FileNotFoundError):
-    """A version directory lacks a file it needs; ``path`` is the directory."""
-
-    def __init__(self, path: Path, missing: str) -> None:
-        super().__init__(
-            f"parser version {path} is incomplete (no {missing}); its training did not finish: "
-            "resume it with the same output directory or train it again"
-        )
-        self.path = path
-        self.missing = missing
 
 
 def manifest(examples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -53,13 +41,6 @@ def manifest(examples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     digest = hashlib.sha256("\n".join(rows).encode()).hexdigest()
     ids = sorted(str(example.get("id", "")) for example in examples)
     return {"count": len(rows), "sha256": digest, "ids": ids}
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    partial.replace(path)
 
 
 @dataclass(frozen=True)
@@ -83,7 +64,7 @@ class ParserVersion:
         path = Path(path)
         for name in (METRICS_FILE, BASE_FILE, CONFIG_FILE, ADAPTER_DIR):
             if not (path / name).exists():
-                raise IncompleteVersion(path, name)
+                raise IncompleteVersion("parser", path, name)
         base = json.loads((path / BASE_FILE).read_text())
         return cls(
             path=path,

@@ -31,9 +31,9 @@ from models.retriever.version import (
     MODEL_DIR,
     RetrieverVersion,
     manifest,
-    write_json,
 )
 from models.task import ProgressCallback, TrainProgress
+from models.version import write_json
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,6 @@ def _total_steps(rows: int, settings: RetrieverTrainingSettings) -> int:
     return math.ceil(math.ceil(rows / settings.batch_size) * settings.epochs)
 
 
-def _last_checkpoint(directory: Path) -> Path | None:
-    checkpoints = sorted(
-        (p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-    return checkpoints[-1] if checkpoints else None
-
-
 def train_retriever(
     train_pairs: Sequence[Mapping[str, Any]],
     *,
@@ -240,7 +232,10 @@ def train_retriever(
         loss=_loss(model, settings.loss),
         callbacks=callbacks,
     )
-    resume = _last_checkpoint(checkpoints)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    # Only a complete checkpoint-<step> directory counts (transformers' own rule).
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     log.info(
         "retriever training started: %d pairs (%d validation), loss %s, %s, out %s%s",
         len(train_pairs),
@@ -248,9 +243,9 @@ def train_retriever(
         settings.loss,
         "cuda" if cuda else "cpu",
         out_dir,
-        f", resuming {resume.name}" if resume else "",
+        f", resuming {Path(resume).name}" if resume else "",
     )
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started
     eval_loss = trainer.evaluate()["eval_loss"] if validating else None
 

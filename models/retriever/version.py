@@ -20,33 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import KaizendError
 from models.retriever.base import BUILTIN_VERSION, base_path
+from models.version import IncompleteVersion
 
 MODEL_DIR = "model"
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
-
-
-class IncompleteVersion(KaizendError, FileNotFoundError):
-    """A version directory lacks a file it needs; ``path`` is the directory."""
-
-    def __init__(self, path: Path, missing: str) -> None:
-        super().__init__(
-            f"retriever version {path} is incomplete (no {missing}); its training did not "
-            "finish: run it again with the same output directory to resume, or train anew"
-        )
-        self.path = path
-        self.missing = missing
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    partial.replace(path)
 
 
 def manifest(pairs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -92,7 +73,7 @@ class RetrieverVersion:
         path = Path(path)
         for name in (METRICS_FILE, CONFIG_FILE, MODEL_DIR):
             if not (path / name).exists():
-                raise IncompleteVersion(path, name)
+                raise IncompleteVersion("retriever", path, name)
         return cls(
             path=path,
             config=json.loads((path / CONFIG_FILE).read_text()),

@@ -104,6 +104,20 @@ async def kaizend(settings: Any, *args: str) -> str:
     return out.decode()
 
 
+async def training_reaches_step(daemon: RunningDaemon, step: int) -> None:
+    """Wait until the running training has reported ``step`` (a checkpoint lies behind it)."""
+
+    async def reached() -> bool:
+        return (
+            await daemon.scalar(
+                "SELECT coalesce(max(CAST(progress->>'step' AS INTEGER)), 0) FROM training_jobs"
+            )
+            >= step
+        )
+
+    await eventually(reached, timeout=120, interval=0.2)
+
+
 async def rows(daemon: RunningDaemon, query: str) -> list[dict[str, Any]]:
     result = await daemon.sql(query)
     assert "error" not in result, result
@@ -264,13 +278,7 @@ async def test_a_killed_training_fails_then_its_retry_resumes_and_registers(
     async with run_daemon(settings) as daemon:
         await publish_corrections(daemon, small_splits["train"][:20], "a")
 
-        async def training_at_step_ten() -> bool:
-            progress = await daemon.scalar(
-                "SELECT coalesce(max(CAST(progress->>'step' AS INTEGER)), 0) FROM training_jobs"
-            )
-            return progress >= 10
-
-        await eventually(training_at_step_ten, timeout=120, interval=0.2)
+        await training_reaches_step(daemon, 10)
         (first,) = await rows(daemon, "SELECT * FROM training_jobs")
         assert first["state"] == "running" and first["pid"], first
         os.kill(first["pid"], signal.SIGKILL)
@@ -310,15 +318,7 @@ async def test_a_training_stopped_with_the_daemon_resumes_from_its_checkpoint_on
     async with run_daemon(settings) as daemon:
         await publish_corrections(daemon, small_splits["train"][:20], "a")
 
-        async def training_at_step_ten() -> bool:
-            return (
-                await daemon.scalar(
-                    "SELECT coalesce(max(CAST(progress->>'step' AS INTEGER)), 0) FROM training_jobs"
-                )
-                >= 10
-            )
-
-        await eventually(training_at_step_ten, timeout=120, interval=0.2)
+        await training_reaches_step(daemon, 10)
         (job,) = await rows(daemon, "SELECT * FROM training_jobs")
         assert await daemon.stop() == 0
     with pytest.raises(ProcessLookupError):
