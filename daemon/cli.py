@@ -435,8 +435,9 @@ def _queue_training(settings: Settings, task: str, here: bool, **foreground_only
     if "error" in reply:
         raise click.ClickException(reply["error"])
     job = reply["job"]
+    retry = f" with {job['error']}, its retry is pending" if job["state"] == "failed" else ""
     click.echo(
-        f"training job {job['job_id']} is {job['state']} ({job['reason']}); "
+        f"training job {job['job_id']} is {job['state']}{retry} ({job['reason']}); "
         "follow it with `kaizend jobs`"
     )
     return True

@@ -197,15 +197,22 @@ class Orchestrator:
     async def request(self, name: str, reason: str, *, drift: bool = False) -> Job:
         """Train ``name`` now (``kaizend train``, or a drift report when ``drift``).
 
-        Skips threshold and cooldown; a job of the task already queued or running is returned
-        instead of a second one.
+        Skips threshold and cooldown; a job of the task already queued or running, or a failed
+        one whose run waits for its retry, is returned instead of a second run.
         """
         if name not in self.tasks:
             raise TrainingRefused(f"unknown task {name!r}; one of {', '.join(self.tasks)}")
         if drift and not getattr(self.settings.triggers, name).on_drift:
             raise TrainingRefused(f"triggers.{name}.on_drift is false: drift does not retrain")
+
+        def in_flight(con: duckdb.DuckDBPyConnection) -> Job | None:
+            jobs = JobStore(con)
+            return jobs.active(name) or jobs.awaiting_retry(
+                name, max_attempts=self.training.max_attempts
+            )
+
         async with self._lock:
-            active = await self._db(lambda con: JobStore(con).active(name))
+            active = await self._db(in_flight)
             if active is not None:
                 return active
             return await self.submit(name, reason)

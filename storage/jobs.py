@@ -150,13 +150,19 @@ class JobStore:
              None if succeeded else retryable, version_id, job],
         )  # fmt: skip
 
-    def retry_due(self, task: str, *, max_attempts: int, backoff_s: float) -> Job | None:
-        """The task's newest job when it failed, has attempts left and has waited its backoff
-        (``backoff_s`` before the second attempt, doubling after each further failure)."""
+    def awaiting_retry(self, task: str, *, max_attempts: int) -> Job | None:
+        """The task's newest job when it failed and its run has attempts left: the run is
+        still in flight, waiting for its backoff to pass."""
         last = self.latest(task)
         if last is None or last.state != "failed" or last.attempt >= max_attempts:
             return None
-        if last.retryable is False:
+        return None if last.retryable is False else last
+
+    def retry_due(self, task: str, *, max_attempts: int, backoff_s: float) -> Job | None:
+        """The job `awaiting_retry` returns once it has waited its backoff (``backoff_s``
+        before the second attempt, doubling after each further failure)."""
+        last = self.awaiting_retry(task, max_attempts=max_attempts)
+        if last is None:
             return None
         wait = timedelta(seconds=backoff_s * 2 ** (last.attempt - 1))
         return last if last.finished_at + wait <= datetime.now(UTC) else None
