@@ -33,8 +33,9 @@ def test_a_job_goes_from_queued_to_running_to_failed_and_its_retry_waits_its_bac
 
     jobs.finished(first, succeeded=False, error="boom")
     assert jobs.active("parser") is None
-    # Backoff 60 s before the second attempt: not due yet, then due.
+    # Backoff 60 s before the second attempt: not due yet (the run is still in flight), then due.
     assert jobs.retry_due("parser", max_attempts=3, backoff_s=60) is None
+    assert jobs.awaiting_retry("parser", max_attempts=3).job_id == first
     jobs.con.execute("UPDATE training_jobs SET finished_at = finished_at - INTERVAL 61 SECOND")
     assert jobs.retry_due("parser", max_attempts=3, backoff_s=60).job_id == first
 
@@ -46,6 +47,7 @@ def test_a_job_goes_from_queued_to_running_to_failed_and_its_retry_waits_its_bac
     jobs.con.execute("UPDATE training_jobs SET finished_at = finished_at - INTERVAL 60 SECOND")
     assert jobs.retry_due("parser", max_attempts=3, backoff_s=60).attempt == 2
     assert jobs.retry_due("parser", max_attempts=2, backoff_s=60) is None  # out of attempts
+    assert jobs.awaiting_retry("parser", max_attempts=2) is None
 
 
 def test_an_interrupted_job_stays_active_until_a_worker_takes_it_again(tmp_path: Path) -> None:
@@ -98,4 +100,5 @@ def test_a_failure_a_retry_cannot_help_is_never_retried(tmp_path: Path) -> None:
     job = create(jobs)
     jobs.finished(job, succeeded=False, error="not enough signal", retryable=False)
     assert jobs.retry_due("parser", max_attempts=3, backoff_s=0) is None
+    assert jobs.awaiting_retry("parser", max_attempts=3) is None
     assert jobs.get(job).retryable is False
