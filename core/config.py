@@ -316,10 +316,55 @@ class ExperimentSettings(_Section):
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance of every decision.")
     tau: float = Field(0.1, gt=0, description="Mixing scale of the sequential test (mSPRT).")
     srm_alpha: float = Field(0.001, gt=0, lt=1, description="Sample-ratio mismatch alarm level.")
-    guardrails: tuple[Literal["error_rate", "latency_ms"], ...] = Field(
-        ("error_rate",),
-        description="Metrics (lower is better) whose significant rise rolls back at once. "
-        "latency_ms has no tolerance yet: add it only for versions of similar speed.",
+    guardrails: tuple[Literal["error_rate", "fallback_rate", "slow_rate", "latency_ms"], ...] = (
+        Field(
+            ("error_rate", "fallback_rate", "slow_rate"),
+            description="Metrics (lower is better) whose significant rise beyond its tolerance "
+            "rolls back at once. slow_rate: the share of answers slower than latency_budget_ms.",
+        )
+    )
+    guardrail_tolerance: dict[str, float] = Field(
+        default_factory=lambda: {"error_rate": 0.0, "fallback_rate": 0.02, "slow_rate": 0.02},
+        description="Per guardrail, the absolute excess over the champion tolerated (0 when "
+        "absent): the challenger is rolled back only when its excess is surely above it.",
+    )
+    latency_budget_ms: float = Field(
+        1000.0, gt=0, description="An answer slower than this counts as slow (slow_rate)."
+    )
+    shadow: bool = Field(
+        False,
+        description="While an experiment runs, the gateway also runs the challenger on "
+        "champion traffic without answering, and records its output as a 'shadow' query.",
+    )
+
+
+class GatewaySettings(_Section):
+    enabled: bool = Field(
+        True, description="Run the inference gateway (kaizen.infer.<task>) inside the daemon."
+    )
+    subject_prefix: str = Field(
+        "kaizen.infer", description="Requests for a task arrive on <subject_prefix>.<task>."
+    )
+    tasks: tuple[str, ...] = Field(
+        ("parser", "retriever"), description="Tasks the gateway answers for."
+    )
+    backend: Literal["local", "ollama"] = Field(
+        "local",
+        description="Where the parser runs: 'local' (in-process transformers) or 'ollama' "
+        "(versions published to the configured Ollama server).",
+    )
+    max_batch: int = Field(16, ge=1, description="Concurrent requests answered in one batch.")
+    batch_wait_ms: float = Field(
+        2.0, ge=0, description="How long a batch waits for more requests after its first."
+    )
+    cached_versions: int = Field(
+        3, ge=1, description="Loaded versions kept per task (champion, challenger, one more)."
+    )
+    load_wait_s: float = Field(
+        30.0, gt=0, description="A request waits this long for its version to load, then 503."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch threads for local inference (None: torch's default)."
     )
 
 
@@ -411,6 +456,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     triggers: TriggersSettings = TriggersSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -2,12 +2,13 @@
 
 Start: embedded nats-server (when no URL is configured) -> DuckDB store and each task's
 version 0 -> broker with the ingest subscriber and the admin responders -> writer ->
-orchestrator (training triggers and results) and the local training worker -> routing
-entries for tasks that have none -> scheduler (Parquet export, trigger checks, experiment
-ticks) -> runtime file.
-Stop (SIGTERM/SIGINT): stop the training worker (its job goes back to the queue) -> stop
-fetching -> commit and ack what was fetched -> close NATS -> checkpoint DuckDB -> stop the
-embedded server; all within ``daemon.shutdown_grace_s``.
+orchestrator (training triggers and results) and the local training worker -> every task's
+routing entry, from the registry -> inference gateway -> scheduler (Parquet export, trigger
+checks, experiment ticks) -> runtime file.
+Stop (SIGTERM/SIGINT): stop the gateway (answering the requests in hand) -> stop the training
+worker (its job goes back to the queue) -> stop fetching -> commit and ack what was fetched ->
+close NATS -> checkpoint DuckDB -> stop the embedded server; all within
+``daemon.shutdown_grace_s``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from daemon.experiments import ExperimentLoop
 from daemon.nats_server import EmbeddedNats
 from daemon.orchestrator import Orchestrator
 from daemon.runtime import remove_runtime, write_runtime
+from daemon.serving import predictor_loader
 from daemon.worker import Worker
 from handlers.admin import Admin
 from handlers.connection import make_broker
+from handlers.gateway import Gateway
 from handlers.ingest import (
     Ingestor,
     apply_consumer_config,
@@ -38,7 +41,8 @@ from handlers.ingest import (
     tolerate_fetch_timeouts,
     watch_abandoned,
 )
-from handlers.routing import ensure_routing, routing_bucket
+from handlers.producer import Producer
+from handlers.routing import routing_bucket
 from models.tasks import TASK_NAMES, build_task
 from storage.events import EventStore
 from storage.export import export_parquet
@@ -55,6 +59,8 @@ class Daemon:
         self.store: EventStore | None = None
         self.orchestrator: Orchestrator | None = None
         self.worker: Worker | None = None
+        self.experiments: ExperimentLoop | None = None
+        self.gateway: Gateway | None = None
         self._stop = asyncio.Event()
         self._exit_code = 0
 
@@ -112,7 +118,6 @@ class Daemon:
                     base_model=task.builtin_version,
                     reason=f"initial champion: the built-in {task.builtin_version!r}",
                 )
-            champions = {name: Registry(con).alias(name, "champion") for name in tasks}
         orchestrator = self.orchestrator = Orchestrator(s, store, tasks)
         ingestor = Ingestor(store, s.ingest, s.stream.subject_prefix)
         ingestor.on_commit = orchestrator.notify_committed
@@ -148,6 +153,7 @@ class Daemon:
         )
         worker: Worker | None = None
         worker_task: asyncio.Task[None] | None = None
+        gateway: Gateway | None = None
         try:
             ingestor.start()
             log.info("connecting to NATS at %s", url)
@@ -158,9 +164,19 @@ class Daemon:
             await apply_consumer_config(admin.js, s.stream, subscriber)
             await orchestrator.start(broker.connection)
             routing = await routing_bucket(admin.js, create=True)
-            await ensure_routing(routing, champions)
+            experiments = self.experiments = ExperimentLoop(s, store, routing)
+            admin.experiments = experiments
+            await experiments.sync_routing(tasks)
+            if s.gateway.enabled:
+                producer = await Producer.start(
+                    broker.connection, subject_prefix=s.stream.subject_prefix, service="gateway"
+                )
+                gateway = self.gateway = Gateway(
+                    s.gateway, broker.connection, producer, predictor_loader(s)
+                )
+                await gateway.start()
             scheduler.add_job(
-                ExperimentLoop(s, store, routing).tick,
+                experiments.tick,
                 "interval",
                 seconds=s.experiments.tick_s,
                 id="experiment-tick",
@@ -184,6 +200,9 @@ class Daemon:
         finally:
             if scheduler.running:
                 scheduler.shutdown(wait=False)
+            if gateway is not None:
+                await gateway.stop(grace_s=s.daemon.shutdown_grace_s / 2)
+                await gateway.producer.stop()
             await self._stop_training(worker, worker_task, orchestrator)
             await self._shutdown(broker, subscriber, ingestor, store, embedded)
         return self._exit_code

@@ -337,6 +337,97 @@ def experiments_show(ctx: click.Context, experiment_id: str, fmt: str) -> None:
     _emit(result, fmt)
 
 
+def _control(settings: Settings, what: str, payload: dict[str, Any]) -> Any:
+    """Ask the running daemon to act on its experiments; the reply's ``done``."""
+    try:
+        reply = _request(settings, what, payload)
+    except DaemonUnavailable as err:
+        raise click.ClickException(
+            f"{err}; promotions, rollbacks and pauses go through the running daemon "
+            "(kaizend run), which owns the registry and the routing"
+        ) from err
+    if "error" in reply:
+        raise click.ClickException(reply["error"])
+    return reply["done"]
+
+
+_reason_option = click.option(
+    "--reason", default="manual", show_default=True, help="Why, for the registry's history."
+)
+
+
+@experiments.command(name="pause")
+@click.argument("experiment_id")
+@_reason_option
+@click.pass_context
+def experiments_pause(ctx: click.Context, experiment_id: str, reason: str) -> None:
+    """Send all traffic to the champion and stop deciding, until `resume`."""
+    payload = {"experiment_id": experiment_id, "action": "pause", "reason": reason}
+    done = _control(_settings(ctx), "experiment", payload)
+    click.echo(f"experiment {done['experiment_id']} is {done['status']}")
+
+
+@experiments.command(name="resume")
+@click.argument("experiment_id")
+@_reason_option
+@click.pass_context
+def experiments_resume(ctx: click.Context, experiment_id: str, reason: str) -> None:
+    """Carry on at the paused step's share (a new step: its data is a stratum of its own)."""
+    payload = {"experiment_id": experiment_id, "action": "resume", "reason": reason}
+    done = _control(_settings(ctx), "experiment", payload)
+    click.echo(f"experiment {done['experiment_id']} is {done['status']}")
+
+
+@cli.command()
+@click.argument("task", type=click.Choice(["parser", "retriever"]))
+@click.argument("version")
+@_reason_option
+@click.pass_context
+def promote(ctx: click.Context, task: str, version: str, reason: str) -> None:
+    """Make VERSION the task's champion now (an experiment of the task ends)."""
+    _control(_settings(ctx), "promote", {"task": task, "version": version, "reason": reason})
+    click.echo(f"{version} is the {task} champion")
+
+
+@cli.command()
+@click.argument("task", type=click.Choice(["parser", "retriever"]))
+@_reason_option
+@click.pass_context
+def rollback(ctx: click.Context, task: str, reason: str) -> None:
+    """Roll back the task: a running experiment's challenger, else the champion to the
+    previous one."""
+    serving = _control(_settings(ctx), "rollback", {"task": task, "reason": reason})
+    click.echo(f"rolled back: {serving} serves {task}")
+
+
+@cli.command()
+@click.pass_context
+def gateway(ctx: click.Context) -> None:
+    """Run an inference gateway on this box (kaizen.infer.<task>) until SIGTERM.
+
+    The daemon runs one itself (gateway.enabled); more instances share the requests. Point
+    nats.url at the daemon's NATS; the version directories must be on shared storage.
+    """
+    from daemon.logs import setup_logging
+    from daemon.serving import run_gateway
+
+    settings = _settings(ctx)
+    setup_logging(settings.daemon.log_level)
+    sys.exit(asyncio.run(run_gateway(settings)))
+
+
+@cli.command()
+@click.argument("task", type=click.Choice(["parser", "retriever"]))
+@click.argument("text")
+@click.option("--unit", "unit_id", default=None, help="Unit (user) id for sticky routing.")
+@click.pass_context
+def infer(ctx: click.Context, task: str, text: str, unit_id: str | None) -> None:
+    """Ask the inference gateway, as a service would; print its JSON reply."""
+    from daemon.client import infer as ask
+
+    click.echo(json.dumps(asyncio.run(ask(_settings(ctx), task, text, unit_id))))
+
+
 _JOBS_QUERY = """
 SELECT job_id, task, state,
        strftime(requested_at, '%Y-%m-%d %H:%M:%S') AS requested,

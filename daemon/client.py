@@ -93,6 +93,26 @@ def sql_query(settings: Settings, query: str, max_rows: int | None) -> dict[str,
     return reply
 
 
+async def infer(settings: Settings, task: str, text: str, unit_id: str | None) -> dict[str, Any]:
+    """``kaizend infer``: one request to the inference gateway, as a service would send it."""
+    from handlers.producer import infer as ask
+
+    url = daemon_nats_url(settings)
+    if url is None:
+        raise DaemonUnavailable("no NATS to ask: start the daemon or set nats.url")
+    async with _connected(settings, url) as nc:
+        try:
+            return await ask(
+                nc, task, text, unit_id=unit_id, timeout=settings.nats.request_timeout_s,
+                subject_prefix=settings.gateway.subject_prefix,
+            )  # fmt: skip
+        except nats.errors.NoRespondersError as err:
+            raise DaemonUnavailable(
+                f"no inference gateway answers on {settings.gateway.subject_prefix}.{task} at "
+                f"{url} (gateway.enabled, or `kaizend gateway`)"
+            ) from err
+
+
 async def publish_file(settings: Settings, events: Sequence[Outgoing]) -> PublishReport:
     """Publish ``events`` with a progress bar; needs a reachable NATS (the daemon's)."""
     from rich.progress import Progress

@@ -6,26 +6,38 @@ step's per-arm metrics in DuckDB, asks `models.experiments.policy.decide` for th
 appends the decision with its numbers to ``experiment_decisions``, and applies it: the next
 step's share in the routing bucket, or the registry's promotion or rollback with the routing
 back to one version.
+
+Operators act through the same object (``kaizend promote|rollback|experiments pause|resume``):
+a paused experiment sends all traffic to the champion and takes no decisions; resuming opens
+a new step at the paused step's share (its data is a stratum of its own). The registry is the
+source of truth for routing: `sync_routing` rewrites every task's entry from it at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
 from nats.js.kv import KeyValue
 
 from core.config import Settings
+from core.errors import KaizendError
 from handlers.routing import Routing, put_routing
 from models.experiments.policy import Decision, Policy, StepData, decide
 from models.experiments.stats import SampleStats
 from storage.events import EventStore
 from storage.experiments import Experiment, ExperimentStore, arm_metrics
-from storage.registry import Registry
+from storage.registry import Registry, VersionRecord
 
 log = logging.getLogger(__name__)
+
+
+class ExperimentRefused(KaizendError, ValueError):
+    """An operator's request that does not fit the current state (says what does)."""
 
 
 def policy_from(settings: Settings) -> Policy:
@@ -33,31 +45,92 @@ def policy_from(settings: Settings) -> Policy:
     return Policy(
         weights=tuple(e.steps), min_units=e.min_units, min_duration_s=e.min_step_s,
         max_duration_s=e.max_step_s, alpha=e.alpha, srm_alpha=e.srm_alpha, tau=e.tau,
-        guardrails=tuple(e.guardrails),
+        guardrails=tuple(e.guardrails), guardrail_tolerance=dict(e.guardrail_tolerance),
     )  # fmt: skip
 
 
 class ExperimentLoop:
-    """Runs inside the daemon; `tick` is its scheduler job."""
+    """Runs inside the daemon; `tick` is its scheduler job.
 
-    def __init__(self, settings: Settings, store: EventStore, routing: KeyValue) -> None:
+    ``on_promoted`` is called (in a worker thread) with every new champion's record, after the
+    registry and the routing changed: publishing it elsewhere (Ollama) must not undo either.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: EventStore,
+        routing: KeyValue,
+        on_promoted: Callable[[VersionRecord], Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.routing = routing
         self.policy = policy_from(settings)
+        self.on_promoted = on_promoted
         self._lock = asyncio.Lock()
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def _entry(
+        self, con: duckdb.DuckDBPyConnection, task: str, experiment: Experiment | None
+    ) -> Routing:
+        """The routing entry the registry and ``experiment`` (running, paused or None) call
+        for now."""
+        registry = Registry(con)
+        if experiment is None or experiment.status not in ("running", "paused"):
+            champion = registry.alias(task, "champion") or f"{task}-v0"
+            return Routing(
+                task=task, champion=champion, champion_artifact=registry.get(champion).artifact_path
+            )
+        weight = 0.0
+        if experiment.status == "running":
+            weight = ExperimentStore(con).steps(experiment.experiment_id)[-1].weight
+        return Routing(
+            task=task, champion=experiment.champion, challenger=experiment.challenger,
+            challenger_weight=weight, experiment_id=experiment.experiment_id,
+            salt=experiment.salt,
+            champion_artifact=registry.get(experiment.champion).artifact_path,
+            challenger_artifact=registry.get(experiment.challenger).artifact_path,
+            shadow=self.settings.experiments.shadow and experiment.status == "running",
+        )  # fmt: skip
+
+    async def _route(self, task: str, experiment: Experiment | None) -> Routing:
+        def entry() -> Routing:
+            with self.store.cursor() as con:
+                current = (
+                    None
+                    if experiment is None
+                    else ExperimentStore(con).get(experiment.experiment_id)
+                )
+                return self._entry(con, task, current)
+
+        routing = await asyncio.to_thread(entry)
+        await put_routing(self.routing, routing)
+        return routing
+
+    async def sync_routing(self, tasks: Iterable[str]) -> None:
+        """Write every task's entry from the registry and its active experiment (start-up)."""
+        for task in tasks:
+
+            def active(task: str = task) -> Experiment | None:
+                with self.store.cursor() as con:
+                    return ExperimentStore(con).active_for(task)
+
+            await self._route(task, await asyncio.to_thread(active))
+
+    # -- the tick ---------------------------------------------------------------------------
 
     async def tick(self) -> dict[str, Decision]:
         """One pass over every task; returns the decision taken per experiment."""
         async with self._lock:
             for experiment in await asyncio.to_thread(self._start_new):
-                first = self.policy.weights[0]
                 log.info(
                     "experiment %s started: %s vs %s at %.0f%%",
                     experiment.experiment_id, experiment.challenger, experiment.champion,
-                    first * 100,
+                    self.policy.weights[0] * 100,
                 )  # fmt: skip
-                await self._route(experiment, self.policy.weights[0])
+                await self._route(experiment.task, experiment)
             decisions = {}
             for experiment, decision in await asyncio.to_thread(self._decide_all):
                 decisions[experiment.experiment_id] = decision
@@ -89,6 +162,7 @@ class ExperimentLoop:
                 con, task=experiment.task, champion=experiment.champion,
                 challenger=experiment.challenger, start=step.started_at, end=step.ended_at,
                 attribution_s=self.settings.experiments.attribution_s,
+                latency_budget_ms=self.settings.experiments.latency_budget_ms,
             )  # fmt: skip
             end = step.ended_at or _now()
             data.append(StepData(
@@ -124,29 +198,56 @@ class ExperimentLoop:
                 out.append((experiment, decision))
         return out
 
-    async def _route(self, experiment: Experiment, weight: float) -> None:
-        await put_routing(self.routing, Routing(
-            task=experiment.task, champion=experiment.champion,
-            challenger=experiment.challenger, challenger_weight=weight,
-            experiment_id=experiment.experiment_id, salt=experiment.salt,
-        ))  # fmt: skip
-
     async def _apply(self, experiment: Experiment, decision: Decision) -> None:
         action = decision.action
         if action == "hold":
             return
         if action == "advance":
-            step = len(await asyncio.to_thread(self._steps, experiment))
-            weight = self.policy.weights[step]
+            steps = await asyncio.to_thread(self._steps, experiment)
+            weight = self.policy.next_weight(steps[-1].weight)
+            assert weight is not None, "the policy advances only before the last step"
             await asyncio.to_thread(self._next_step, experiment, weight)
-            await self._route(experiment, weight)
+            await self._route(experiment.task, experiment)
             log.info("experiment %s: step %d at %.0f%%: %s", experiment.experiment_id,
-                     step + 1, weight * 100, decision.reason)  # fmt: skip
+                     len(steps) + 1, weight * 100, decision.reason)  # fmt: skip
             return
-        winner = experiment.challenger if action == "promote" else experiment.champion
-        await asyncio.to_thread(self._finish, experiment, decision)
-        await put_routing(self.routing, Routing(task=experiment.task, champion=winner))
-        log.warning("experiment %s %s: %s", experiment.experiment_id, action, decision.reason)
+        status = {"promote": "promoted", "rollback": "rolled_back"}.get(action, "inconclusive")
+        await self._finish(experiment, status, decision.reason, promote=action == "promote")
+
+    async def _finish(
+        self, experiment: Experiment, status: str, reason: str, *, promote: bool
+    ) -> None:
+        """End ``experiment``: the registry, then the routing, then ``on_promoted``."""
+        why = f"experiment {experiment.experiment_id}: {reason}"
+
+        def record() -> None:
+            with self.store.cursor() as con:
+                registry = Registry(con)
+                if promote:
+                    registry.promote(experiment.challenger, why)
+                else:
+                    registry.reject(experiment.challenger, why)
+                ExperimentStore(con).finish(experiment.experiment_id, status, reason)
+
+        await asyncio.to_thread(record)
+        await self._route(experiment.task, None)
+        log.warning("experiment %s %s: %s", experiment.experiment_id, status, reason)
+        if promote:
+            await self._promoted(experiment.challenger)
+
+    async def _promoted(self, version_id: str) -> None:
+        if self.on_promoted is None:
+            return
+
+        def publish() -> None:
+            with self.store.cursor() as con:
+                record = Registry(con).get(version_id)
+            self.on_promoted(record)
+
+        try:
+            await asyncio.to_thread(publish)
+        except Exception:  # noqa: BLE001 - the promotion stands; publishing is retried by hand
+            log.exception("new champion %s: publishing it failed", version_id)
 
     def _steps(self, experiment: Experiment) -> list[Any]:
         with self.store.cursor() as con:
@@ -156,18 +257,128 @@ class ExperimentLoop:
         with self.store.cursor() as con:
             ExperimentStore(con).next_step(experiment.experiment_id, weight)
 
-    def _finish(self, experiment: Experiment, decision: Decision) -> None:
-        reason = f"experiment {experiment.experiment_id}: {decision.reason}"
-        status = {"promote": "promoted", "rollback": "rolled_back"}.get(
-            decision.action, "inconclusive"
-        )
+    # -- operators --------------------------------------------------------------------------
+
+    def _experiment(self, experiment_id: str) -> Experiment:
         with self.store.cursor() as con:
-            registry = Registry(con)
-            if decision.action == "promote":
-                registry.promote(experiment.challenger, reason)
-            else:
-                registry.reject(experiment.challenger, reason)
-            ExperimentStore(con).finish(experiment.experiment_id, status, decision.reason)
+            try:
+                return ExperimentStore(con).get(experiment_id)
+            except LookupError as err:
+                raise ExperimentRefused(str(err)) from err
+
+    async def pause(self, experiment_id: str, reason: str) -> Experiment:
+        """Stop the challenger's traffic and the decisions until `resume`."""
+        async with self._lock:
+            experiment = await asyncio.to_thread(self._experiment, experiment_id)
+            if experiment.status != "running":
+                raise ExperimentRefused(
+                    f"experiment {experiment_id} is {experiment.status}, not running"
+                )
+
+            def record() -> None:
+                with self.store.cursor() as con:
+                    ExperimentStore(con).pause(experiment_id, reason)
+
+            await asyncio.to_thread(record)
+            await self._route(experiment.task, experiment)
+            log.warning("experiment %s paused: %s", experiment_id, reason)
+            return await asyncio.to_thread(self._experiment, experiment_id)
+
+    async def resume(self, experiment_id: str, reason: str) -> Experiment:
+        """Carry on at the paused step's share, in a new step."""
+        async with self._lock:
+            experiment = await asyncio.to_thread(self._experiment, experiment_id)
+            if experiment.status != "paused":
+                raise ExperimentRefused(
+                    f"experiment {experiment_id} is {experiment.status}, not paused"
+                )
+
+            def record() -> None:
+                with self.store.cursor() as con:
+                    ExperimentStore(con).resume(experiment_id, reason)
+
+            await asyncio.to_thread(record)
+            await self._route(experiment.task, experiment)
+            log.warning("experiment %s resumed: %s", experiment_id, reason)
+            return await asyncio.to_thread(self._experiment, experiment_id)
+
+    async def promote(self, task: str, version_id: str, reason: str) -> VersionRecord:
+        """Make ``version_id`` the champion now, whatever an experiment says (it ends)."""
+        async with self._lock:
+
+            def check() -> tuple[VersionRecord, Experiment | None]:
+                with self.store.cursor() as con:
+                    record = Registry(con).find(version_id)
+                    if record is None or record.task != task:
+                        raise ExperimentRefused(
+                            f"no {task} version {version_id!r}: see `kaizend models list`"
+                        )
+                    if record.status == "champion":
+                        raise ExperimentRefused(f"{version_id} is already the {task} champion")
+                    return record, ExperimentStore(con).active_for(task)
+
+            record, experiment = await asyncio.to_thread(check)
+            why = f"promoted by an operator: {reason}"
+            if experiment is not None and experiment.challenger == version_id:
+                await self._finish(experiment, "promoted", why, promote=True)
+                return record
+            if experiment is not None:  # another challenger: its experiment stops
+                await self._finish(experiment, "stopped", f"{version_id} {why}", promote=False)
+
+            def record_promotion() -> None:
+                with self.store.cursor() as con:
+                    Registry(con).promote(version_id, why)
+
+            await asyncio.to_thread(record_promotion)
+            await self._route(task, None)
+            log.warning("%s promoted to %s champion: %s", version_id, task, reason)
+            await self._promoted(version_id)
+            return record
+
+    async def rollback(self, task: str, reason: str) -> str:
+        """Roll back: a running experiment's challenger, else the champion to the one before.
+
+        Returns the version that serves the task afterwards.
+        """
+        async with self._lock:
+
+            def state() -> tuple[Experiment | None, str | None, str | None]:
+                with self.store.cursor() as con:
+                    registry = Registry(con)
+                    champion = registry.alias(task, "champion")
+                    previous = con.execute(
+                        "SELECT version_id FROM alias_history WHERE task = ? "
+                        "AND alias = 'champion' AND version_id <> ? "
+                        "ORDER BY assigned_at DESC LIMIT 1",
+                        [task, champion],
+                    ).fetchone()
+                    return (
+                        ExperimentStore(con).active_for(task),
+                        champion,
+                        previous[0] if previous else None,
+                    )
+
+            experiment, champion, previous = await asyncio.to_thread(state)
+            why = f"rolled back by an operator: {reason}"
+            if experiment is not None:
+                await self._finish(experiment, "rolled_back", why, promote=False)
+                return experiment.champion
+            if champion is None or previous is None:
+                raise ExperimentRefused(
+                    f"{task} has no experiment and no earlier champion to roll back to"
+                )
+
+            def record() -> None:
+                with self.store.cursor() as con:
+                    registry = Registry(con)
+                    registry.promote(previous, why)
+                    registry.set_status(champion, "rejected", why)
+
+            await asyncio.to_thread(record)
+            await self._route(task, None)
+            log.warning("%s rolled back from %s to %s: %s", task, champion, previous, reason)
+            await self._promoted(previous)
+            return previous
 
 
 def _now() -> datetime:

@@ -4,7 +4,10 @@
 ``{"columns", "types", "rows", "truncated"}`` or ``{"error"}``; ``<admin prefix>.status``
 answers the status document that `kaizend status` prints and `kaizend check` judges;
 ``<admin prefix>.train`` takes ``{"task": ...}``, queues a training (or finds the one already
-queued or running) and answers ``{"job": {...}}`` or ``{"error"}``.
+queued or running) and answers ``{"job": {...}}`` or ``{"error"}``. ``<admin prefix>.promote``
+(``{"task", "version"}``), ``.rollback`` (``{"task"}``) and ``.experiment`` (``{"experiment_id",
+"action": "pause"|"resume"}``) are the operators' hands on the experiment loop; each takes a
+``reason`` and answers ``{"done": ...}`` or ``{"error"}``.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol, TypeVar
 
 import duckdb
 from faststream.nats import NatsBroker
@@ -43,10 +46,36 @@ class TrainRequest(BaseModel):
     reason: str = Field("manual", max_length=500)
 
 
+class PromoteRequest(BaseModel):
+    task: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    reason: str = Field("manual", max_length=500)
+
+
+class RollbackRequest(BaseModel):
+    task: str = Field(min_length=1)
+    reason: str = Field("manual", max_length=500)
+
+
+class ExperimentRequest(BaseModel):
+    experiment_id: str = Field(min_length=1)
+    action: Literal["pause", "resume"]
+    reason: str = Field("manual", max_length=500)
+
+
 class TrainingRequests(Protocol):
     """What the admin responder needs of the daemon's orchestrator."""
 
     async def request(self, name: str, reason: str) -> Any: ...
+
+
+class ExperimentControls(Protocol):
+    """What the admin responder needs of the daemon's experiment loop."""
+
+    async def promote(self, task: str, version_id: str, reason: str) -> Any: ...
+    async def rollback(self, task: str, reason: str) -> Any: ...
+    async def pause(self, experiment_id: str, reason: str) -> Any: ...
+    async def resume(self, experiment_id: str, reason: str) -> Any: ...
 
 
 class Admin:
@@ -66,6 +95,7 @@ class Admin:
         self.ingestor = ingestor
         self.nats_url = nats_url
         self.js: JetStreamContext | None = None
+        self.experiments: ExperimentControls | None = None
         self._broker: NatsBroker | None = None
 
     def register(self, broker: NatsBroker) -> None:
@@ -74,6 +104,39 @@ class Admin:
         broker.subscriber(f"{prefix}.sql")(self.sql)
         broker.subscriber(f"{prefix}.status")(self.status)
         broker.subscriber(f"{prefix}.train")(self.train)
+        broker.subscriber(f"{prefix}.promote")(self.promote)
+        broker.subscriber(f"{prefix}.rollback")(self.rollback)
+        broker.subscriber(f"{prefix}.experiment")(self.experiment)
+
+    async def _control(
+        self, what: str, act: Callable[[ExperimentControls], Awaitable[Any]]
+    ) -> bytes:
+        if self.experiments is None:
+            return to_json({"error": "the experiment loop is not running yet"})
+        try:
+            done = await act(self.experiments)
+        except KaizendError as err:
+            return to_json({"error": str(err)})
+        log.warning("operator: %s", what)
+        return to_json({"done": done}, fallback=str)
+
+    async def promote(self, request: PromoteRequest) -> bytes:
+        return await self._control(
+            f"promote {request.task} {request.version} ({request.reason})",
+            lambda loop: loop.promote(request.task, request.version, request.reason),
+        )
+
+    async def rollback(self, request: RollbackRequest) -> bytes:
+        return await self._control(
+            f"rollback {request.task} ({request.reason})",
+            lambda loop: loop.rollback(request.task, request.reason),
+        )
+
+    async def experiment(self, request: ExperimentRequest) -> bytes:
+        return await self._control(
+            f"{request.action} experiment {request.experiment_id} ({request.reason})",
+            lambda loop: getattr(loop, request.action)(request.experiment_id, request.reason),
+        )
 
     async def train(self, request: TrainRequest) -> bytes:
         if self.training is None:

@@ -63,6 +63,8 @@ class QueryEvent(Event):
     latency_ms: float = Field(ge=0)
     error: str | None = None
     service: str | None = Field(None, max_length=256)
+    fallback_used: bool | None = None
+    """The model's answer failed validation and a fallback (the parser's rules) answered."""
 
 
 class FeedbackEvent(Event):

@@ -13,6 +13,12 @@
 The producer watches the routing bucket, so a new experiment or a promotion reaches it within
 moments, without a restart. Until the daemon has written a task's entry, the task routes
 everything to ``"champion"`` with version ``"unknown"``.
+
+A service that would rather not run a model itself asks the inference gateway, which routes,
+answers and records the query event; only feedback and corrections are left to send:
+
+    reply = await infer(nc, "parser", text, unit_id=user_id)
+    await producer.feedback(reply["query_id"], rating=5)
 """
 
 from __future__ import annotations
@@ -23,15 +29,50 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from core.errors import KaizendError
 from handlers.routing import Arm, Routing, routing_bucket
 
 log = logging.getLogger(__name__)
+
+ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+
+class InferenceFailed(KaizendError, RuntimeError):
+    """The gateway answered with an error: ``code`` 400 (bad request), 503 (not ready: no
+    routing entry, or the version cannot be loaded) or 500 (the version failed)."""
+
+    def __init__(self, code: str, message: str, reply: dict[str, Any] | None) -> None:
+        super().__init__(f"inference gateway error {code}: {message}")
+        self.code = code
+        self.reply = reply or {}
+
+
+async def infer(
+    nc: NATS,
+    task: str,
+    text: str,
+    *,
+    unit_id: str | None = None,
+    query_id: str | None = None,
+    timeout: float = 10.0,
+    subject_prefix: str = "kaizen.infer",
+) -> dict[str, Any]:
+    """Ask the gateway for ``task``'s answer to ``text``: ``{query_id, task, arm, version,
+    output, fallback_used, latency_ms}``; raises `InferenceFailed` for an error reply."""
+    request = {"text": text, "unit_id": unit_id, "query_id": query_id}
+    msg = await nc.request(f"{subject_prefix}.{task}", json.dumps(request).encode(), timeout)
+    headers = msg.headers or {}
+    if ERROR_CODE_HEADER in headers:
+        body = json.loads(msg.data) if msg.data else None
+        raise InferenceFailed(headers[ERROR_CODE_HEADER], headers.get(ERROR_HEADER, ""), body)
+    return json.loads(msg.data)
 
 
 class Producer:
@@ -105,20 +146,24 @@ class Producer:
         unit_id: str,
         output: Any,
         latency_ms: float,
-        arm: Arm | None = None,
+        arm: Arm | Literal["shadow"] | None = None,
         version: str | None = None,
         error: str | None = None,
         query_id: str | None = None,
+        fallback_used: bool | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> str:
         """Publish a query event (routing it now unless ``arm`` and ``version`` are given);
-        returns its query id for the feedback and corrections that follow."""
+        returns its query id for the feedback and corrections that follow. ``arm`` may also
+        be ``"shadow"``; ``extra`` fields are stored in the event's ``extra`` column."""
         if arm is None or version is None:
             arm, version = self.route(task, unit_id)
         query_id = query_id or str(uuid.uuid4())
         await self._publish("query", {
-            "query_id": query_id, "task": task, "text": text, "model_version": version,
-            "arm": arm, "unit_id": unit_id, "output": output, "latency_ms": latency_ms,
-            "error": error, "service": self.service,
+            **(extra or {}), "query_id": query_id, "task": task, "text": text,
+            "model_version": version, "arm": arm, "unit_id": unit_id, "output": output,
+            "latency_ms": latency_ms, "error": error, "service": self.service,
+            "fallback_used": fallback_used,
         })  # fmt: skip
         return query_id
 

@@ -38,6 +38,13 @@ class Routing(BaseModel):
     challenger_weight: float = Field(0.0, ge=0.0, le=1.0, description="Challenger's share.")
     experiment_id: str | None = None
     salt: str = Field("", description="Changes with every experiment: a new assignment.")
+    champion_artifact: str | None = Field(
+        None, description="The champion's version directory; None for a built-in version 0."
+    )
+    challenger_artifact: str | None = Field(None, description="The challenger's directory.")
+    shadow: bool = Field(
+        False, description="The gateway also runs the challenger, unanswered, on champion units."
+    )
 
     @model_validator(mode="after")
     def _challenger_needs_a_version(self) -> Routing:
@@ -50,6 +57,12 @@ class Routing(BaseModel):
         if self.challenger and unit_position(self.salt, unit_id) < self.challenger_weight:
             return "challenger", self.challenger
         return "champion", self.champion
+
+    def artifact(self, version: str) -> str | None:
+        """The directory of ``version`` (one of this entry's two), None for a built-in."""
+        if version == self.challenger:
+            return self.challenger_artifact
+        return self.champion_artifact
 
 
 def unit_position(salt: str, unit_id: str) -> float:
@@ -75,10 +88,10 @@ async def put_routing(kv: KeyValue, routing: Routing) -> int:
     return await kv.put(routing.task, routing.model_dump_json().encode())
 
 
-async def ensure_routing(kv: KeyValue, champions: dict[str, str]) -> None:
-    """Give every task without an entry one that sends all traffic to its champion."""
-    for task, champion in champions.items():
+async def ensure_routing(kv: KeyValue, entries: list[Routing]) -> None:
+    """Write the entry of every task that has none (all traffic to its champion)."""
+    for entry in entries:
         try:
-            await kv.get(task)
+            await kv.get(entry.task)
         except KeyNotFoundError:
-            await put_routing(kv, Routing(task=task, champion=champion))
+            await put_routing(kv, entry)

@@ -76,6 +76,24 @@ def hold_back_newest(items: Sequence[Any], share: float) -> tuple[Sequence[Any],
     return items[:cut], items[cut:]
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One answer of a loaded version, in the shape a query event records."""
+
+    output: Any
+    """The query event's ``output``: the parse, or ``{"results": [{doc_id, score}, ...]}``."""
+    fallback_used: bool = False
+    """The model's answer failed validation and the fallback answered instead."""
+
+
+class Predictor(Protocol):
+    """A loaded version, as the inference gateway uses it."""
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Answer a batch of queries, in order; raises only when the version cannot answer."""
+        ...
+
+
 class Task(Protocol):
     """One kind of model kaizend keeps improving."""
 
@@ -125,6 +143,6 @@ class Task(Protocol):
         """The task's one evaluator; the report holds ``primary_metric``."""
         ...
 
-    def load(self, version: str | Path) -> Any:
+    def load(self, version: str | Path) -> Predictor:
         """A predictor for ``version`` (the built-in name or a version directory)."""
         ...

@@ -7,7 +7,10 @@ window. Its metrics:
   correction arrived within ``attribution_s`` of the query;
 - ``correction_rate``: a correction arrived within ``attribution_s``;
 - ``rating``: its mean rating (units with a rating only);
-- ``error_rate``: the query failed; ``latency_ms``: its latency.
+- ``error_rate``: the query failed; ``fallback_rate``: the model's answer was replaced by
+  the fallback's (``fallback_used``); ``slow_rate``: its latency was over
+  ``latency_budget_ms`` (a tail-latency guardrail: a p95 within the budget keeps it under
+  5%); ``latency_ms``: its latency.
 
 Each comes back as the summary statistics (count, sum, sum of squares) the experiment tests
 take, per arm, so no raw values leave the database.
@@ -21,12 +24,17 @@ from datetime import UTC, datetime
 
 import duckdb
 
-METRICS = ("success", "correction_rate", "rating", "error_rate", "latency_ms")
+METRICS = (
+    "success", "correction_rate", "rating", "error_rate", "fallback_rate", "slow_rate",
+    "latency_ms",
+)  # fmt: skip
 
 _ARM_METRICS = """
 WITH units AS (
     SELECT q.query_id, q.arm, q.ts, q.latency_ms,
            CAST(q.error IS NOT NULL AS DOUBLE) AS failed,
+           CAST(coalesce(q.fallback_used, false) AS DOUBLE) AS fell_back,
+           CAST(q.latency_ms > $latency_budget AS DOUBLE) AS slow,
            (SELECT avg(f.rating) FROM feedback_events f WHERE f.query_id = q.query_id) AS rating,
            EXISTS (SELECT 1 FROM feedback_events f WHERE f.query_id = q.query_id
                    AND (f.rating >= 4 OR f.thumbs = 'up')) AS liked,
@@ -42,7 +50,7 @@ SELECT arm,
        sum(CAST(liked AND NOT corrected AS DOUBLE)) AS success,
        sum(CAST(corrected AS DOUBLE)) AS correction_rate,
        count(rating) AS rating_n, sum(rating) AS rating_sum, sum(rating * rating) AS rating_sq,
-       sum(failed) AS error_rate,
+       sum(failed) AS error_rate, sum(fell_back) AS fallback_rate, sum(slow) AS slow_rate,
        sum(latency_ms) AS latency_sum, sum(latency_ms * latency_ms) AS latency_sq
 FROM units GROUP BY arm
 """
@@ -60,23 +68,26 @@ def arm_metrics(
     start: datetime,
     end: datetime | None,
     attribution_s: float,
+    latency_budget_ms: float = float("inf"),
 ) -> dict[str, dict[str, Summary]]:
     """``{arm: {metric: (n, sum, sum_squares)}}`` for the window [start, end)."""
     params = {
         "task": task, "champion": champion, "challenger": challenger, "start": start,
-        "end": end, "attribution": attribution_s,
+        "end": end, "attribution": attribution_s, "latency_budget": latency_budget_ms,
     }  # fmt: skip
     out: dict[str, dict[str, Summary]] = {
         arm: {metric: (0.0, 0.0, 0.0) for metric in METRICS} for arm in ("champion", "challenger")
     }
     for row in con.execute(_ARM_METRICS, params).fetchall():
-        arm, n, success, corrected, r_n, r_sum, r_sq, failed, l_sum, l_sq = row
+        arm, n, success, corrected, r_n, r_sum, r_sq, failed, fell_back, slow, l_sum, l_sq = row
         out[arm] = {
             # A proportion's sum of squares is its number of successes.
             "success": (n, success, success),
             "correction_rate": (n, corrected, corrected),
             "rating": (r_n, r_sum or 0.0, r_sq or 0.0),
             "error_rate": (n, failed, failed),
+            "fallback_rate": (n, fell_back, fell_back),
+            "slow_rate": (n, slow, slow),
             "latency_ms": (n, l_sum or 0.0, l_sq or 0.0),
         }
     return out
@@ -163,6 +174,30 @@ class ExperimentStore:
         self.con.execute(
             "INSERT INTO experiment_steps VALUES (?, ?, ?, ?, NULL)",
             [experiment_id, current.step + 1, weight, now],
+        )
+
+    def pause(self, experiment_id: str, reason: str) -> None:
+        """Close the current step; no step is open while the experiment is paused."""
+        now = datetime.now(UTC)
+        self.con.execute(
+            "UPDATE experiments SET status = 'paused', reason = ? WHERE experiment_id = ?",
+            [f"paused: {reason}", experiment_id],
+        )
+        self.con.execute(
+            "UPDATE experiment_steps SET ended_at = ? WHERE experiment_id = ? AND ended_at IS NULL",
+            [now, experiment_id],
+        )
+
+    def resume(self, experiment_id: str, reason: str) -> None:
+        """Open a new step at the last step's weight: its data is a stratum of its own."""
+        last = self.steps(experiment_id)[-1]
+        self.con.execute(
+            "UPDATE experiments SET status = 'running', reason = ? WHERE experiment_id = ?",
+            [f"resumed: {reason}", experiment_id],
+        )
+        self.con.execute(
+            "INSERT INTO experiment_steps VALUES (?, ?, ?, ?, NULL)",
+            [experiment_id, last.step + 1, last.weight, datetime.now(UTC)],
         )
 
     def finish(self, experiment_id: str, status: str, reason: str) -> None:

@@ -17,8 +17,11 @@ CREATE TABLE IF NOT EXISTS query_events (
     service        VARCHAR,
     schema_version INTEGER NOT NULL,
     extra          JSON,
-    ingested_at    TIMESTAMPTZ NOT NULL
+    ingested_at    TIMESTAMPTZ NOT NULL,
+    fallback_used  BOOLEAN            -- the model's answer was replaced by the fallback's
 );
+-- Files created before fallback_used existed get the column (NULL for their old rows).
+ALTER TABLE query_events ADD COLUMN IF NOT EXISTS fallback_used BOOLEAN;
 
 CREATE TABLE IF NOT EXISTS feedback_events (
     event_id       VARCHAR PRIMARY KEY,
@@ -76,6 +79,19 @@ LEFT JOIN (
 LEFT JOIN (
     SELECT query_id, count(*) AS n_corrections FROM correction_events GROUP BY query_id
 ) c USING (query_id);
+
+-- Shadow mode: the challenger's unanswered output next to the champion's, query by query.
+CREATE OR REPLACE VIEW shadow_comparisons AS
+SELECT c.task, c.query_id, c.ts, c.text,
+       c.model_version AS champion, s.model_version AS shadow,
+       c.output AS champion_output, s.output AS shadow_output,
+       CAST(c.output AS VARCHAR) = CAST(s.output AS VARCHAR) AS same_output,
+       c.latency_ms AS champion_latency_ms, s.latency_ms AS shadow_latency_ms,
+       c.fallback_used AS champion_fallback, s.fallback_used AS shadow_fallback,
+       s.error AS shadow_error
+FROM query_events s
+JOIN query_events c ON c.query_id = json_extract_string(s.extra, '$.shadow_of')
+WHERE s.arm = 'shadow';
 
 -- Feedback and corrections whose query has not (yet) been seen.
 CREATE OR REPLACE VIEW unlinked_signals AS
@@ -166,7 +182,7 @@ CREATE TABLE IF NOT EXISTS experiments (
     champion      VARCHAR NOT NULL,
     challenger    VARCHAR NOT NULL,
     salt          VARCHAR NOT NULL,
-    status        VARCHAR NOT NULL,     -- running | paused | promoted | rolled_back | inconclusive
+    status        VARCHAR NOT NULL,     -- running | paused | promoted | rolled_back | inconclusive | stopped
     created_at    TIMESTAMPTZ NOT NULL,
     ended_at      TIMESTAMPTZ,
     reason        VARCHAR

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +27,8 @@ from handlers.publish import Outgoing
 from models.fit.querygen import generate_examples, split_examples
 from models.parser.prompt import build_prompt, encode_target
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
@@ -39,6 +43,8 @@ def make_settings(data_dir: Path, nats_url: str, **sections: dict[str, Any]) -> 
         "nats": {"url": nats_url, "request_timeout_s": 5},
         "ingest": {"flush_interval_ms": 50, "retry_delay_s": 0.2},
         "storage": {"export_interval_s": 0},
+        # The retriever's version 0 would index all 40,194 sites on first use.
+        "gateway": {"tasks": ["parser"]},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
@@ -122,6 +128,30 @@ async def run_daemon(settings: Settings) -> AsyncIterator[RunningDaemon]:
         if not task.done():
             await running.stop()
         await nc.close()
+
+
+async def rows(daemon: RunningDaemon, query: str) -> list[dict[str, Any]]:
+    """The rows of ``query``, answered by the running daemon, as dicts."""
+    result = await daemon.sql(query)
+    assert "error" not in result, result
+    return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
+
+
+async def kaizend(settings: Settings, *args: str, ok: bool = True) -> str:
+    """The command line against the in-process daemon (without blocking its event loop):
+    its stdout when it succeeds (``ok``), its stderr when it must fail."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon", *args,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "KAIZEND_NATS__URL": settings.nats.url,
+             "KAIZEND_DAEMON__DATA_DIR": str(settings.daemon.data_dir), "COLUMNS": "300"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    if ok:
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+    assert proc.returncode != 0, out.decode()
+    return err.decode()
 
 
 @pytest.fixture
@@ -221,3 +251,31 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory, small_splits: dict) -> P
     LlamaForCausalLM(config).save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+MEMORISE = {
+    "id": "berks",
+    "text": "wind sites over 100kw in berkshire",
+    "expected": {"technology": "Wind", "capacity_min_kw": 100, "location": "Berkshire",
+                 "postcode_patterns": ["RG", "SL"]},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def memorised(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A tiny parser version (LoRA on the tiny Llama) that has learnt one question by heart."""
+    from models.parser.config import ParserTrainingConfig
+    from models.parser.train import train_parser
+
+    config = ParserTrainingConfig(
+        lora_rank=16,
+        lora_alpha=32.0,
+        lora_dropout=0.0,
+        batch_size=1,
+        max_steps=40,
+        learning_rate=1e-2,
+        warmup_ratio=0.0,
+        checkpoint_every=100,
+    )
+    out = tmp_path_factory.mktemp("memorised")
+    return train_parser([MEMORISE], base_path=tiny_base, out_dir=out, config=config)

@@ -7,8 +7,9 @@ DuckDB, applies the action (routing bucket, registry) and logs the decision.
 Order, a rollback winning over a hold:
 
 1. no traffic in the current step (an arm without units) -> hold;
-2. a guardrail (error rate, fallback rate, latency; lower is better) significantly worse
-   -> roll back;
+2. a guardrail (error rate, fallback rate, share of slow answers; lower is better)
+   significantly worse by more than its tolerance (the always-valid lower bound of the
+   challenger's excess is above it) -> roll back;
 3. sample-ratio mismatch of the current step against its *configured* weight
    (p < ``srm_alpha``) -> hold, and alert;
 4. the primary metric (success) significantly worse -> roll back;
@@ -64,7 +65,14 @@ class Policy:
     alpha: float = 0.05
     srm_alpha: float = 0.001
     tau: float = DEFAULT_TAU
-    guardrails: tuple[str, ...] = ("error_rate", "fallback_rate", "latency_ms")
+    guardrails: tuple[str, ...] = ("error_rate", "fallback_rate", "slow_rate")
+    guardrail_tolerance: Mapping[str, float] = field(default_factory=dict)
+    """Absolute excess of the challenger a guardrail tolerates (0 when not given): a rules
+    champion never falls back, a model that falls back on 1% of queries may still be better."""
+
+    def next_weight(self, weight: float) -> float | None:
+        """The share of the step after one at ``weight``; None after the last comparison."""
+        return next((w for w in self.weights if w > weight + 1e-9), None)
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,9 @@ def decide(steps: Sequence[StepData], policy: Policy) -> Decision:
     if not steps:
         raise ValueError("an experiment has at least its first step")
     current = steps[-1]
-    last_step = len(steps) >= len(policy.weights)
+    # A paused and resumed experiment repeats a step's weight, so the weight says where the
+    # ramp is, not the number of steps.
+    last_step = policy.next_weight(current.weight) is None
     n_champion = current.champion[PRIMARY].n
     n_challenger = current.challenger[PRIMARY].n
     if n_champion == 0 or n_challenger == 0:
@@ -125,8 +135,10 @@ def decide(steps: Sequence[StepData], policy: Policy) -> Decision:
 
     for guardrail in policy.guardrails:
         test = _compare(steps, guardrail, policy, guardrail=True)
-        if test is not None and test.is_better:  # higher is worse for a guardrail
-            reason = f"guardrail worse: {_describe(guardrail, test)}"
+        tolerance = policy.guardrail_tolerance.get(guardrail, 0.0)
+        # Higher is worse for a guardrail: the challenger's excess is surely above tolerance.
+        if test is not None and test.ci_lower > tolerance:
+            reason = f"guardrail worse by more than {tolerance:g}: {_describe(guardrail, test)}"
             return Decision("rollback", "guardrail", reason, guardrail, test)
 
     srm = srm_pvalue([n_champion, n_challenger], [1 - current.weight, current.weight])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -22,6 +23,7 @@ from models.fit.schema import InvalidParse, ParsedQuery, to_compact_dict
 from models.parser import base as base_model
 from models.parser.prompt import TargetFormat, build_prompt, decode_target, is_complete, rule_hint
 from models.parser.version import ParserVersion
+from models.task import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,21 @@ class Parser(Protocol):
         """Parse one question; never raises for bad model output (it falls back)."""
         ...
 
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """`models.task.Predictor`: the parses of a batch, as query events record them."""
+        ...
 
-class RuleParser:
+
+class Predicts:
+    """`Parser.predict` for a class with `parse`: one question after the other (greedy
+    decoding with a KV cache and prompt drafts gains little from padding a batch on a CPU)."""
+
+    def predict(self: Parser, texts: Sequence[str]) -> list[Prediction]:
+        results = [self.parse(text) for text in texts]
+        return [Prediction(to_compact_dict(r.parsed), r.fallback_used) for r in results]
+
+
+class RuleParser(Predicts):
     """Version 0: the rule-based parser behind the common interface."""
 
     name = "rules"
@@ -80,7 +95,7 @@ class RuleParser:
         return ParseResult(text, parsed, False, (time.perf_counter() - started) * 1000)
 
 
-class ModelParser:
+class ModelParser(Predicts):
     """A causal LM that writes the parse after the prompt (`build_prompt`).
 
     Build it with `from_version` (a trained adapter) or `from_base` (an untrained base,

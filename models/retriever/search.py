@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.task import Prediction
 from storage.vectors import VectorIndex
 
 
@@ -47,9 +48,12 @@ class Retriever:
 
     def output(self, text: str, k: int | None = None) -> dict[str, Any]:
         """A query event's ``output``: ``{"results": [{"doc_id", "score"}, ...]}``."""
-        return {
-            "results": [
-                {"doc_id": doc_id, "score": round(score, 4)}
-                for doc_id, score in self.search_many([text], k)[0]
-            ]
-        }
+        return _output(self.search_many([text], k)[0])
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """`models.task.Predictor`: one embedding pass and one index query for the batch."""
+        return [Prediction(_output(ranked)) for ranked in self.search_many(texts)]
+
+
+def _output(ranked: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    return {"results": [{"doc_id": doc_id, "score": round(score, 4)} for doc_id, score in ranked]}

@@ -11,7 +11,7 @@ from typing import Any
 import nats
 
 from daemon.experiments import ExperimentLoop
-from handlers.routing import Routing, ensure_routing, routing_bucket
+from handlers.routing import Routing, routing_bucket
 from storage.events import EventStore
 from storage.registry import Registry
 from tests.conftest import make_settings
@@ -48,8 +48,8 @@ async def run_experiment(tmp_path: Path, url: str, rates: dict[str, float]) -> t
     nc = await nats.connect(url)
     try:
         kv = await routing_bucket(nc.jetstream(), create=True)
-        await ensure_routing(kv, {"parser": "parser-v0"})
         loop = ExperimentLoop(settings, store, kv)
+        await loop.sync_routing(["parser"])
         rng = random.Random(7)
         actions = []
         for _ in range(30):

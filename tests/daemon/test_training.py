@@ -18,7 +18,16 @@ from typing import Any
 import pytest
 
 from handlers.publish import publish_events
-from tests.conftest import RunningDaemon, event, eventually, make_settings, outgoing, run_daemon
+from tests.conftest import (
+    RunningDaemon,
+    event,
+    eventually,
+    kaizend,
+    make_settings,
+    outgoing,
+    rows,
+    run_daemon,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL_QUERIES = "SELECT count(*) FROM query_events"
@@ -91,19 +100,6 @@ class Background:
         return self.sent
 
 
-async def kaizend(settings: Any, *args: str) -> str:
-    """The command line against the in-process daemon (without blocking its event loop)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon", *args,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "KAIZEND_NATS__URL": settings.nats.url,
-             "KAIZEND_DAEMON__DATA_DIR": str(settings.daemon.data_dir), "COLUMNS": "300"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
-
-
 async def training_reaches_step(daemon: RunningDaemon, step: int) -> None:
     """Wait until the running training has reported ``step`` (a checkpoint lies behind it)."""
 
@@ -116,12 +112,6 @@ async def training_reaches_step(daemon: RunningDaemon, step: int) -> None:
         )
 
     await eventually(reached, timeout=120, interval=0.2)
-
-
-async def rows(daemon: RunningDaemon, query: str) -> list[dict[str, Any]]:
-    result = await daemon.sql(query)
-    assert "error" not in result, result
-    return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
 
 
 async def test_enough_corrections_train_register_and_gate_a_candidate_while_ingesting(

@@ -2,41 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from models.fit import rules
 from models.fit.schema import to_compact_dict
 from models.parser.base import load_base
-from models.parser.config import ParserTrainingConfig
 from models.parser.evaluate import evaluate
 from models.parser.prompt import build_prompt, encode_target
 from models.parser.serve import ModelParser, RuleParser, load_parser
-from models.parser.train import train_parser
 from models.parser.version import ParserVersion
-
-MEMORISE = {
-    "id": "berks",
-    "text": "wind sites over 100kw in berkshire",
-    "expected": {"technology": "Wind", "capacity_min_kw": 100, "location": "Berkshire",
-                 "postcode_patterns": ["RG", "SL"]},
-}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def memorised(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> ParserVersion:
-    """A tiny adapter that has learnt one question by heart."""
-    config = ParserTrainingConfig(
-        lora_rank=16,
-        lora_alpha=32.0,
-        lora_dropout=0.0,
-        batch_size=1,
-        max_steps=40,
-        learning_rate=1e-2,
-        warmup_ratio=0.0,
-        checkpoint_every=100,
-    )
-    out = tmp_path_factory.mktemp("memorised")
-    return train_parser([MEMORISE], base_path=tiny_base, out_dir=out, config=config)
+from tests.conftest import MEMORISE
 
 
 def test_a_valid_answer_is_expanded_and_needs_no_fallback(memorised: ParserVersion) -> None:

@@ -1,0 +1,71 @@
+"""Loading versions for the inference gateway: each task's predictor, as configured.
+
+The gateway (`handlers.gateway`) knows versions only by id and artifact directory (from the
+routing entry); this module turns them into `models.task.Predictor` objects through the task
+interface, in the gateway's loading thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.config import Settings
+from handlers.gateway import Predictor, PredictorLoader
+from models.tasks import build_task
+
+
+def predictor_loader(settings: Settings) -> PredictorLoader:
+    """The gateway's loader: ``(task, version_id, artifact) -> Predictor``."""
+    tasks = {}
+
+    def load(task: str, version_id: str, artifact: str | None) -> Predictor:
+        if settings.gateway.threads is not None:
+            import torch
+
+            torch.set_num_threads(settings.gateway.threads)
+        if task not in tasks:
+            tasks[task] = build_task(settings, task)
+        built = tasks[task]
+        return built.load(Path(artifact) if artifact else built.builtin_version)
+
+    return load
+
+
+async def run_gateway(settings: Settings) -> int:
+    """``kaizend gateway``: serve ``kaizen.infer.<task>`` from this box until SIGTERM/SIGINT.
+
+    More instances join the same queue group, so requests spread over them. The versions'
+    directories must be readable at the paths the routing entries name (shared storage).
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from daemon.runtime import daemon_nats_url
+    from handlers.connection import make_broker
+    from handlers.gateway import Gateway
+    from handlers.producer import Producer
+
+    log = logging.getLogger(__name__)
+    url = daemon_nats_url(settings)
+    if url is None:
+        log.error("no NATS to serve on: set nats.url, or run it beside a running daemon")
+        return 1
+    broker = make_broker(settings.nats, url, name="kaizend-gateway", reconnect_forever=True)
+    await broker.connect()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    producer = await Producer.start(
+        broker.connection, subject_prefix=settings.stream.subject_prefix, service="gateway"
+    )
+    gateway = Gateway(settings.gateway, broker.connection, producer, predictor_loader(settings))
+    try:
+        await gateway.start()
+        await stop.wait()
+    finally:
+        await gateway.stop(grace_s=settings.daemon.shutdown_grace_s)
+        await producer.stop()
+        await broker.stop()
+    return 0
