@@ -346,10 +346,13 @@ class ExperimentLoop:
                 with self.store.cursor() as con:
                     registry = Registry(con)
                     champion = registry.alias(task, "champion")
+                    # The newest earlier champion still kept for rollback (retired, not
+                    # rejected: a version rolled back once is not brought back).
                     previous = con.execute(
-                        "SELECT version_id FROM alias_history WHERE task = ? "
-                        "AND alias = 'champion' AND version_id <> ? "
-                        "ORDER BY assigned_at DESC LIMIT 1",
+                        "SELECT h.version_id FROM alias_history h JOIN model_versions v "
+                        "USING (version_id) WHERE h.task = ? AND h.alias = 'champion' "
+                        "AND h.version_id <> ? AND v.status = 'retired' "
+                        "ORDER BY h.assigned_at DESC LIMIT 1",
                         [task, champion],
                     ).fetchone()
                     return (

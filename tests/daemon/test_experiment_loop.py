@@ -1,0 +1,218 @@
+"""The experiment loop end to end in a running daemon: a challenger registered -> experiment
+created -> routing bucket updated -> simulated users ask the gateway over NATS and rate the
+answers -> promoted (or rolled back), with the decision log filled in; and the operators'
+commands (pause, resume, promote, rollback) through the command line.
+
+The simulated users like an answer at a rate that depends only on the arm that gave it (the
+quality of a tiny test model means nothing); the real quality loop is the demo's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+from handlers.producer import Producer, infer
+from handlers.routing import Routing, routing_bucket
+from storage.registry import Registry
+from tests.conftest import (
+    MEMORISE,
+    RunningDaemon,
+    eventually,
+    kaizend,
+    make_settings,
+    rows,
+    run_daemon,
+)
+
+
+def experiment_settings(tmp_path: Path, url: str) -> Any:
+    return make_settings(
+        tmp_path / "data", url,
+        experiments={"tick_s": 0.5, "min_units": 200, "attribution_s": 3600},
+        gateway={"batch_wait_ms": 5.0},
+    )  # fmt: skip
+
+
+def register_challenger(daemon: RunningDaemon, artifact: Path) -> str:
+    """A trained version that passed the gate, as the orchestrator would register it."""
+    with daemon.daemon.store.cursor() as con:
+        registry = Registry(con)
+        record = registry.register(
+            "parser", base_model="tiny-llama", reason="trained (test)",
+            artifact_path=str(artifact), parent_version="parser-v0",
+        )  # fmt: skip
+        registry.make_challenger(record.version_id, "offline gate passed (test)")
+    return record.version_id
+
+
+async def entry(daemon: RunningDaemon) -> Routing:
+    kv = await routing_bucket(daemon.js)
+    return Routing.model_validate_json((await kv.get("parser")).value)
+
+
+class Users:
+    """Simulated users: ask the gateway, then rate the answer 5 (liked) or 2."""
+
+    def __init__(self, daemon: RunningDaemon, like: dict[str, float], seed: int = 1) -> None:
+        self.daemon = daemon
+        self.like = like
+        self.rng = random.Random(seed)
+        self.asked = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.producer = await Producer.start(self.daemon.nc, service="fit-search")
+        self._task = asyncio.create_task(self._run())
+
+    async def _one(self) -> None:
+        unit = f"user-{self.rng.randrange(10**9)}"
+        # The question the tiny challenger knows by heart: it answers without falling back
+        # (on any other, the fallback-rate guardrail would roll it back at once).
+        reply = await infer(self.daemon.nc, "parser", MEMORISE["text"], unit_id=unit)
+        liked = self.rng.random() < self.like[reply["arm"]]
+        await self.producer.feedback(reply["query_id"], rating=5 if liked else 2)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.gather(*(self._one() for _ in range(40)))
+            self.asked += 40
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.producer.stop()
+
+
+async def finished(daemon: RunningDaemon) -> dict[str, Any]:
+    async def done() -> bool:
+        found = await rows(daemon, "SELECT status FROM experiments")
+        return bool(found) and found[0]["status"] not in ("running", "paused")
+
+    await eventually(done, timeout=180, interval=0.5)
+    (experiment,) = await rows(daemon, "SELECT * FROM experiments")
+    return experiment
+
+
+async def test_a_better_challenger_is_promoted_through_the_ramp(
+    tmp_path: Path, nats_server: Any, memorised: Any
+) -> None:
+    async with run_daemon(experiment_settings(tmp_path, nats_server.url)) as daemon:
+        version = register_challenger(daemon, memorised.path)
+        users = Users(daemon, {"champion": 0.35, "challenger": 0.85})
+        await users.start()
+        try:
+            experiment = await finished(daemon)
+        finally:
+            await users.stop()
+        assert (experiment["status"], experiment["challenger"]) == ("promoted", version)
+
+        log = await rows(daemon, "SELECT * FROM experiment_decisions ORDER BY decided_at")
+        assert [row["weight"] for row in log if row["action"] == "advance"] == [0.10, 0.25]
+        last = log[-1]
+        assert (last["action"], last["gate"], last["weight"]) == ("promote", "primary", 0.5)
+        assert last["p_value"] < 0.05 and last["ci_lower"] > 0
+        assert last["n_champion"] > 0 and last["n_challenger"] > 0
+        steps = await rows(daemon, "SELECT weight FROM experiment_steps ORDER BY step")
+        assert [s["weight"] for s in steps] == [0.10, 0.25, 0.50]
+
+        # The registry, the alias history and the routing bucket all say the same.
+        champion = await rows(daemon, "SELECT * FROM current_aliases WHERE task = 'parser'")
+        assert {row["alias"]: row["version_id"] for row in champion} == {
+            "champion": version, "challenger": None,
+        }  # fmt: skip
+        routing = await entry(daemon)
+        assert (routing.champion, routing.challenger) == (version, None)
+        assert routing.champion_artifact == str(memorised.path)
+
+        async def served_by_new_champion() -> bool:
+            reply = await infer(daemon.nc, "parser", "solar in kent", unit_id="late-user")
+            return reply["version"] == version
+
+        await eventually(served_by_new_champion, timeout=10)
+
+
+async def test_a_worse_challenger_is_rolled_back(
+    tmp_path: Path, nats_server: Any, memorised: Any
+) -> None:
+    async with run_daemon(experiment_settings(tmp_path, nats_server.url)) as daemon:
+        version = register_challenger(daemon, memorised.path)
+        users = Users(daemon, {"champion": 0.70, "challenger": 0.15}, seed=2)
+        await users.start()
+        try:
+            experiment = await finished(daemon)
+        finally:
+            await users.stop()
+        assert experiment["status"] == "rolled_back"
+        (last,) = await rows(
+            daemon, "SELECT * FROM experiment_decisions ORDER BY decided_at DESC LIMIT 1"
+        )
+        assert (last["action"], last["gate"]) == ("rollback", "primary")
+        assert last["p_value"] < 0.05 and last["ci_upper"] < 0
+        status = await daemon.scalar(
+            f"SELECT status FROM model_versions WHERE version_id = '{version}'"
+        )
+        assert status == "rejected"
+        routing = await entry(daemon)
+        assert (routing.champion, routing.challenger, routing.challenger_weight) == (
+            "parser-v0", None, 0.0,
+        )  # fmt: skip
+
+
+async def test_operators_pause_resume_promote_and_roll_back_from_the_command_line(
+    tmp_path: Path, nats_server: Any, memorised: Any
+) -> None:
+    settings = experiment_settings(tmp_path, nats_server.url)
+    async with run_daemon(settings) as daemon:
+        version = register_challenger(daemon, memorised.path)
+
+        async def started() -> bool:
+            return (await entry(daemon)).challenger_weight == 0.10
+
+        await eventually(started, timeout=10)
+        (experiment,) = await rows(daemon, "SELECT experiment_id FROM experiments")
+        eid = experiment["experiment_id"]
+
+        out = await kaizend(settings, "experiments", "pause", eid, "--reason", "looks odd")
+        assert out.strip() == f"experiment {eid} is paused"
+        routing = await entry(daemon)
+        assert (routing.challenger, routing.challenger_weight) == (version, 0.0)
+        again = await kaizend(settings, "experiments", "pause", eid, ok=False)
+        assert "is paused, not running" in again
+
+        out = await kaizend(settings, "experiments", "resume", eid)
+        assert out.strip() == f"experiment {eid} is running"
+        steps = await rows(daemon, f"SELECT * FROM experiment_steps WHERE experiment_id = '{eid}'")
+        assert [(s["step"], s["weight"]) for s in steps] == [(1, 0.10), (2, 0.10)]
+        assert steps[0]["ended_at"] is not None and steps[1]["ended_at"] is None
+        assert (await entry(daemon)).challenger_weight == 0.10
+
+        unknown = await kaizend(settings, "promote", "parser", "parser-v7", ok=False)
+        assert "no parser version 'parser-v7'" in unknown
+        out = await kaizend(settings, "promote", "parser", version, "--reason", "trusted")
+        assert out.strip() == f"{version} is the parser champion"
+        routing = await entry(daemon)
+        assert (routing.champion, routing.challenger) == (version, None)
+        status = f"SELECT status FROM experiments WHERE experiment_id = '{eid}'"
+        assert await daemon.scalar(status) == "promoted"
+
+        # No experiment left: a rollback puts the previous champion back.
+        out = await kaizend(settings, "rollback", "parser", "--reason", "regression reported")
+        assert out.strip() == "rolled back: parser-v0 serves parser"
+        assert (await entry(daemon)).champion == "parser-v0"
+        history = await rows(
+            daemon, "SELECT version_id, reason FROM alias_history WHERE task = 'parser' "
+            "AND alias = 'champion' ORDER BY assigned_at",
+        )  # fmt: skip
+        assert [h["version_id"] for h in history] == ["parser-v0", version, "parser-v0"]
+        assert "regression reported" in history[-1]["reason"]
+        rejected = await daemon.scalar(
+            f"SELECT status_reason FROM model_versions WHERE version_id = '{version}'"
+        )
+        assert rejected.startswith("rolled back by an operator")
+        # The version rolled back is not brought back by a second rollback.
+        nothing = await kaizend(settings, "rollback", "parser", ok=False)
+        assert "no experiment and no earlier champion to roll back to" in nothing
