@@ -391,6 +391,17 @@ def promote(ctx: click.Context, task: str, version: str, reason: str) -> None:
 
 @cli.command()
 @click.argument("task", type=click.Choice(["parser", "retriever"]))
+@click.argument("version")
+@_reason_option
+@click.pass_context
+def challenge(ctx: click.Context, task: str, version: str, reason: str) -> None:
+    """Make VERSION the task's challenger by hand (no offline gate): an experiment starts."""
+    _control(_settings(ctx), "challenge", {"task": task, "version": version, "reason": reason})
+    click.echo(f"{version} is the {task} challenger; its experiment starts at the next tick")
+
+
+@cli.command()
+@click.argument("task", type=click.Choice(["parser", "retriever"]))
 @_reason_option
 @click.pass_context
 def rollback(ctx: click.Context, task: str, reason: str) -> None:

@@ -7,7 +7,8 @@ appends the decision with its numbers to ``experiment_decisions``, and applies i
 step's share in the routing bucket, or the registry's promotion or rollback with the routing
 back to one version.
 
-Operators act through the same object (``kaizend promote|rollback|experiments pause|resume``):
+Operators act through the same object (``kaizend promote|rollback|challenge|experiments
+pause|resume``):
 a paused experiment sends all traffic to the champion and takes no decisions; resuming opens
 a new step at the paused step's share (its data is a stratum of its own). The registry is the
 source of truth for routing: `sync_routing` rewrites every task's entry from it at start-up.
@@ -302,19 +303,45 @@ class ExperimentLoop:
             log.warning("experiment %s resumed: %s", experiment_id, reason)
             return await asyncio.to_thread(self._experiment, experiment_id)
 
+    def _version(self, con: duckdb.DuckDBPyConnection, task: str, version_id: str) -> VersionRecord:
+        record = Registry(con).find(version_id)
+        if record is None or record.task != task:
+            raise ExperimentRefused(f"no {task} version {version_id!r}: see `kaizend models list`")
+        if record.status == "champion":
+            raise ExperimentRefused(f"{version_id} is already the {task} champion")
+        return record
+
+    async def challenge(self, task: str, version_id: str, reason: str) -> VersionRecord:
+        """Make ``version_id`` the challenger by hand (the offline gate skipped): the next
+        tick starts its experiment. Any registered version but the champion will do, an
+        earlier champion or a rejected candidate too."""
+        async with self._lock:
+
+            def record() -> VersionRecord:
+                with self.store.cursor() as con:
+                    found = self._version(con, task, version_id)
+                    active = ExperimentStore(con).active_for(task)
+                    if active is not None:
+                        raise ExperimentRefused(
+                            f"experiment {active.experiment_id} of {task} is {active.status}: "
+                            "promote, roll back or let it finish first"
+                        )
+                    Registry(con).make_challenger(
+                        version_id, f"challenger by an operator: {reason}"
+                    )
+                    return found
+
+            found = await asyncio.to_thread(record)
+            log.warning("%s made the %s challenger by an operator: %s", version_id, task, reason)
+            return found
+
     async def promote(self, task: str, version_id: str, reason: str) -> VersionRecord:
         """Make ``version_id`` the champion now, whatever an experiment says (it ends)."""
         async with self._lock:
 
             def check() -> tuple[VersionRecord, Experiment | None]:
                 with self.store.cursor() as con:
-                    record = Registry(con).find(version_id)
-                    if record is None or record.task != task:
-                        raise ExperimentRefused(
-                            f"no {task} version {version_id!r}: see `kaizend models list`"
-                        )
-                    if record.status == "champion":
-                        raise ExperimentRefused(f"{version_id} is already the {task} champion")
+                    record = self._version(con, task, version_id)
                     return record, ExperimentStore(con).active_for(task)
 
             record, experiment = await asyncio.to_thread(check)

@@ -5,9 +5,9 @@
 answers the status document that `kaizend status` prints and `kaizend check` judges;
 ``<admin prefix>.train`` takes ``{"task": ...}``, queues a training (or finds the one already
 queued or running) and answers ``{"job": {...}}`` or ``{"error"}``. ``<admin prefix>.promote``
-(``{"task", "version"}``), ``.rollback`` (``{"task"}``) and ``.experiment`` (``{"experiment_id",
-"action": "pause"|"resume"}``) are the operators' hands on the experiment loop; each takes a
-``reason`` and answers ``{"done": ...}`` or ``{"error"}``.
+and ``.challenge`` (``{"task", "version"}``), ``.rollback`` (``{"task"}``) and ``.experiment``
+(``{"experiment_id", "action": "pause"|"resume"}``) are the operators' hands on the
+experiment loop; each takes a ``reason`` and answers ``{"done": ...}`` or ``{"error"}``.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class ExperimentControls(Protocol):
     """What the admin responder needs of the daemon's experiment loop."""
 
     async def promote(self, task: str, version_id: str, reason: str) -> Any: ...
+    async def challenge(self, task: str, version_id: str, reason: str) -> Any: ...
     async def rollback(self, task: str, reason: str) -> Any: ...
     async def pause(self, experiment_id: str, reason: str) -> Any: ...
     async def resume(self, experiment_id: str, reason: str) -> Any: ...
@@ -105,6 +106,7 @@ class Admin:
         broker.subscriber(f"{prefix}.status")(self.status)
         broker.subscriber(f"{prefix}.train")(self.train)
         broker.subscriber(f"{prefix}.promote")(self.promote)
+        broker.subscriber(f"{prefix}.challenge")(self.challenge)
         broker.subscriber(f"{prefix}.rollback")(self.rollback)
         broker.subscriber(f"{prefix}.experiment")(self.experiment)
 
@@ -124,6 +126,12 @@ class Admin:
         return await self._control(
             f"promote {request.task} {request.version} ({request.reason})",
             lambda loop: loop.promote(request.task, request.version, request.reason),
+        )
+
+    async def challenge(self, request: PromoteRequest) -> bytes:
+        return await self._control(
+            f"challenge {request.task} with {request.version} ({request.reason})",
+            lambda loop: loop.challenge(request.task, request.version, request.reason),
         )
 
     async def rollback(self, request: RollbackRequest) -> bytes:

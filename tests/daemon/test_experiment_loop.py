@@ -216,3 +216,12 @@ async def test_operators_pause_resume_promote_and_roll_back_from_the_command_lin
         # The version rolled back is not brought back by a second rollback.
         nothing = await kaizend(settings, "rollback", "parser", ok=False)
         assert "no experiment and no earlier champion to roll back to" in nothing
+
+        # By hand, any version but the champion can face live traffic again.
+        out = await kaizend(settings, "challenge", "parser", version, "--reason", "retest")
+        assert out.startswith(f"{version} is the parser challenger")
+        await eventually(started, timeout=10)
+        second = await rows(daemon, "SELECT status FROM experiments ORDER BY created_at")
+        assert [e["status"] for e in second] == ["promoted", "running"]
+        busy = await kaizend(settings, "challenge", "parser", "parser-v0", ok=False)
+        assert "parser-v0 is already the parser champion" in busy
