@@ -457,7 +457,8 @@ class Demo:
             await probe.one(
                 "SELECT step, weight, n_champion, n_challenger, champion_value, "
                 "challenger_value, effect, ci_lower, ci_upper, p_value, gate, action, reason "
-                f"FROM experiment_decisions WHERE experiment_id = '{experiment_id}' ORDER BY decided_at DESC LIMIT 1"
+                f"FROM experiment_decisions WHERE experiment_id = '{experiment_id}' "
+                "ORDER BY decided_at DESC LIMIT 1"
             )
             or {}
         )
