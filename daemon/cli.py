@@ -709,10 +709,30 @@ def simulate_retriever(
     "traffic never has, to judge a version trained on traffic's corrections.",
 )
 @click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--noise",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Share of raters who get it backwards (default: UserBehaviour's, 0.1).",
+)
+@click.option(
+    "--correction-share",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Share of wrong parses whose user sends the intended parse back (default: "
+    "UserBehaviour's, 0.5).",
+)
 @_model_option
 @click.pass_context
 def simulate_parser(
-    ctx: click.Context, queries: int, out: Path, pool_name: str, seed: int, version: str
+    ctx: click.Context,
+    queries: int,
+    out: Path,
+    pool_name: str,
+    seed: int,
+    noise: float | None,
+    correction_share: float | None,
+    version: str,
 ) -> None:
     """Questions from the user pool (not the training generator), parsed by a version and
     judged by users who know the intended parse; a share of wrong parses get corrected.
@@ -724,19 +744,22 @@ def simulate_parser(
 
     from daemon.versions import resolve_version, version_label
     from models.fit.userpool import pool, sample_traffic
-    from models.fit.users import simulate_parser_traffic
+    from models.fit.users import UserBehaviour, simulate_parser_traffic
     from models.parser.serve import load_parser
 
     settings = _settings(ctx)
     parser = load_parser(resolve_version(settings, "parser", version))
     asked = sample_traffic(pool(pool_name), queries, seed=seed)
-    start = datetime.now(UTC) - timedelta(seconds=queries + 360)
+    given = {"noise": noise, "correction_share": correction_share}
+    behaviour = UserBehaviour(**{name: value for name, value in given.items() if value is not None})
+    latest = max(behaviour.feedback_delay_s[1], behaviour.correction_delay_s[1]) + 60
     events = simulate_parser_traffic(
         asked,
         parser,
         seed=seed,
         model_version=version_label(settings, "parser", version),
-        start=start,
+        behaviour=behaviour,
+        start=datetime.now(UTC) - timedelta(seconds=queries + latest),
     )
     _write_events(out, events)
 

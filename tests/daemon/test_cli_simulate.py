@@ -59,7 +59,14 @@ def test_simulate_parser_writes_valid_events_from_the_chosen_pool(tmp_path: Path
     # Same seed and version: same event ids, so a second publish stores nothing new.
     assert [e["event_id"] for e in _events(again)] == [e["event_id"] for e in events]
     traffic = tmp_path / "traffic.jsonl"
-    kaizend(tmp_path, "simulate", "parser", "--queries", "50", "--out", str(traffic),
-            check=True)  # fmt: skip
-    pool = {query.text for query in userpool.pool("traffic")}
-    assert all(e["text"] in pool for e in _events(traffic) if e["kind"] == "query")
+    kaizend(tmp_path, "simulate", "parser", "--queries", "200", "--out", str(traffic),
+            "--noise", "0", "--correction-share", "1", check=True)  # fmt: skip
+    pool = {query.text: query for query in userpool.pool("traffic")}
+    events = _events(traffic)
+    queries = {e["query_id"]: e for e in events if e["kind"] == "query"}
+    assert all(query["text"] in pool for query in queries.values())
+    wrong = {qid for qid, q in queries.items() if q["output"] != pool[q["text"]].expected}
+    assert {e["query_id"] for e in events if e["kind"] == "correction"} == wrong
+    for event in (e for e in events if e["kind"] == "feedback"):  # honest raters only
+        liked = event.get("thumbs") == "up" or event.get("rating", 0) >= 4
+        assert liked == (event["query_id"] not in wrong)

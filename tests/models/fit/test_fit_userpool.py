@@ -123,8 +123,8 @@ def test_the_rule_parser_does_clearly_worse_on_the_pool_than_on_the_generators_t
     generator = evaluate(rules, querygen.split_examples(generated)["test"])
     for name in userpool.POOLS:
         report = evaluate(rules, [query.to_example() for query in split[name]])
-        # Measured: exact 0.620 (traffic) and 0.642 (held out) against 0.922; field accuracy
-        # 0.838 and 0.829 against 0.969.
+        # Measured: exact 0.619 (traffic) and 0.633 (held out) against 0.922; field accuracy
+        # 0.837 and 0.830 against 0.969.
         assert report["exact_match"] < generator["exact_match"] - 0.2, name
         assert report["field_accuracy"] < generator["field_accuracy"] - 0.08, name
         assert report["exact_match"] > 0.4, name  # version 0 still answers most questions

@@ -160,7 +160,7 @@ def test_a_better_parser_gets_a_higher_success_rate_in_the_experiment_metrics(
                           start=START, end=None, attribution_s=86400.0)  # fmt: skip
     oracle, rules = (metrics[arm]["success"] for arm in ("champion", "challenger"))
     oracle_rate, rules_rate = oracle[1] / oracle[0], rules[1] / rules[0]
-    # Measured: 0.72 for the oracle (0.8 judge x 0.9 honest), 0.45 for the rules (0.62 right).
+    # Measured: 0.71 for the oracle (0.8 judge x 0.9 honest), 0.44 for the rules (0.62 right).
     assert 0.68 < oracle_rate < 0.76
     assert rules_rate < oracle_rate - 0.15
     assert metrics["challenger"]["correction_rate"][1] > 0
