@@ -465,7 +465,7 @@ def _fill(frame: str, slots: dict[str, str]) -> str:
 def _draw_intent(speaker: _Speaker) -> tuple[Intent, str | None]:
     kind = speaker.rng.choices(tuple(INTENT_WEIGHTS), tuple(INTENT_WEIGHTS.values()))[0]
     rng = speaker.rng
-    if kind in ("lookup",) or (kind == "rate" and speaker.chance(0.6)):
+    if kind == "lookup" or (kind == "rate" and speaker.chance(0.6)):
         return Intent(kind, fit_id=speaker.fit_id()), None
     if kind == "compare":
         count = 3 if speaker.chance(0.12) else 2
