@@ -744,27 +744,46 @@ def pairs(ctx: click.Context, task: str, fmt: str, out: Path | None, version: st
     click.echo(f"{len(built)} pairs from {len(queries)} judged queries{note}", err=True)
 
 
-@cli.command()
-@click.argument("task", type=click.Choice(["retriever"]))
-@click.option("--queries", type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option(
+@cli.group()
+def simulate() -> None:
+    """Simulated users: generated queries served by a version, noisily rated and corrected,
+    written as events for `kaizend publish`."""
+
+
+_simulate_out_option = click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
     help="JSONL of events with a kind, for `kaizend publish`.",
 )
+
+
+def _write_events(out: Path, events: list[dict[str, Any]]) -> None:
+    """Write simulated events as JSONL and say how many of each kind."""
+    with out.open("w") as lines:
+        for event in events:
+            lines.write(json.dumps(event) + "\n")
+    counts = {
+        kind: sum(e["kind"] == kind for e in events) for kind in ("query", "feedback", "correction")
+    }
+    click.echo(f"wrote {len(events)} events to {out}: {counts}", err=True)
+
+
+@simulate.command(name="retriever")
+@click.option("--queries", type=click.IntRange(min=1), default=2000, show_default=True)
+@_simulate_out_option
 @click.option("--seed", type=int, default=1, show_default=True)
 @_retriever_model_option
 @click.pass_context
-def simulate(
-    ctx: click.Context, task: str, queries: int, out: Path, seed: int, version: str
+def simulate_retriever(
+    ctx: click.Context, queries: int, out: Path, seed: int, version: str
 ) -> None:
-    """Simulated users: generated queries served by a version, noisily rated and corrected.
+    """Retrieval queries over the register, rated result by result, some corrected.
 
     The queries never ask what the benchmark queries ask, so `kaizend examples retriever`
     stays a held-out set.
     """
-    from daemon.versions import resolve_version
+    from daemon.versions import resolve_version, version_label
     from models.fit.retrieval import Register, generate_queries, simulate_feedback
 
     settings = _settings(ctx)
@@ -774,16 +793,77 @@ def simulate(
     held_out = {query.key for query in retriever_task.benchmark_queries()}
     generated = generate_queries(register, queries, seed=seed, exclude_keys=held_out)
     retriever = retriever_task.load(resolved)
-    # The registry's name of the built-in version 0 is retriever-v0.
-    label = "retriever-v0" if resolved == "base" else Path(resolved).name
+    label = version_label(settings, "retriever", version)
     events = simulate_feedback(generated, retriever, register, seed=seed, model_version=label)
-    with out.open("w") as lines:
-        for event in events:
-            lines.write(json.dumps(event) + "\n")
-    counts = {
-        kind: sum(e["kind"] == kind for e in events) for kind in ("query", "feedback", "correction")
-    }
-    click.echo(f"wrote {len(events)} events to {out}: {counts}", err=True)
+    _write_events(out, events)
+
+
+@simulate.command(name="parser")
+@click.option("--queries", type=click.IntRange(min=1), default=2000, show_default=True)
+@_simulate_out_option
+@click.option(
+    "--pool",
+    "pool_name",
+    type=click.Choice(["traffic", "heldout"]),
+    default="traffic",
+    show_default=True,
+    help="traffic: what users send day to day; heldout: questions whose slot combinations "
+    "traffic never has, to judge a version trained on traffic's corrections.",
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--noise",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Share of raters who get it backwards (default: UserBehaviour's, 0.1).",
+)
+@click.option(
+    "--correction-share",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Share of wrong parses whose user sends the intended parse back (default: "
+    "UserBehaviour's, 0.5).",
+)
+@_model_option
+@click.pass_context
+def simulate_parser(
+    ctx: click.Context,
+    queries: int,
+    out: Path,
+    pool_name: str,
+    seed: int,
+    noise: float | None,
+    correction_share: float | None,
+    version: str,
+) -> None:
+    """Questions from the user pool (not the training generator), parsed by a version and
+    judged by users who know the intended parse; a share of wrong parses get corrected.
+
+    One query a second, timed so that the last reaction comes a minute before now; the same
+    seed and version write the same event ids, so publishing a file twice stores it once.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from daemon.versions import resolve_version, version_label
+    from models.fit.userpool import pool, sample_traffic
+    from models.fit.users import UserBehaviour, simulate_parser_traffic
+    from models.parser.serve import load_parser
+
+    settings = _settings(ctx)
+    parser = load_parser(resolve_version(settings, "parser", version))
+    asked = sample_traffic(pool(pool_name), queries, seed=seed)
+    given = {"noise": noise, "correction_share": correction_share}
+    behaviour = UserBehaviour(**{name: value for name, value in given.items() if value is not None})
+    latest = max(behaviour.feedback_delay_s[1], behaviour.correction_delay_s[1]) + 60
+    events = simulate_parser_traffic(
+        asked,
+        parser,
+        seed=seed,
+        model_version=version_label(settings, "parser", version),
+        behaviour=behaviour,
+        start=datetime.now(UTC) - timedelta(seconds=queries + latest),
+    )
+    _write_events(out, events)
 
 
 def main() -> None:

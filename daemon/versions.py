@@ -62,3 +62,34 @@ def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
         )
     artifact = rows[0][0]
     return builtin if artifact is None else Path(str(artifact))
+
+
+def version_label(settings: Settings, task: str, version: str) -> str:
+    """The registry's id for what ``version`` names, for the ``model_version`` of events.
+
+    ``<task>-v0`` for the built-in version 0 (and for ``champion`` before the first start),
+    the alias's current id, a stored id as given, or the id registered for a version
+    directory (the directory's name when it was never registered).
+    """
+    builtin = BUILTINS.get(task, BUILTIN)
+    if version == builtin:
+        return f"{task}-v0"
+    if Path(version).is_dir():
+        rows = _lookup(
+            settings,
+            "SELECT version_id FROM model_versions WHERE artifact_path = "
+            + sql_literal(str(Path(version).resolve())),
+        )
+        return str(rows[0][0]) if rows else Path(version).resolve().name
+    if version in ALIASES:
+        rows = _lookup(
+            settings,
+            f"SELECT version_id FROM current_aliases WHERE task = {sql_literal(task)} "
+            f"AND alias = {sql_literal(version)}",
+        )
+        if rows and rows[0][0] is not None:
+            return str(rows[0][0])
+        if version == "champion":
+            return f"{task}-v0"
+        raise KaizendError(f"{task} has no {version} now: see `kaizend models list`")
+    return version

@@ -763,7 +763,8 @@ def _style(rng: random.Random, text: str) -> str:
     return text
 
 
-def _dedupe_key(text: str) -> str:
+def dedupe_key(text: str) -> str:
+    """The form two texts share when they differ only in case, spacing or punctuation."""
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
@@ -796,7 +797,7 @@ def generate_examples(seed: int = 0, counts: Mapping[str, int] | None = None) ->
                 break
             raw, fields = builder(render)
             text = _style(rng, raw)
-            key = _dedupe_key(text)
+            key = dedupe_key(text)
             if key in seen:
                 continue
             seen.add(key)

@@ -32,6 +32,7 @@ import pyarrow as pa
 from models.fit import gazetteer
 from models.fit.gazetteer import Place
 from models.fit.gazetteer_data import AREAS
+from models.fit.users import judgement, star_rating
 
 Search = Callable[[Sequence[str]], list[list[tuple[str, float]]]]
 """Texts -> for each, the ranked (doc_id, score) the serving index returns."""
@@ -394,19 +395,6 @@ def generate_queries(
     return queries
 
 
-def _rating(rng: random.Random, matched_share: float, noise: float) -> int:
-    """A star rating for a result matching ``matched_share`` of the query's filters."""
-    if matched_share >= 1.0:
-        rating = rng.choice((4, 5, 5))
-    elif matched_share >= 0.6:
-        rating = rng.choice((2, 3, 3))
-    else:
-        rating = rng.choice((1, 1, 2))
-    if rng.random() < noise:
-        rating = 6 - rating  # a rater who got it backwards
-    return rating
-
-
 def simulate_feedback(
     queries: Sequence[RetrievalQuery],
     search: Search,
@@ -428,11 +416,12 @@ def simulate_feedback(
 
     Each query is searched once (top ``k``). A user looks at rank r with probability
     ``look_probability * patience**(r-1)`` and rates it 4-5 when it matches every filter,
-    2-3 when it matches most, 1-2 otherwise; ``noise`` of the ratings are reversed. A
-    ``thumbs_share`` of judgements come as thumbs up/down (none for a middling 3), a
-    ``query_rating_share`` of queries also get one rating of the whole answer (judged by its
-    first result), and a ``correction_share`` get a reviewer's correction naming every
-    relevant site. Events come in time order, one query a minute from ``start``.
+    2-3 when it matches most, 1-2 otherwise; ``noise`` of the ratings are reversed
+    (`models.fit.users.star_rating`). A ``thumbs_share`` of judgements come as thumbs
+    up/down (none for a middling 3), a ``query_rating_share`` of queries also get one
+    rating of the whole answer (judged by its first result), and a ``correction_share`` get
+    a reviewer's correction naming every relevant site. Events come in time order, one
+    query a minute from ``start``.
     """
     register = register if isinstance(register, Register) else Register(register)
     rng = random.Random(seed)
@@ -511,7 +500,10 @@ def _query_events(
         }
     ]
 
-    def judgement(rating: int, seconds: int, doc_id: str | None, suffix: str) -> None:
+    def judge(rating: int, seconds: int, doc_id: str | None, suffix: str) -> None:
+        said = judgement(rng, rating, thumbs_share)
+        if said is None:
+            return
         body: dict[str, Any] = {
             "kind": "feedback",
             "event_id": event_id(suffix),
@@ -520,19 +512,13 @@ def _query_events(
         }
         if doc_id is not None:
             body["doc_id"] = doc_id
-        if rng.random() < thumbs_share:
-            if rating == 3:
-                return
-            body["thumbs"] = "up" if rating >= 4 else "down"
-        else:
-            body["rating"] = rating
-        events.append(body)
+        events.append({**body, **said})
 
     for rank, (doc_id, _) in enumerate(results, 1):
         if rng.random() < look_probability * patience ** (rank - 1):
-            judgement(_rating(rng, share(doc_id), noise), rank, doc_id, f"rate-{doc_id}")
+            judge(star_rating(rng, share(doc_id), noise), rank, doc_id, f"rate-{doc_id}")
     if results and rng.random() < query_rating_share:
-        judgement(_rating(rng, share(results[0][0]), noise), 30, None, "rate-query")
+        judge(star_rating(rng, share(results[0][0]), noise), 30, None, "rate-query")
     if rng.random() < correction_share:
         events.append(
             {

@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from handlers.events import EVENT_TYPES
 from storage.events import EventStore
 from tests.daemon.test_cli import kaizend
@@ -68,3 +70,34 @@ def test_retriever_commands_say_what_is_wrong(tmp_path: Path) -> None:
     proc = kaizend(tmp_path, "search", "--model", "retriever-v9", "wind in kent")
     assert proc.returncode == 1
     assert "unknown retriever version 'retriever-v9': give base, champion" in proc.stderr
+
+
+def test_simulate_retriever_writes_rated_events_of_version_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from core.config import RetrieverSettings
+    from daemon import cli
+    from models.retriever.task import RetrieverTask
+    from tests.models.retriever.conftest import TINY_SITES, build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "tiny")
+    # The full register takes minutes to embed; the command is the same on 300 sites.
+    monkeypatch.setattr(cli, "_retriever_task", lambda settings, serving="base": RetrieverTask(
+        RetrieverSettings(base_model=str(tiny)), tmp_path / "chroma", site_count=TINY_SITES,
+        benchmark_size=30,
+    ))  # fmt: skip
+    monkeypatch.setenv("KAIZEND_DAEMON__DATA_DIR", str(tmp_path / "var"))
+    out = tmp_path / "events.jsonl"
+    result = CliRunner().invoke(
+        cli.cli, ["simulate", "retriever", "--queries", "40", "--out", str(out), "--model", "base"]
+    )
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    queries = [event for event in events if event["kind"] == "query"]
+    assert len(queries) == 40 and {q["model_version"] for q in queries} == {"retriever-v0"}
+    assert any(event["kind"] == "feedback" for event in events)
+    for event in events:
+        body = dict(event)
+        EVENT_TYPES[body.pop("kind")].model_validate(body)

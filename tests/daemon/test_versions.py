@@ -8,7 +8,9 @@ import pytest
 
 from core.config import Settings
 from core.errors import KaizendError
-from daemon.versions import resolve_version
+from daemon.versions import resolve_version, version_label
+from storage.events import EventStore
+from storage.registry import Registry
 
 
 @pytest.fixture
@@ -33,3 +35,23 @@ def test_a_directory_is_taken_as_it_is_and_unknown_names_list_the_choices(
         resolve_version(settings, "retriever", "rules")
     with pytest.raises(KaizendError, match="give rules, champion, challenger"):
         resolve_version(settings, "parser", "base")
+
+
+def test_event_labels_are_the_registrys_version_ids(settings: Settings, tmp_path: Path) -> None:
+    assert version_label(settings, "parser", "rules") == "parser-v0"
+    assert version_label(settings, "retriever", "champion") == "retriever-v0"
+    trained = tmp_path / "runs" / "parser-run" / "version"
+    trained.mkdir(parents=True)
+    assert version_label(settings, "parser", str(trained)) == "version"  # never registered
+    store = EventStore(settings.db_path)
+    registry = Registry(store.cursor())
+    registry.ensure_initial_champion("parser", base_model="rules", reason="initial")
+    registry.register("parser", base_model="smollm2", reason="trained",
+                      artifact_path=str(trained), version_id="parser-v3")  # fmt: skip
+    registry.promote("parser-v3", "better")
+    store.close()
+    assert version_label(settings, "parser", str(trained)) == "parser-v3"
+    assert version_label(settings, "parser", "champion") == "parser-v3"
+    assert version_label(settings, "parser", "parser-v0") == "parser-v0"
+    with pytest.raises(KaizendError, match="parser has no challenger now"):
+        version_label(settings, "parser", "challenger")
