@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.kaizend-installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench demo clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "kaizend needs Python 3.11+"' \
@@ -32,6 +32,9 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) -m examples.demo
 
 bench: $(STAMP)
 	$(PY) bench/ingest_throughput.py

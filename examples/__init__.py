@@ -1,0 +1,1 @@
+"""Examples of integrating with kaizend: the reference FIT search service and the demo."""
