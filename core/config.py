@@ -323,6 +323,54 @@ class ExperimentSettings(_Section):
     )
 
 
+class OllamaOptions(_Section):
+    temperature: float = Field(
+        0.0,
+        ge=0,
+        description="Sampling temperature of every generate request; 0 decodes greedily, as the "
+        "in-process parser does.",
+    )
+    num_predict: int = Field(
+        0,
+        ge=0,
+        description="Tokens generated at most per question (0: as in-process, 40 for the slot "
+        "code and 160 for JSON).",
+    )
+
+
+class OllamaSettings(_Section):
+    url: str = Field(
+        "",
+        description="Ollama server, for example http://gpu-box:11434. Empty: no Ollama; promotions "
+        "publish nothing and the parser runs in-process.",
+    )
+    model: str = Field(
+        "kaizend-parser",
+        pattern=r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?$",
+        description="Ollama model name of the parser; version V is published as <model>:V, for "
+        "example kaizend-parser:parser-v3.",
+    )
+    base_model: str = Field(
+        "",
+        description="Base of the published models. Empty: upload the GGUF file the parser's base "
+        "was converted from (the packaged SmolLM2 GGUF) as a blob; otherwise the name of a model "
+        "already on the Ollama server with the same weights (used as FROM).",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one generate request.")
+    publish_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="Timeout of one request while publishing (a base GGUF upload, the create).",
+    )
+    keep_alive: str = Field(
+        "30m",
+        pattern=r"^-?[0-9]+(ms|s|m|h)?$",
+        description="How long Ollama keeps a model loaded after a request (5m, 1h; -1: forever; "
+        "0: unload at once).",
+    )
+    options: OllamaOptions = OllamaOptions()
+
+
 class TriggersSettings(_Section):
     parser: TriggerSettings = TriggerSettings()
     retriever: RetrieverTriggerSettings = RetrieverTriggerSettings()
@@ -411,6 +459,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     triggers: TriggersSettings = TriggersSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    ollama: OllamaSettings = OllamaSettings()
 
     @classmethod
     def settings_customise_sources(
