@@ -18,6 +18,7 @@ from typing import Any
 from nats.js.kv import KeyValue
 
 from core.config import Settings
+from daemon.ollama import publish_in_background
 from handlers.routing import Routing, put_routing
 from models.experiments.policy import Decision, Policy, StepData, decide
 from models.experiments.stats import SampleStats
@@ -147,6 +148,8 @@ class ExperimentLoop:
         await asyncio.to_thread(self._finish, experiment, decision)
         await put_routing(self.routing, Routing(task=experiment.task, champion=winner))
         log.warning("experiment %s %s: %s", experiment.experiment_id, action, decision.reason)
+        if action == "promote" and self.settings.ollama.url:
+            publish_in_background(self.settings, self.store, winner)
 
     def _steps(self, experiment: Experiment) -> list[Any]:
         with self.store.cursor() as con:

@@ -221,3 +221,46 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory, small_splits: dict) -> P
     LlamaForCausalLM(config).save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def gguf_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama laid out like a base converted from a GGUF file (`convert_gguf`): the
+    Hugging Face directory plus the marker naming its source, a real GGUF of its weights."""
+    import shutil
+
+    import gguf
+    from safetensors.numpy import load_file
+
+    root = tmp_path_factory.mktemp("gguf-base")
+    gguf_file = root / "tiny-llama.F32.gguf"
+    writer = gguf.GGUFWriter(str(gguf_file), "llama")
+    writer.add_block_count(2)
+    for name, array in sorted(load_file(str(tiny_base / "model.safetensors")).items()):
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    base = shutil.copytree(tiny_base, root / "base")
+    (base / "kaizend_base.json").write_text(
+        json.dumps({"source": str(gguf_file), "source_bytes": gguf_file.stat().st_size})
+    )
+    return base
+
+
+@pytest.fixture(scope="session")
+def tiny_parser_version(gguf_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A trained parser version directory on `gguf_base` (two steps: its adapter is real, its
+    answers are not)."""
+    from models.parser.config import ParserTrainingConfig
+    from models.parser.train import train_parser
+
+    config = ParserTrainingConfig(max_steps=2, batch_size=1, checkpoint_every=100)
+    example = {
+        "id": "berks",
+        "text": "wind sites over 100kw in berkshire",
+        "expected": {"technology": "Wind", "capacity_min_kw": 100, "location": "Berkshire"},
+    }
+    out = tmp_path_factory.mktemp("version") / "parser-v1"
+    return train_parser([example], base_path=gguf_base, out_dir=out, config=config)

@@ -18,10 +18,8 @@ from core.config import Settings
 from models.fit import rules
 from models.fit.schema import to_compact_dict
 from models.ollama import OllamaRefused, OllamaUnavailable
-from models.parser.config import ParserTrainingConfig
 from models.parser.ollama import OllamaParser, PublishError, publish_version
 from models.parser.prompt import build_prompt, encode_target, rule_hint
-from models.parser.train import train_parser
 from models.parser.version import ParserVersion
 from storage.events import EventStore
 from storage.registry import Registry, VersionRecord
@@ -34,39 +32,6 @@ EXPECTED = {"technology": "Wind", "capacity_min_kw": 100, "location": "Berkshire
 
 def sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def gguf_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Llama laid out like a base converted from a GGUF file (`convert_gguf`): the
-    Hugging Face directory plus the marker naming its GGUF source, a real GGUF of its weights."""
-    import gguf
-    from safetensors.numpy import load_file
-
-    root = tmp_path_factory.mktemp("gguf-base")
-    gguf_file = root / "tiny-llama.Q8_0.gguf"
-    writer = gguf.GGUFWriter(str(gguf_file), "llama")
-    writer.add_block_count(2)
-    for name, array in sorted(load_file(str(tiny_base / "model.safetensors")).items()):
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    base = shutil.copytree(tiny_base, root / "base")
-    (base / "kaizend_base.json").write_text(
-        json.dumps({"source": str(gguf_file), "source_bytes": gguf_file.stat().st_size})
-    )
-    return base
-
-
-@pytest.fixture(scope="module")
-def version(gguf_base: Path, tmp_path_factory: pytest.TempPathFactory) -> ParserVersion:
-    """A trained version directory (two steps: its adapter is real, its answers are not)."""
-    config = ParserTrainingConfig(max_steps=2, batch_size=1, checkpoint_every=100)
-    example = {"id": "berks", "text": QUESTION, "expected": EXPECTED}
-    out = tmp_path_factory.mktemp("version") / "parser-v1"
-    return train_parser([example], base_path=gguf_base, out_dir=out, config=config)
 
 
 def registered(tmp_path: Path, artifact: Path | None) -> VersionRecord:
@@ -99,13 +64,15 @@ def closed_port_url() -> str:
 
 
 def test_publishing_uploads_the_base_gguf_and_the_adapter_then_creates_the_model(
-    fake: OllamaFake, version: ParserVersion, tmp_path: Path
+    fake: OllamaFake, tiny_parser_version: ParserVersion, tmp_path: Path
 ) -> None:
-    record = registered(tmp_path, version.path)
+    record = registered(tmp_path, tiny_parser_version.path)
     publication = publish_version(settings_for(fake.url), record)
 
-    gguf_file = Path(json.loads((version.base_path / "kaizend_base.json").read_text())["source"])
-    adapter = version.adapter_path
+    gguf_file = Path(
+        json.loads((tiny_parser_version.base_path / "kaizend_base.json").read_text())["source"]
+    )
+    adapter = tiny_parser_version.adapter_path
     expected_blobs = {
         gguf_file.name: sha256(gguf_file),
         "adapter_model.safetensors": sha256(adapter / "adapter_model.safetensors"),
@@ -140,12 +107,12 @@ def test_publishing_uploads_the_base_gguf_and_the_adapter_then_creates_the_model
 
 
 def test_a_base_already_on_the_server_is_named_instead_of_uploaded(
-    fake: OllamaFake, version: ParserVersion, tmp_path: Path
+    fake: OllamaFake, tiny_parser_version: ParserVersion, tmp_path: Path
 ) -> None:
     fake.models["smollm2:135m"] = {}
     settings = settings_for(fake.url, model="fit/parser", base_model="smollm2:135m",
                             options={"num_predict": 12, "temperature": 0.1})  # fmt: skip
-    publication = publish_version(settings, registered(tmp_path, version.path))
+    publication = publish_version(settings, registered(tmp_path, tiny_parser_version.path))
 
     assert [Path(name).suffix for name in publication.blobs] == [".safetensors", ".json"]
     [create] = fake.requests("/api/create")
@@ -176,11 +143,11 @@ def test_the_fake_checks_digests_like_ollama(fake: OllamaFake, tmp_path: Path) -
 
 
 def test_an_ollama_that_refuses_adapters_fails_the_publication_with_the_reason(
-    version: ParserVersion, tmp_path: Path
+    tiny_parser_version: ParserVersion, tmp_path: Path
 ) -> None:
     with OllamaFake(refuse_adapters=True) as fake:
         with pytest.raises(OllamaRefused) as refused:
-            publish_version(settings_for(fake.url), registered(tmp_path, version.path))
+            publish_version(settings_for(fake.url), registered(tmp_path, tiny_parser_version.path))
     assert refused.value.status == 400
     assert "LoRA adapters are no longer supported" in str(refused.value)
     assert "0.34.1" in str(refused.value)  # what to do about it
@@ -188,23 +155,23 @@ def test_an_ollama_that_refuses_adapters_fails_the_publication_with_the_reason(
 
 
 def test_publishing_without_a_reachable_server_names_ollama_url(
-    version: ParserVersion, tmp_path: Path
+    tiny_parser_version: ParserVersion, tmp_path: Path
 ) -> None:
     url = closed_port_url()
     with pytest.raises(OllamaUnavailable) as unavailable:
-        publish_version(settings_for(url), registered(tmp_path, version.path))
+        publish_version(settings_for(url), registered(tmp_path, tiny_parser_version.path))
     assert isinstance(unavailable.value, ConnectionError)
     assert url in str(unavailable.value) and "ollama.url" in str(unavailable.value)
 
 
 def test_versions_that_cannot_be_published_say_why(
-    fake: OllamaFake, version: ParserVersion, tiny_base: Path, tmp_path: Path
+    fake: OllamaFake, tiny_parser_version: ParserVersion, tiny_base: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(PublishError, match="built-in rule parser"):
         publish_version(settings_for(fake.url), registered(tmp_path / "a", None))
 
     # A version on a base that was never a GGUF file: nothing to upload as the base.
-    plain = shutil.copytree(version.path, tmp_path / "parser-v1")
+    plain = shutil.copytree(tiny_parser_version.path, tmp_path / "parser-v1")
     base = json.loads((plain / "base.json").read_text())
     (plain / "base.json").write_text(json.dumps({**base, "path": str(tiny_base)}))
     with pytest.raises(PublishError, match="ollama.base_model"):
@@ -213,10 +180,12 @@ def test_versions_that_cannot_be_published_say_why(
 
 
 def test_parsing_sends_the_trained_prompt_raw_and_decodes_like_in_process(
-    fake: OllamaFake, version: ParserVersion, tmp_path: Path
+    fake: OllamaFake, tiny_parser_version: ParserVersion, tmp_path: Path
 ) -> None:
-    publish_version(settings_for(fake.url), registered(tmp_path, version.path))
-    parser = OllamaParser.from_version(settings_for(fake.url).ollama, version.path, "parser-v1")
+    publish_version(settings_for(fake.url), registered(tmp_path, tiny_parser_version.path))
+    parser = OllamaParser.from_version(
+        settings_for(fake.url).ollama, tiny_parser_version.path, "parser-v1"
+    )
     result = parser.parse(QUESTION)
 
     assert not result.fallback_used
