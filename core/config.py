@@ -356,6 +356,13 @@ class OllamaSettings(_Section):
         "was converted from (the packaged SmolLM2 GGUF) as a blob; otherwise the name of a model "
         "already on the Ollama server with the same weights (used as FROM).",
     )
+    publish: Literal["adapter", "merged"] = Field(
+        "adapter",
+        description="What a published model is made of. adapter: the base plus the version's "
+        "LoRA adapter (Ollama before 0.34.1; later versions refuse adapters). merged: one GGUF "
+        "file, the base GGUF with the adapter merged in by kaizend (any Ollama; needs the base's "
+        "GGUF file, so not with base_model).",
+    )
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one generate request.")
     publish_timeout_s: float = Field(
         900.0,

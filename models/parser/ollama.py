@@ -14,8 +14,9 @@ ollama Python client:
 
 Ollama converts a safetensors LoRA adapter only for the Llama, Mistral and Gemma families
 (docs/import.md of ollama/ollama); SmolLM2 is a Llama. Ollama 0.34.1 and later refuse every
-adapter ("LoRA adapters are no longer supported"): against such a server publishing fails with
-`OllamaRefused` saying so.
+adapter ("LoRA adapters are no longer supported"; `OllamaRefused` says what to do): with
+``ollama.publish = "merged"`` kaizend merges the adapter into the base GGUF itself
+(`models.parser.gguf_merge`) and uploads that one file as ``files``, with no ``adapters``.
 
 **Serving** (`OllamaParser`) sends the exact prompt the version was trained on
 (`models.parser.prompt.make_prompt`, with the rule hint when the version reads one) with
@@ -31,6 +32,7 @@ end of the line.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -39,9 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 from core.config import OllamaSettings, Settings
 from core.errors import KaizendError
+from models.ollama import OllamaRefused, model_name, translated
 from models.ollama import client as ollama_client
-from models.ollama import model_name, translated
 from models.parser import base as base_model
+from models.parser.gguf_merge import merge_adapter
 from models.parser.prompt import TargetFormat, make_prompt
 from models.parser.serve import MAX_NEW_TOKENS, ParseResult, answer_result
 from models.parser.version import ParserVersion
@@ -62,8 +65,8 @@ STOP = ("\n",)
 """An answer is one line (a slot code or compact JSON), then the end token."""
 
 ADAPTERS_REMOVED_HINT = (
-    "Ollama 0.34.1 and later no longer import LoRA adapters; publish to an Ollama server older "
-    "than 0.34.1, or serve this version in-process (leave ollama.url empty)"
+    'Ollama 0.34.1 and later no longer import LoRA adapters: set ollama.publish = "merged" '
+    "to upload one GGUF file with the adapter merged in, or use an Ollama older than 0.34.1"
 )
 
 
@@ -101,6 +104,48 @@ def _upload(client: Any, settings: OllamaSettings, path: Path) -> str:
     return digest
 
 
+def _publishable(config: OllamaSettings, record: VersionRecord) -> ParserVersion:
+    """The version directory of `record`, checked for what publishing it needs."""
+    version_id = record.version_id
+    if record.task != "parser":
+        raise PublishError(
+            version_id, f"only parser versions are served by Ollama, not {record.task}"
+        )
+    if record.artifact_path is None:
+        raise PublishError(version_id, "it has no model directory (the built-in rule parser)")
+    version = ParserVersion.load(Path(record.artifact_path))
+    for name in ADAPTER_FILES:
+        if not (version.adapter_path / name).is_file():
+            raise PublishError(
+                version_id, f"{version.adapter_path / name} is missing; train it again"
+            )
+    if config.publish == "merged" and config.base_model:
+        raise PublishError(
+            version_id,
+            'ollama.publish = "merged" merges into the base\'s GGUF file; leave ollama.base_model '
+            "empty",
+        )
+    if version.metrics.get("device") == "cuda" and version.config.quantize_4bit:
+        log.warning(
+            "%s was trained as QLoRA on a 4-bit base; Ollama applies it to its own weights, "
+            "and its import docs advise non-quantized adapters: check its answers",
+            version_id,
+        )
+    return version
+
+
+def _create(client: Any, config: OllamaSettings, request: dict[str, Any]) -> None:
+    name = request["model"]
+    hint = ADAPTERS_REMOVED_HINT if "adapters" in request else ""
+    with translated(config, f"create {name}", hint):
+        last = None
+        for progress in client.create(**request, stream=True):
+            last = progress.status
+            log.info("ollama create %s: %s", name, last)
+    if last != "success":
+        raise OllamaRefused(config.url, f"create {name}", -1, f"the last status was {last!r}")
+
+
 def publish_version(settings: Settings, record: VersionRecord) -> Publication:
     """Create the Ollama model of the parser version `record` (from the registry).
 
@@ -113,63 +158,54 @@ def publish_version(settings: Settings, record: VersionRecord) -> Publication:
     config = settings.ollama
     started = time.perf_counter()
     version_id = record.version_id
-    if record.task != "parser":
-        raise PublishError(
-            version_id, f"only parser versions are served by Ollama, not {record.task}"
-        )
-    if record.artifact_path is None:
-        raise PublishError(version_id, "it has no model directory (the built-in rule parser)")
-    version = ParserVersion.load(Path(record.artifact_path))
-    adapter_files = [version.adapter_path / name for name in ADAPTER_FILES]
-    for path in adapter_files:
-        if not path.is_file():
-            raise PublishError(version_id, f"{path} is missing; train the version again")
+    version = _publishable(config, record)
     base_gguf = None if config.base_model else base_model.source_gguf(version.base_path)
-    if not config.base_model and base_gguf is None:
+    if base_gguf is None and not config.base_model:
         raise PublishError(
             version_id,
             f"its base {version.base_path} was not converted from a GGUF file, so there is no "
             "file to upload; import the base into Ollama and set ollama.base_model to its name",
         )
-    if version.metrics.get("device") == "cuda" and version.config.quantize_4bit:
-        log.warning(
-            "%s was trained as QLoRA on a 4-bit base; Ollama applies it to its own weights, "
-            "and its import docs advise non-quantized adapters: check its answers",
-            version_id,
-        )
     name = model_name(config, version_id)
-    log.info("ollama publication started: %s to %s", name, config.url)
-    with ollama_client(config, timeout_s=config.publish_timeout_s) as client:
-        blobs: dict[str, str] = {}
-        if base_gguf is not None:
-            blobs[base_gguf.name] = _upload(client, config, base_gguf)
-        adapters = {path.name: _upload(client, config, path) for path in adapter_files}
-        blobs.update(adapters)
-        fmt = version.config.target_format
+    log.info("ollama publication started: %s to %s (%s)", name, config.url, config.publish)
+    scratch_root = settings.path(Path("tmp"))
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="ollama-", dir=scratch_root) as scratch,
+        ollama_client(config, timeout_s=config.publish_timeout_s) as client,
+    ):
+        files: dict[str, str] = {}
+        adapters: dict[str, str] = {}
+        if config.publish == "merged":
+            assert base_gguf is not None  # _publishable refused base_model with merged
+            merged = merge_adapter(
+                base_gguf, version.adapter_path, Path(scratch) / f"{version_id}.gguf"
+            )
+            files[merged.name] = _upload(client, config, merged)
+        else:
+            if base_gguf is not None:
+                files[base_gguf.name] = _upload(client, config, base_gguf)
+            for file_name in ADAPTER_FILES:
+                adapters[file_name] = _upload(client, config, version.adapter_path / file_name)
         request: dict[str, Any] = {
             "model": name,
-            "adapters": adapters,
             "template": TEMPLATE,
             "parameters": {
                 "temperature": config.options.temperature,
-                "num_predict": _num_predict(config, fmt),
+                "num_predict": _num_predict(config, version.config.target_format),
                 "stop": list(STOP),
             },
         }
-        if base_gguf is not None:
-            request["files"] = {base_gguf.name: blobs[base_gguf.name]}
+        if files:
+            request["files"] = files
         else:
             request["from_"] = config.base_model
-        with translated(config, f"create {name}", ADAPTERS_REMOVED_HINT):
-            last = None
-            for progress in client.create(**request, stream=True):
-                last = progress.status
-                log.info("ollama create %s: %s", name, last)
-        if last != "success":
-            raise PublishError(version_id, f"Ollama's create ended with {last!r}, not 'success'")
+        if adapters:
+            request["adapters"] = adapters
+        _create(client, config, request)
     seconds = time.perf_counter() - started
     log.info("ollama publication finished: %s in %.1f s", name, seconds)
-    return Publication(name, blobs, seconds)
+    return Publication(name, {**files, **adapters}, seconds)
 
 
 class OllamaParser:

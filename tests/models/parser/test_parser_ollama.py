@@ -18,6 +18,7 @@ from core.config import Settings
 from models.fit import rules
 from models.fit.schema import to_compact_dict
 from models.ollama import OllamaRefused, OllamaUnavailable
+from models.parser.gguf_merge import merge_adapter
 from models.parser.ollama import OllamaParser, PublishError, publish_version
 from models.parser.prompt import build_prompt, encode_target, rule_hint
 from models.parser.version import ParserVersion
@@ -122,6 +123,40 @@ def test_a_base_already_on_the_server_is_named_instead_of_uploaded(
     assert create["parameters"] == {"temperature": 0.1, "num_predict": 12, "stop": ["\n"]}
 
 
+def test_merged_publication_uploads_one_gguf_that_an_ollama_without_adapters_accepts(
+    tiny_parser_version: ParserVersion, tmp_path: Path
+) -> None:
+    expected = merge_adapter(
+        Path(
+            json.loads((tiny_parser_version.base_path / "kaizend_base.json").read_text())["source"]
+        ),
+        tiny_parser_version.adapter_path,
+        tmp_path / "expected.gguf",
+    )
+    settings = Settings(daemon={"data_dir": tmp_path / "data"},
+                        ollama={"url": "", "publish": "merged"})  # fmt: skip
+    with OllamaFake(refuse_adapters=True) as fake:  # like Ollama 0.34.1 and later
+        settings = settings.model_copy(
+            update={"ollama": settings.ollama.model_copy(update={"url": fake.url})}
+        )
+        publication = publish_version(settings, registered(tmp_path, tiny_parser_version.path))
+
+    [upload] = fake.uploads()
+    assert upload.body["digest"] == sha256(expected) and upload.status == 201
+    [create] = fake.requests("/api/create")
+    assert create["files"] == {"parser-v1.gguf": sha256(expected)}
+    assert "adapters" not in create and "from" not in create
+    assert create["template"] == "{{ .Prompt }}"
+    assert publication.blobs == {"parser-v1.gguf": sha256(expected)}
+    assert list((tmp_path / "data" / "tmp").iterdir()) == []  # the merged file is not kept
+
+    with pytest.raises(PublishError, match="base_model"):
+        publish_version(
+            settings_for(fake.url, publish="merged", base_model="smollm2:135m"),
+            registered(tmp_path / "b", tiny_parser_version.path),
+        )
+
+
 def test_the_fake_checks_digests_like_ollama(fake: OllamaFake, tmp_path: Path) -> None:
     """What the publishing tests rely on: a body whose sha256 is not its digest is refused,
     and so is a create that names a blob never uploaded."""
@@ -150,7 +185,7 @@ def test_an_ollama_that_refuses_adapters_fails_the_publication_with_the_reason(
             publish_version(settings_for(fake.url), registered(tmp_path, tiny_parser_version.path))
     assert refused.value.status == 400
     assert "LoRA adapters are no longer supported" in str(refused.value)
-    assert "0.34.1" in str(refused.value)  # what to do about it
+    assert 'ollama.publish = "merged"' in str(refused.value)  # what to do about it
     assert fake.models == {}
 
 
