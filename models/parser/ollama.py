@@ -168,20 +168,19 @@ def publish_version(settings: Settings, record: VersionRecord) -> Publication:
         )
     name = model_name(config, version_id)
     log.info("ollama publication started: %s to %s (%s)", name, config.url, config.publish)
-    scratch_root = settings.path(Path("tmp"))
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(prefix="ollama-", dir=scratch_root) as scratch,
-        ollama_client(config, timeout_s=config.publish_timeout_s) as client,
-    ):
+    with ollama_client(config, timeout_s=config.publish_timeout_s) as client:
         files: dict[str, str] = {}
         adapters: dict[str, str] = {}
         if config.publish == "merged":
             assert base_gguf is not None  # _publishable refused base_model with merged
-            merged = merge_adapter(
-                base_gguf, version.adapter_path, Path(scratch) / f"{version_id}.gguf"
-            )
-            files[merged.name] = _upload(client, config, merged)
+            # Under the data directory, not /tmp: a merged 8B model is gigabytes.
+            scratch_root = settings.path(Path("tmp"))
+            scratch_root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="ollama-", dir=scratch_root) as scratch:
+                merged = merge_adapter(
+                    base_gguf, version.adapter_path, Path(scratch) / f"{version_id}.gguf"
+                )
+                files[merged.name] = _upload(client, config, merged)
         else:
             if base_gguf is not None:
                 files[base_gguf.name] = _upload(client, config, base_gguf)

