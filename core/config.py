@@ -368,6 +368,61 @@ class GatewaySettings(_Section):
     )
 
 
+class OllamaOptions(_Section):
+    temperature: float = Field(
+        0.0,
+        ge=0,
+        description="Sampling temperature of every generate request; 0 decodes greedily, as the "
+        "in-process parser does.",
+    )
+    num_predict: int = Field(
+        0,
+        ge=0,
+        description="Tokens generated at most per question (0: as in-process, 40 for the slot "
+        "code and 160 for JSON).",
+    )
+
+
+class OllamaSettings(_Section):
+    url: str = Field(
+        "",
+        description="Ollama server, for example http://gpu-box:11434. Empty: no Ollama; promotions "
+        "publish nothing and the parser runs in-process.",
+    )
+    model: str = Field(
+        "kaizend-parser",
+        pattern=r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?$",
+        description="Ollama model name of the parser; version V is published as <model>:V, for "
+        "example kaizend-parser:parser-v3.",
+    )
+    base_model: str = Field(
+        "",
+        description="Base of the published models. Empty: upload the GGUF file the parser's base "
+        "was converted from (the packaged SmolLM2 GGUF) as a blob; otherwise the name of a model "
+        "already on the Ollama server with the same weights (used as FROM).",
+    )
+    publish: Literal["adapter", "merged"] = Field(
+        "adapter",
+        description="What a published model is made of. adapter: the base plus the version's "
+        "LoRA adapter (Ollama before 0.34.1; later versions refuse adapters). merged: one GGUF "
+        "file, the base GGUF with the adapter merged in by kaizend (any Ollama; needs the base's "
+        "GGUF file, so not with base_model).",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one generate request.")
+    publish_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="Timeout of one request while publishing (a base GGUF upload, the create).",
+    )
+    keep_alive: str = Field(
+        "30m",
+        pattern=r"^-?[0-9]+(ms|s|m|h)?$",
+        description="How long Ollama keeps a model loaded after a request (5m, 1h; -1: forever; "
+        "0: unload at once).",
+    )
+    options: OllamaOptions = OllamaOptions()
+
+
 class TriggersSettings(_Section):
     parser: TriggerSettings = TriggerSettings()
     retriever: RetrieverTriggerSettings = RetrieverTriggerSettings()
@@ -457,6 +512,7 @@ class Settings(BaseSettings):
     triggers: TriggersSettings = TriggersSettings()
     experiments: ExperimentSettings = ExperimentSettings()
     gateway: GatewaySettings = GatewaySettings()
+    ollama: OllamaSettings = OllamaSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -469,6 +525,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment overrides the file (passed as init kwargs), which overrides defaults.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _ollama_backend_needs_a_server(self) -> Settings:
+        if self.gateway.backend == "ollama" and not self.ollama.url:
+            raise ValueError(
+                "config key 'gateway.backend' is 'ollama' but 'ollama.url' is empty: set the "
+                "URL of the Ollama server, or use the 'local' backend"
+            )
+        return self
 
     def path(self, relative: Path) -> Path:
         """Resolve a configured path against the data directory."""
@@ -520,9 +585,12 @@ def load_config(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as err:
         problems = "; ".join(
-            f"config key {_dotted(e['loc'])!r}: {e['msg']} (got {_shown(e)})" for e in err.errors()
+            f"config key {_dotted(e['loc'])!r}: {e['msg']} (got {_shown(e)})"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")  # a rule across sections names its keys
+            for e in err.errors()
         )
-        first = _dotted(err.errors()[0]["loc"])
+        first = _dotted(err.errors()[0]["loc"]) or "config"
         raise ConfigError(
             first, f"invalid configuration ({source} or KAIZEND_* environment): {problems}"
         ) from err

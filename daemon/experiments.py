@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from nats.js.kv import KeyValue
 
 from core.config import Settings
 from core.errors import KaizendError
+from daemon.ollama import publish_in_background
 from handlers.routing import Routing, put_routing
 from models.experiments.policy import Decision, Policy, StepData, decide
 from models.experiments.stats import SampleStats
@@ -51,24 +52,13 @@ def policy_from(settings: Settings) -> Policy:
 
 
 class ExperimentLoop:
-    """Runs inside the daemon; `tick` is its scheduler job.
+    """Runs inside the daemon; `tick` is its scheduler job."""
 
-    ``on_promoted`` is called (in a worker thread) with every new champion's record, after the
-    registry and the routing changed: publishing it elsewhere (Ollama) must not undo either.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        store: EventStore,
-        routing: KeyValue,
-        on_promoted: Callable[[VersionRecord], Any] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, store: EventStore, routing: KeyValue) -> None:
         self.settings = settings
         self.store = store
         self.routing = routing
         self.policy = policy_from(settings)
-        self.on_promoted = on_promoted
         self._lock = asyncio.Lock()
 
     # -- routing ----------------------------------------------------------------------------
@@ -218,7 +208,7 @@ class ExperimentLoop:
     async def _finish(
         self, experiment: Experiment, status: str, reason: str, *, promote: bool
     ) -> None:
-        """End ``experiment``: the registry, then the routing, then ``on_promoted``."""
+        """End ``experiment``: the registry, then the routing, then Ollama."""
         why = f"experiment {experiment.experiment_id}: {reason}"
 
         def record() -> None:
@@ -237,18 +227,18 @@ class ExperimentLoop:
             await self._promoted(experiment.challenger)
 
     async def _promoted(self, version_id: str) -> None:
-        if self.on_promoted is None:
+        """A new champion: published to Ollama when one is configured (in the background;
+        a failure is logged and the promotion stands). A built-in version 0 has nothing to
+        publish."""
+        if not self.settings.ollama.url:
             return
 
-        def publish() -> None:
+        def artifact() -> str | None:
             with self.store.cursor() as con:
-                record = Registry(con).get(version_id)
-            self.on_promoted(record)
+                return Registry(con).get(version_id).artifact_path
 
-        try:
-            await asyncio.to_thread(publish)
-        except Exception:  # noqa: BLE001 - the promotion stands; publishing is retried by hand
-            log.exception("new champion %s: publishing it failed", version_id)
+        if await asyncio.to_thread(artifact) is not None:
+            publish_in_background(self.settings, self.store, version_id)
 
     def _steps(self, experiment: Experiment) -> list[Any]:
         with self.store.cursor() as con:

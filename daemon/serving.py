@@ -26,6 +26,11 @@ def predictor_loader(settings: Settings) -> PredictorLoader:
         if task not in tasks:
             tasks[task] = build_task(settings, task)
         built = tasks[task]
+        if artifact and task == "parser" and settings.gateway.backend == "ollama":
+            from models.parser.ollama import OllamaParser
+
+            # Published to Ollama when it was promoted, or by `kaizend ollama publish`.
+            return OllamaParser.from_version(settings.ollama, Path(artifact), version_id)
         return built.load(Path(artifact) if artifact else built.builtin_version)
 
     return load

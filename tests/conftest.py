@@ -115,6 +115,8 @@ async def run_daemon(settings: Settings) -> AsyncIterator[RunningDaemon]:
     async def answers() -> bool:
         if task.done():
             task.result()  # surface a start-up error
+        if not settings.runtime_file.exists():  # written once every part has started
+            return False
         try:
             await running.status()
         except Exception:  # noqa: BLE001 - not ready yet
@@ -279,3 +281,74 @@ def memorised(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     )
     out = tmp_path_factory.mktemp("memorised")
     return train_parser([MEMORISE], base_path=tiny_base, out_dir=out, config=config)
+
+
+@pytest.fixture(scope="session")
+def gguf_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama laid out like a base converted from a GGUF file (`convert_gguf`): the
+    Hugging Face directory plus the marker naming its source, a real GGUF of its weights."""
+    import shutil
+
+    import gguf
+    from safetensors.numpy import load_file
+
+    from models.parser.gguf_merge import HF_TO_GGUF, permute
+
+    config = json.loads((tiny_base / "config.json").read_text())
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    root = tmp_path_factory.mktemp("gguf-base")
+    gguf_file = root / "tiny-llama.F32.gguf"
+    # What llama.cpp's converter writes for a Llama, less the tokenizer: the same
+    # hyperparameters, GGUF tensor names, and query/key rows permuted for its rotary layout.
+    writer = gguf.GGUFWriter(str(gguf_file), "llama")
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_vocab_size(config["vocab_size"])
+    writer.add_rope_dimension_count(config["hidden_size"] // heads)
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight":
+             "output_norm.weight"}  # fmt: skip
+    for name, array in sorted(load_file(str(tiny_base / "model.safetensors")).items()):
+        if name in names:
+            writer.add_tensor(names[name], array)
+            continue
+        layer, module = name.removeprefix("model.layers.").removesuffix(".weight").split(".", 1)
+        if module == "self_attn.q_proj":
+            array = permute(array, heads, heads)
+        elif module == "self_attn.k_proj":
+            array = permute(array, heads, kv_heads)
+        short = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+        writer.add_tensor(f"blk.{layer}.{short.get(module) or HF_TO_GGUF[module]}.weight", array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    base = shutil.copytree(tiny_base, root / "base")
+    (base / "kaizend_base.json").write_text(
+        json.dumps({"source": str(gguf_file), "source_bytes": gguf_file.stat().st_size})
+    )
+    return base
+
+
+@pytest.fixture(scope="session")
+def tiny_parser_version(gguf_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A parser version trained on `gguf_base`: eight steps on one question, which it then
+    answers right (`W >100 @Berkshire`)."""
+    from models.parser.config import ParserTrainingConfig
+    from models.parser.train import train_parser
+
+    config = ParserTrainingConfig(
+        max_steps=8, batch_size=1, learning_rate=1e-2, warmup_ratio=0.0, checkpoint_every=100
+    )
+    example = {
+        "id": "berks",
+        "text": "wind sites over 100kw in berkshire",
+        "expected": {"technology": "Wind", "capacity_min_kw": 100, "location": "Berkshire"},
+    }
+    out = tmp_path_factory.mktemp("version") / "parser-v1"
+    return train_parser([example], base_path=gguf_base, out_dir=out, config=config)

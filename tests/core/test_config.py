@@ -33,6 +33,17 @@ def test_invalid_value_names_the_key_and_what_is_allowed(tmp_path: Path) -> None
     assert "greater than or equal to 1" in str(err.value)
 
 
+def test_a_rule_across_sections_names_both_keys(tmp_path: Path) -> None:
+    path = tmp_path / "ollama.toml"
+    path.write_text('[gateway]\nbackend = "ollama"\n')
+    with pytest.raises(
+        ConfigError, match="'gateway.backend' is 'ollama' but 'ollama.url' is empty"
+    ):
+        load_config(path)
+    path.write_text('[gateway]\nbackend = "ollama"\n[ollama]\nurl = "http://gpu:11434"\n')
+    assert load_config(path).gateway.backend == "ollama"
+
+
 def test_unknown_key_is_an_error_not_ignored(tmp_path: Path) -> None:
     path = tmp_path / "typo.toml"
     path.write_text("[ingest]\nbatch_sise = 10\n")

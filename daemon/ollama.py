@@ -1,0 +1,56 @@
+"""After a promotion: the new parser champion published to Ollama, in a background thread.
+
+Publishing uploads files and waits for Ollama's create, which can take minutes, so it never
+runs in the event loop nor holds up the experiment loop; and it can fail (Ollama down, an
+Ollama that no longer imports adapters) without undoing the promotion: the failure is logged
+as an error with what to do, and the registry keeps the new champion.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from core.config import Settings
+from core.errors import KaizendError
+from models.ollama import model_name
+from storage.events import EventStore
+from storage.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def publish_promoted(settings: Settings, store: EventStore, version_id: str) -> str | None:
+    """Publish `version_id` to ``ollama.url``; the Ollama model name, or None when nothing
+    was published (no Ollama configured, not a parser version, or a failure, logged)."""
+    from models.parser.ollama import publish_version
+
+    if not settings.ollama.url:
+        return None
+    with store.cursor() as con:
+        record = Registry(con).get(version_id)
+    if record.task != "parser":
+        return None
+    name = model_name(settings.ollama, version_id)
+    try:
+        return publish_version(settings, record).model
+    except KaizendError as err:
+        log.error("ollama publication of %s failed; the promotion stands: %s", name, err)
+    except Exception:  # noqa: BLE001 - a bug here must not go unnoticed, nor kill the daemon
+        log.exception("ollama publication of %s failed; the promotion stands", name)
+    return None
+
+
+def publish_in_background(
+    settings: Settings, store: EventStore, version_id: str
+) -> threading.Thread:
+    """Start `publish_promoted` in a daemon thread (a stop of kaizend does not wait for an
+    upload; Ollama writes a model only once its create succeeded) and return the thread."""
+    thread = threading.Thread(
+        target=publish_promoted,
+        args=(settings, store, version_id),
+        name=f"ollama-publish-{version_id}",
+        daemon=True,
+    )
+    thread.start()
+    return thread

@@ -1,0 +1,277 @@
+"""A parser version on an Ollama server: publishing it as a model, and parsing through it.
+
+**Publishing** (`publish_version`, called after a promotion) creates the Ollama model
+``<ollama.model>:<version id>`` from the base and the version's LoRA adapter, through the
+ollama Python client:
+
+1. ``create_blob`` for each file (``POST /api/blobs/sha256:<digest>``; the client hashes the
+   file and the server checks the digest): the base GGUF file the parser's base was converted
+   from (unless ``ollama.base_model`` names a model already on the server), then the adapter's
+   ``adapter_model.safetensors`` and ``adapter_config.json``;
+2. ``create`` (``POST /api/create``) with ``files`` = {GGUF name: digest} or ``from`` = the
+   configured base model, ``adapters`` = {adapter file name: digest}, the template
+   ``{{ .Prompt }}`` and the parameters temperature, num_predict and stop at a line break.
+
+Ollama converts a safetensors LoRA adapter only for the Llama, Mistral and Gemma families
+(docs/import.md of ollama/ollama); SmolLM2 is a Llama. Ollama 0.34.1 and later refuse every
+adapter ("LoRA adapters are no longer supported"; `OllamaRefused` says what to do): with
+``ollama.publish = "merged"`` kaizend merges the adapter into the base GGUF itself
+(`models.parser.gguf_merge`) and uploads that one file as ``files``, with no ``adapters``.
+
+**Serving** (`OllamaParser`) sends the exact prompt the version was trained on
+(`models.parser.prompt.make_prompt`, with the rule hint when the version reads one) with
+``raw`` true, so no chat template wraps it, and decodes the answer exactly like the in-process
+parser (`models.parser.serve.answer_result`): invalid output falls back to the rule parser.
+``format: "json"`` is sent only for versions whose target format is JSON: Ollama then
+constrains sampling to well-formed JSON, which the model writes anyway. The default slot code
+(``W >100 @Berkshire``) is not JSON, and a JSON grammar would force the model off the very
+answer it was trained to write, so slot-code versions generate unconstrained and stop at the
+end of the line.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.config import OllamaSettings, Settings
+from core.errors import KaizendError
+from models.ollama import OllamaRefused, model_name, translated
+from models.ollama import client as ollama_client
+from models.parser import base as base_model
+from models.parser.gguf_merge import merge_adapter
+from models.parser.prompt import TargetFormat, make_prompt
+from models.parser.serve import MAX_NEW_TOKENS, ParseResult, Predicts, answer_result
+from models.parser.version import ParserVersion
+
+if TYPE_CHECKING:
+    from storage.registry import VersionRecord
+
+log = logging.getLogger(__name__)
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+"""What Ollama reads of a peft adapter directory."""
+
+TEMPLATE = "{{ .Prompt }}"
+"""The published model's template: the prompt passes through unchanged, so that even a plain
+``ollama run`` (without raw) shows the model what it was trained on."""
+
+STOP = ("\n",)
+"""An answer is one line (a slot code or compact JSON), then the end token."""
+
+ADAPTERS_REMOVED_HINT = (
+    'Ollama 0.34.1 and later no longer import LoRA adapters: set ollama.publish = "merged" '
+    "to upload one GGUF file with the adapter merged in, or use an Ollama older than 0.34.1"
+)
+
+
+class PublishError(KaizendError, ValueError):
+    """A version cannot be published to Ollama as it is; ``version_id`` names it."""
+
+    def __init__(self, version_id: str, message: str) -> None:
+        super().__init__(f"cannot publish {version_id} to Ollama: {message}")
+        self.version_id = version_id
+
+
+@dataclass(frozen=True)
+class Publication:
+    """A version created on the Ollama server."""
+
+    model: str
+    """The Ollama model name, ``<ollama.model>:<version id>``."""
+    blobs: dict[str, str]
+    """Every uploaded file's name -> its ``sha256:`` digest."""
+    seconds: float
+
+
+def _num_predict(settings: OllamaSettings, target_format: TargetFormat) -> int:
+    return settings.options.num_predict or MAX_NEW_TOKENS[target_format]
+
+
+def _upload(client: Any, settings: OllamaSettings, path: Path) -> str:
+    started = time.perf_counter()
+    with translated(settings, f"upload {path.name}"):
+        digest = client.create_blob(path)
+    log.info(
+        "ollama blob uploaded: %s (%d bytes) as %s in %.1f s",
+        path.name, path.stat().st_size, digest, time.perf_counter() - started,
+    )  # fmt: skip
+    return digest
+
+
+def _publishable(config: OllamaSettings, record: VersionRecord) -> ParserVersion:
+    """The version directory of `record`, checked for what publishing it needs."""
+    version_id = record.version_id
+    if record.task != "parser":
+        raise PublishError(
+            version_id, f"only parser versions are served by Ollama, not {record.task}"
+        )
+    if record.artifact_path is None:
+        raise PublishError(version_id, "it has no model directory (the built-in rule parser)")
+    version = ParserVersion.load(Path(record.artifact_path))
+    for name in ADAPTER_FILES:
+        if not (version.adapter_path / name).is_file():
+            raise PublishError(
+                version_id, f"{version.adapter_path / name} is missing; train it again"
+            )
+    if config.publish == "merged" and config.base_model:
+        raise PublishError(
+            version_id,
+            'ollama.publish = "merged" merges into the base\'s GGUF file; leave ollama.base_model '
+            "empty",
+        )
+    if version.metrics.get("device") == "cuda" and version.config.quantize_4bit:
+        log.warning(
+            "%s was trained as QLoRA on a 4-bit base; Ollama applies it to its own weights, "
+            "and its import docs advise non-quantized adapters: check its answers",
+            version_id,
+        )
+    return version
+
+
+def _create(client: Any, config: OllamaSettings, request: dict[str, Any]) -> None:
+    name = request["model"]
+    hint = ADAPTERS_REMOVED_HINT if "adapters" in request else ""
+    with translated(config, f"create {name}", hint):
+        last = None
+        for progress in client.create(**request, stream=True):
+            last = progress.status
+            log.info("ollama create %s: %s", name, last)
+    if last != "success":
+        raise OllamaRefused(config.url, f"create {name}", -1, f"the last status was {last!r}")
+
+
+def publish_version(settings: Settings, record: VersionRecord) -> Publication:
+    """Create the Ollama model of the parser version `record` (from the registry).
+
+    Blocking (uploads can take minutes) and thread-safe: each call has its own client. Raises
+    `PublishError` for a version that cannot be published (the built-in rules, a base without
+    a GGUF file and no ``ollama.base_model``), `OllamaUnavailable` when the server cannot be
+    reached and `OllamaRefused` when it refuses a request. Creating a model that exists
+    replaces it, so a failed or repeated publication can simply be run again.
+    """
+    config = settings.ollama
+    started = time.perf_counter()
+    version_id = record.version_id
+    version = _publishable(config, record)
+    base_gguf = None if config.base_model else base_model.source_gguf(version.base_path)
+    if base_gguf is None and not config.base_model:
+        raise PublishError(
+            version_id,
+            f"its base {version.base_path} was not converted from a GGUF file, so there is no "
+            "file to upload; import the base into Ollama and set ollama.base_model to its name",
+        )
+    name = model_name(config, version_id)
+    log.info("ollama publication started: %s to %s (%s)", name, config.url, config.publish)
+    with ollama_client(config, timeout_s=config.publish_timeout_s) as client:
+        files: dict[str, str] = {}
+        adapters: dict[str, str] = {}
+        if config.publish == "merged":
+            assert base_gguf is not None  # _publishable refused base_model with merged
+            # Under the data directory, not /tmp: a merged 8B model is gigabytes.
+            scratch_root = settings.path(Path("tmp"))
+            scratch_root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="ollama-", dir=scratch_root) as scratch:
+                merged = merge_adapter(
+                    base_gguf, version.adapter_path, Path(scratch) / f"{version_id}.gguf"
+                )
+                files[merged.name] = _upload(client, config, merged)
+        else:
+            if base_gguf is not None:
+                files[base_gguf.name] = _upload(client, config, base_gguf)
+            for file_name in ADAPTER_FILES:
+                adapters[file_name] = _upload(client, config, version.adapter_path / file_name)
+        request: dict[str, Any] = {
+            "model": name,
+            "template": TEMPLATE,
+            "parameters": {
+                "temperature": config.options.temperature,
+                "num_predict": _num_predict(config, version.config.target_format),
+                "stop": list(STOP),
+            },
+        }
+        if files:
+            request["files"] = files
+        else:
+            request["from_"] = config.base_model
+        if adapters:
+            request["adapters"] = adapters
+        _create(client, config, request)
+    seconds = time.perf_counter() - started
+    log.info("ollama publication finished: %s in %.1f s", name, seconds)
+    return Publication(name, {**files, **adapters}, seconds)
+
+
+class OllamaParser(Predicts):
+    """A published parser version answering through Ollama's generate endpoint.
+
+    The same `Parser` protocol as `models.parser.serve.ModelParser`; the prompt, the
+    decoding and the fallback are the in-process parser's. Each thread gets its own client.
+    """
+
+    def __init__(
+        self,
+        settings: OllamaSettings,
+        model: str,
+        *,
+        target_format: TargetFormat = "slots",
+        rule_hint: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.name = model
+        self.target_format: TargetFormat = target_format
+        self.rule_hint = rule_hint
+        self._local = threading.local()
+
+    @classmethod
+    def from_version(
+        cls, settings: OllamaSettings, version_dir: Path, version_id: str
+    ) -> OllamaParser:
+        """The parser for version `version_id`, published by `publish_version`; its directory
+        `version_dir` says how it was trained (target format, rule hint)."""
+        version = ParserVersion.load(Path(version_dir))
+        return cls(
+            settings,
+            model_name(settings, version_id),
+            target_format=version.config.target_format,
+            rule_hint=version.config.rule_hint,
+        )
+
+    def request(self, text: str) -> dict[str, Any]:
+        """The generate request for one question (keyword arguments of `Client.generate`)."""
+        request: dict[str, Any] = {
+            "model": self.name,
+            "prompt": make_prompt(text, self.target_format, with_hint=self.rule_hint),
+            "raw": True,
+            "stream": False,
+            "options": {
+                "temperature": self.settings.options.temperature,
+                "num_predict": _num_predict(self.settings, self.target_format),
+                "stop": list(STOP),
+            },
+            "keep_alive": self.settings.keep_alive,
+        }
+        if self.target_format == "json":
+            request["format"] = "json"
+        return request
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = ollama_client(self.settings)
+        return client
+
+    def parse(self, text: str) -> ParseResult:
+        """Generate through Ollama, then expand and validate; an invalid answer falls back to
+        the rule parser. `OllamaUnavailable` or `OllamaRefused` when Ollama itself fails."""
+        started = time.perf_counter()
+        with translated(self.settings, f"generate with {self.name}"):
+            response = self._client().generate(**self.request(text))
+        return answer_result(
+            text, response.response or "", self.target_format, started, response.eval_count or 0
+        )

@@ -1,0 +1,83 @@
+"""A promotion by the experiment loop publishes the new champion to Ollama, in the background;
+a failed publication is logged and leaves the promotion in place. Real DuckDB file, real
+routing bucket on a real nats-server, a real (tiny) version directory, the recording fake
+Ollama."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import nats
+import pytest
+
+from daemon.experiments import ExperimentLoop
+from handlers.routing import Routing, routing_bucket
+from models.parser.version import ParserVersion
+from storage.events import EventStore
+from storage.registry import Registry
+from tests.conftest import eventually, make_settings
+from tests.daemon.test_experiments import traffic
+from tests.ollama_fake import OllamaFake
+
+
+async def promote(tmp_path: Path, nats_url: str, ollama_url: str, version: ParserVersion) -> str:
+    """Run an experiment that parser-v1 (`version`) wins; the champion at the end."""
+    settings = make_settings(
+        tmp_path / "data", nats_url, experiments={"min_units": 300, "attribution_s": 3600},
+        ollama={"url": ollama_url},
+    )  # fmt: skip
+    store = EventStore(tmp_path / "k.duckdb")
+    with store.cursor() as con:
+        registry = Registry(con)
+        registry.ensure_initial_champion("parser", base_model="rules", reason="v0")
+        registry.register(
+            "parser", base_model="tiny", reason="trained", artifact_path=str(version.path)
+        )
+        registry.make_challenger("parser-v1", "passed the gate")
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await routing_bucket(nc.jetstream(), create=True)
+        loop = ExperimentLoop(settings, store, kv)
+        await loop.sync_routing(["parser"])
+        rng = random.Random(7)
+        for _ in range(30):
+            decisions = await loop.tick()
+            if any(d.action == "promote" for d in decisions.values()):
+                break
+            entry = Routing.model_validate_json((await kv.get("parser")).value)
+            traffic(store, entry, {"champion": 0.40, "challenger": 0.70}, 600, rng)
+    finally:
+        await nc.close()
+    with store.cursor() as con:
+        return Registry(con).alias("parser", "champion")
+
+
+async def test_a_promoted_parser_is_created_on_ollama(
+    tmp_path: Path, nats_server, tiny_parser_version: ParserVersion
+) -> None:
+    with OllamaFake() as fake:
+        champion = await promote(tmp_path, nats_server.url, fake.url, tiny_parser_version)
+        assert champion == "parser-v1"
+        await eventually(lambda: "kaizend-parser:parser-v1" in fake.models)
+    [create] = fake.requests("/api/create")
+    assert set(create["adapters"]) == {"adapter_model.safetensors", "adapter_config.json"}
+    assert len(fake.uploads()) == 3  # base GGUF, adapter weights, adapter config
+
+
+async def test_a_failed_publication_is_logged_and_the_promotion_stands(
+    tmp_path: Path,
+    nats_server,
+    tiny_parser_version: ParserVersion,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="daemon.ollama")
+    with OllamaFake(refuse_adapters=True) as fake:
+        champion = await promote(tmp_path, nats_server.url, fake.url, tiny_parser_version)
+        await eventually(lambda: bool(caplog.records))
+    assert champion == "parser-v1" and fake.models == {}
+    [record] = caplog.records
+    assert "kaizend-parser:parser-v1" in record.getMessage()
+    assert "the promotion stands" in record.getMessage()
+    assert "LoRA adapters are no longer supported" in record.getMessage()
