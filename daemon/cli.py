@@ -291,6 +291,41 @@ def models_show(ctx: click.Context, version_id: str) -> None:
 
 
 @cli.group()
+def ollama() -> None:
+    """The parser's versions on the Ollama server (ollama.url)."""
+
+
+@ollama.command(name="publish")
+@click.argument("version_id")
+@click.pass_context
+def ollama_publish(ctx: click.Context, version_id: str) -> None:
+    """Create (or replace) the Ollama model of a parser version: after a publication that
+    failed at promotion, or to try a candidate through Ollama before promoting it."""
+    from daemon.client import sql_query
+    from daemon.versions import sql_literal
+    from models.parser.ollama import publish_version
+    from storage.registry import VersionRecord
+
+    settings = _settings(ctx)
+    if not settings.ollama.url:
+        raise click.UsageError("ollama.url is empty: set it (KAIZEND_OLLAMA__URL) to publish")
+    fields = ", ".join(VersionRecord.__dataclass_fields__)
+    found = sql_query(
+        settings,
+        f"SELECT {fields} FROM model_versions WHERE version_id = {sql_literal(version_id)}",
+        1,
+    )
+    if not found["rows"]:
+        raise click.ClickException(f"no version {version_id!r}: see `kaizend models list`")
+    values = dict(zip(VersionRecord.__dataclass_fields__, found["rows"][0], strict=True))
+    values["metrics"] = None  # not needed to publish
+    publication = publish_version(settings, VersionRecord(**values))
+    click.echo(f"{publication.model} created in {publication.seconds:.1f} s")
+    for name, digest in publication.blobs.items():
+        click.echo(f"  {name}  {digest}")
+
+
+@cli.group()
 def experiments() -> None:
     """Live A/B experiments: their status and the decision log of every tick."""
 

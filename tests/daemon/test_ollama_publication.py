@@ -81,3 +81,42 @@ async def test_a_failed_publication_is_logged_and_the_promotion_stands(
     assert "kaizend-parser:parser-v1" in record.getMessage()
     assert "the promotion stands" in record.getMessage()
     assert "LoRA adapters are no longer supported" in record.getMessage()
+
+
+def test_kaizend_ollama_publish_creates_a_registered_version(
+    tmp_path: Path, tiny_parser_version: ParserVersion
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    store = EventStore(tmp_path / "data" / "kaizend.duckdb")
+    with store.cursor() as con:
+        registry = Registry(con)
+        registry.ensure_initial_champion("parser", base_model="rules", reason="v0")
+        registry.register(
+            "parser",
+            base_model="tiny",
+            reason="trained",
+            artifact_path=str(tiny_parser_version.path),
+        )
+    store.close()
+    with OllamaFake() as fake:
+
+        def kaizend(*args: str) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "KAIZEND_OLLAMA__URL": fake.url,
+                   "KAIZEND_DAEMON__DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+            return subprocess.run([sys.executable, "-m", "daemon", "ollama", "publish", *args],
+                                  env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+        done = kaizend("parser-v1")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("kaizend-parser:parser-v1 created in")
+        assert "kaizend-parser:parser-v1" in fake.models
+        assert len(fake.uploads()) == 3 and done.stdout.count("sha256:") == 3
+        rules = kaizend("parser-v0")
+        assert rules.returncode == 1 and "no model directory (the built-in rule" in rules.stderr
+        missing = kaizend("parser-v9")
+        assert missing.returncode == 1 and "no version 'parser-v9'" in missing.stderr
