@@ -324,7 +324,7 @@ class ExperimentSettings(_Section):
         )
     )
     guardrail_tolerance: dict[str, float] = Field(
-        default_factory=lambda: {"error_rate": 0.0, "fallback_rate": 0.02, "slow_rate": 0.02},
+        default_factory=lambda: {"error_rate": 0.0, "fallback_rate": 0.1, "slow_rate": 0.02},
         description="Per guardrail, the absolute excess over the champion tolerated (0 when "
         "absent): the challenger is rolled back only when its excess is surely above it.",
     )
