@@ -4,10 +4,11 @@ Start: embedded nats-server (when no URL is configured) -> DuckDB store and each
 version 0 -> broker with the ingest subscriber and the admin responders -> writer ->
 orchestrator (training triggers and results) and the local training worker -> routing
 entries for tasks that have none -> scheduler (Parquet export, trigger checks, experiment
-ticks) -> runtime file.
-Stop (SIGTERM/SIGINT): stop the training worker (its job goes back to the queue) -> stop
-fetching -> commit and ack what was fetched -> close NATS -> checkpoint DuckDB -> stop the
-embedded server; all within ``daemon.shutdown_grace_s``.
+ticks, drift reports, consumer-lag gauges) -> Prometheus /metrics endpoint -> runtime file.
+Stop (SIGTERM/SIGINT): abandon a drift report -> stop the metrics endpoint -> stop the
+training worker (its job goes back to the queue) -> stop fetching -> commit and ack what was
+fetched -> close NATS -> checkpoint DuckDB -> stop the embedded server; all within
+``daemon.shutdown_grace_s``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.config import Settings
+from core.metrics import MetricsServer, serve_metrics
+from daemon.drift import DriftMonitor
 from daemon.experiments import ExperimentLoop
 from daemon.nats_server import EmbeddedNats
 from daemon.orchestrator import Orchestrator
@@ -54,7 +57,9 @@ class Daemon:
         self.settings = settings
         self.store: EventStore | None = None
         self.orchestrator: Orchestrator | None = None
+        self.drift: DriftMonitor | None = None
         self.worker: Worker | None = None
+        self.metrics: MetricsServer | None = None
         self._stop = asyncio.Event()
         self._exit_code = 0
 
@@ -114,6 +119,7 @@ class Daemon:
                 )
             champions = {name: Registry(con).alias(name, "champion") for name in tasks}
         orchestrator = self.orchestrator = Orchestrator(s, store, tasks)
+        drift = self.drift = DriftMonitor(s, orchestrator)
         ingestor = Ingestor(store, s.ingest, s.stream.subject_prefix)
         ingestor.on_commit = orchestrator.notify_committed
         broker = make_broker(
@@ -125,7 +131,7 @@ class Daemon:
         )
         subscriber = subscribe(broker, s.stream, s.ingest, ingestor)
         watch_abandoned(broker, s.stream, s.ingest, ingestor)
-        admin = Admin(s, store, ingestor, url, orchestrator)
+        admin = Admin(s, store, ingestor, url, orchestrator, drift)
         admin.register(broker)
         scheduler = AsyncIOScheduler()
         if s.storage.export_interval_s:
@@ -146,6 +152,24 @@ class Daemon:
             max_instances=1,
             coalesce=True,
         )
+        if s.drift.interval_s:
+            scheduler.add_job(
+                drift.run,
+                "interval",
+                seconds=s.drift.interval_s,
+                id="drift-report",
+                max_instances=1,
+                coalesce=True,
+            )
+        if s.metrics.port:
+            scheduler.add_job(
+                admin.consumer_lag,
+                "interval",
+                seconds=s.metrics.lag_interval_s,
+                id="consumer-lag",
+                max_instances=1,
+                coalesce=True,
+            )
         worker: Worker | None = None
         worker_task: asyncio.Task[None] | None = None
         try:
@@ -171,6 +195,7 @@ class Daemon:
                 worker = self.worker = Worker(s, broker.connection)
                 worker_task = asyncio.create_task(worker.run(), name="training-worker")
             scheduler.start()
+            self.metrics = serve_metrics(s.metrics.host, s.metrics.port)
             write_runtime(s, url)
             log.info(
                 "kaizend ready in %.1f s: NATS %s, stream %s, consumer %s, database %s",
@@ -184,6 +209,9 @@ class Daemon:
         finally:
             if scheduler.running:
                 scheduler.shutdown(wait=False)
+            drift.stop()
+            if self.metrics is not None:
+                await asyncio.to_thread(self.metrics.stop)
             await self._stop_training(worker, worker_task, orchestrator)
             await self._shutdown(broker, subscriber, ingestor, store, embedded)
         return self._exit_code

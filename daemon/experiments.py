@@ -17,6 +17,7 @@ from typing import Any
 
 from nats.js.kv import KeyValue
 
+from core import metrics
 from core.config import Settings
 from handlers.routing import Routing, put_routing
 from models.experiments.policy import Decision, Policy, StepData, decide
@@ -122,6 +123,7 @@ class ExperimentLoop:
                     "gate": decision.gate, "action": decision.action, "reason": decision.reason,
                 })  # fmt: skip
                 out.append((experiment, decision))
+                _export(experiment.task, len(steps), current)
         return out
 
     async def _route(self, experiment: Experiment, weight: float) -> None:
@@ -145,6 +147,8 @@ class ExperimentLoop:
             return
         winner = experiment.challenger if action == "promote" else experiment.champion
         await asyncio.to_thread(self._finish, experiment, decision)
+        metrics.EXPERIMENT_STEP.labels(experiment.task).set(0)
+        metrics.EXPERIMENT_CHALLENGER_SHARE.labels(experiment.task).set(0)
         await put_routing(self.routing, Routing(task=experiment.task, champion=winner))
         log.warning("experiment %s %s: %s", experiment.experiment_id, action, decision.reason)
 
@@ -168,6 +172,17 @@ class ExperimentLoop:
             else:
                 registry.reject(experiment.challenger, reason)
             ExperimentStore(con).finish(experiment.experiment_id, status, decision.reason)
+
+
+def _export(task: str, step: int, current: StepData) -> None:
+    """The running experiment's step, share and per-arm success as Prometheus gauges."""
+    metrics.EXPERIMENT_STEP.labels(task).set(step)
+    metrics.EXPERIMENT_CHALLENGER_SHARE.labels(task).set(current.weight)
+    for arm, values in (("champion", current.champion), ("challenger", current.challenger)):
+        success = values["success"]
+        metrics.EXPERIMENT_UNITS.labels(task, arm).set(success.n)
+        if success.n:
+            metrics.EXPERIMENT_SUCCESS_RATE.labels(task, arm).set(success.sum / success.n)
 
 
 def _now() -> datetime:

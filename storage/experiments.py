@@ -1,13 +1,15 @@
 """Per-arm metrics of an experiment step, aggregated in DuckDB from the stored events.
 
 A unit is a query answered by one of the experiment's two versions inside the step's time
-window. Its metrics:
+window, as the ``query_units`` macro of ``schema.sql`` defines it (the one definition that
+the quality views and the performance alarm share). Its metrics:
 
 - ``success`` (primary): it got positive feedback (a rating >= 4 or thumbs up) and no
   correction arrived within ``attribution_s`` of the query;
 - ``correction_rate``: a correction arrived within ``attribution_s``;
 - ``rating``: its mean rating (units with a rating only);
-- ``error_rate``: the query failed; ``latency_ms``: its latency.
+- ``error_rate``: the query failed; ``fallback_rate``: its output says the fallback
+  answered; ``latency_ms``: its latency.
 
 Each comes back as the summary statistics (count, sum, sum of squares) the experiment tests
 take, per arm, so no raw values leave the database.
@@ -21,30 +23,22 @@ from datetime import UTC, datetime
 
 import duckdb
 
-METRICS = ("success", "correction_rate", "rating", "error_rate", "latency_ms")
+METRICS = ("success", "correction_rate", "rating", "error_rate", "fallback_rate", "latency_ms")
 
 _ARM_METRICS = """
-WITH units AS (
-    SELECT q.query_id, q.arm, q.ts, q.latency_ms,
-           CAST(q.error IS NOT NULL AS DOUBLE) AS failed,
-           (SELECT avg(f.rating) FROM feedback_events f WHERE f.query_id = q.query_id) AS rating,
-           EXISTS (SELECT 1 FROM feedback_events f WHERE f.query_id = q.query_id
-                   AND (f.rating >= 4 OR f.thumbs = 'up')) AS liked,
-           EXISTS (SELECT 1 FROM correction_events c WHERE c.query_id = q.query_id
-                   AND c.ts <= q.ts + to_seconds($attribution)) AS corrected
-    FROM query_events q
-    WHERE q.task = $task AND q.ts >= $start AND ($end IS NULL OR q.ts < $end)
-      AND ((q.arm = 'champion' AND q.model_version = $champion)
-           OR (q.arm = 'challenger' AND q.model_version = $challenger))
-)
 SELECT arm,
        count(*) AS n,
-       sum(CAST(liked AND NOT corrected AS DOUBLE)) AS success,
+       sum(CAST(success AS DOUBLE)) AS success,
        sum(CAST(corrected AS DOUBLE)) AS correction_rate,
        count(rating) AS rating_n, sum(rating) AS rating_sum, sum(rating * rating) AS rating_sq,
-       sum(failed) AS error_rate,
+       sum(CAST(failed AS DOUBLE)) AS error_rate,
+       sum(CAST(fallback AS DOUBLE)) AS fallback_rate,
        sum(latency_ms) AS latency_sum, sum(latency_ms * latency_ms) AS latency_sq
-FROM units GROUP BY arm
+FROM query_units($attribution)
+WHERE task = $task AND ts >= $start AND ($end IS NULL OR ts < $end)
+  AND ((arm = 'champion' AND model_version = $champion)
+       OR (arm = 'challenger' AND model_version = $challenger))
+GROUP BY arm
 """
 
 Summary = tuple[float, float, float]
@@ -70,13 +64,14 @@ def arm_metrics(
         arm: {metric: (0.0, 0.0, 0.0) for metric in METRICS} for arm in ("champion", "challenger")
     }
     for row in con.execute(_ARM_METRICS, params).fetchall():
-        arm, n, success, corrected, r_n, r_sum, r_sq, failed, l_sum, l_sq = row
+        arm, n, success, corrected, r_n, r_sum, r_sq, failed, fallback, l_sum, l_sq = row
         out[arm] = {
             # A proportion's sum of squares is its number of successes.
             "success": (n, success, success),
             "correction_rate": (n, corrected, corrected),
             "rating": (r_n, r_sum or 0.0, r_sq or 0.0),
             "error_rate": (n, failed, failed),
+            "fallback_rate": (n, fallback, fallback),
             "latency_ms": (n, l_sum or 0.0, l_sq or 0.0),
         }
     return out

@@ -39,6 +39,7 @@ def make_settings(data_dir: Path, nats_url: str, **sections: dict[str, Any]) -> 
         "nats": {"url": nats_url, "request_timeout_s": 5},
         "ingest": {"flush_interval_ms": 50, "retry_delay_s": 0.2},
         "storage": {"export_interval_s": 0},
+        "metrics": {"port": 0},  # tests run side by side: no fixed port
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
