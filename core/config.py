@@ -402,7 +402,10 @@ class PerformanceDriftSettings(_Section):
         "min_units units, over this long after.",
     )
     min_units: int = Field(
-        200, ge=10, description="Units the baseline needs; fewer: the alarm is not checked yet."
+        1000,
+        ge=10,
+        description="Units the baseline needs; fewer: the alarm is not checked yet (a small "
+        "baseline's uncertainty costs the alarm its sensitivity).",
     )
     min_drop: float = Field(
         0.05,
@@ -480,10 +483,10 @@ class DriftSettings(_Section):
         500, ge=20, description="Embeddings per window in the MMD test (subsampled beyond)."
     )
     max_categories: int = Field(
-        20,
+        50,
         ge=2,
-        description="Categories of a field compared at most: the most frequent, the rest "
-        "pooled as '(other)' (new place names land there).",
+        description="Categories of a field compared at most: the most frequent in both windows, "
+        "the rest pooled as '(other)'; the chi-square test pools rare ones further.",
     )
     max_gap_s: float = Field(
         6 * 3600.0,

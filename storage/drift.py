@@ -51,13 +51,14 @@ class Champion:
     """Its version directory; None for a built-in version 0."""
 
 
-def champion(con: duckdb.DuckDBPyConnection, task: str) -> Champion | None:
-    """The task's champion now, or None before the daemon's first start."""
+def champion(con: duckdb.DuckDBPyConnection, task: str, at: datetime) -> Champion | None:
+    """The task's champion at time ``at``, or None before the daemon's first start."""
     row = con.execute(
         "SELECT a.version_id, a.assigned_at, v.training_run, v.artifact_path "
-        "FROM current_aliases a JOIN model_versions v USING (version_id) "
-        "WHERE a.task = ? AND a.alias = 'champion'",
-        [task],
+        "FROM alias_history a JOIN model_versions v USING (version_id) "
+        "WHERE a.task = ? AND a.alias = 'champion' AND a.assigned_at <= ? "
+        "ORDER BY a.assigned_at DESC LIMIT 1",
+        [task, at],
     ).fetchone()
     return Champion(*row) if row else None
 

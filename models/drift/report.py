@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,15 +194,20 @@ class TaskReport:
 
 
 def reference_window(
-    con: duckdb.DuckDBPyConnection, task: str, current_start: datetime, drift: DriftSettings
+    con: duckdb.DuckDBPyConnection,
+    task: str,
+    current_start: datetime,
+    now: datetime,
+    drift: DriftSettings,
 ) -> Window:
-    """The champion's training traffic, or the past window (see the module docstring)."""
+    """The training traffic of the champion at ``now``, or the past window (see the module
+    docstring)."""
     past = Window(
         current_start - timedelta(seconds=drift.reference_window_s), current_start, "past window"
     )
     if drift.reference == "past":
         return past
-    current = champion(con, task)
+    current = champion(con, task, now)
     if current is None or current.training_run is None:
         name = current.version_id if current else f"{task}-v0"
         return Window(past.start, past.end, f"past window ({name} has no training run)")
@@ -217,7 +222,7 @@ def reference_window(
 def _performance_inputs(
     con: duckdb.DuckDBPyConnection, task: str, now: datetime, settings: Settings
 ) -> PerformanceInputs | str:
-    watched: Champion | None = champion(con, task)
+    watched: Champion | None = champion(con, task, now)
     if watched is None:
         return "no champion registered"
     p = settings.drift.performance
@@ -246,12 +251,14 @@ def _performance_inputs(
     )  # fmt: skip
 
 
-def embedder_dir(con: duckdb.DuckDBPyConnection, settings: Settings) -> Path | None:
+def embedder_dir(
+    con: duckdb.DuckDBPyConnection, settings: Settings, at: datetime | None = None
+) -> Path | None:
     """The retriever champion's sentence-transformers directory (None if it cannot load)."""
     from models.retriever.base import BUILTIN_VERSION
     from models.retriever.version import model_dir
 
-    current = champion(con, "retriever")
+    current = champion(con, "retriever", at or datetime.now(UTC))
     artifact = current.artifact_path if current and current.artifact_path else BUILTIN_VERSION
     try:
         return model_dir(artifact, settings.retriever.base_model)
@@ -266,7 +273,7 @@ def gather(
     """Everything a report of ``task`` as of ``now`` needs from the database."""
     drift = settings.drift
     current_start = now - timedelta(seconds=drift.current_window_s)
-    reference = reference_window(con, task, current_start, drift)
+    reference = reference_window(con, task, current_start, now, drift)
     reference = Window(
         reference.start, reference.end, reference.label,
         window_queries(con, task, reference.start, reference.end),
@@ -284,7 +291,7 @@ def gather(
     return ReportInputs(
         task=task, now=now, reference=reference, current=current,
         performance=_performance_inputs(con, task, now, settings), volumes=volumes,
-        embedder_dir=embedder_dir(con, settings),
+        embedder_dir=embedder_dir(con, settings, now),
     )  # fmt: skip
 
 
@@ -303,8 +310,8 @@ def _histogram(reference: np.ndarray, current: np.ndarray, edges: Any = HISTOGRA
 def _auc_threshold(configured: float, n: int, level: float) -> float:
     """The configured AUC, raised to what chance reaches with probability ``level`` for n
     samples per window (the Mann-Whitney null of the AUC)."""
-    null_sd = math.sqrt((2 * n + 1) / (12 * n * n))
-    return max(configured, 0.5 + float(scipy_stats.norm.ppf(1 - level)) * null_sd)
+    z = float(scipy_stats.norm.ppf(1 - level))
+    return max(configured, 0.5 + z * stats.auc_null_sd(n))
 
 
 class _Builder:
@@ -384,7 +391,7 @@ def _embedding_checks(b: _Builder, embed: Embed, level: float) -> list[Check]:
     x, y = vectors[: len(ref_texts)], vectors[len(ref_texts) :]
     embedded_s = time.perf_counter() - started
     domain = stats.domain_classifier(x, y, max_samples=drift.max_samples, seed=drift.seed)
-    auc_threshold = _auc_threshold(drift.domain_auc_threshold, domain.n_per_window, level)
+    auc_threshold = _auc_threshold(drift.domain_auc_threshold, domain.n_test_per_window, level)
     mmd = stats.mmd_test(x, y, alpha=level, permutations=drift.mmd_permutations,
                          max_samples=drift.mmd_max_samples, seed=drift.seed)  # fmt: skip
     log.info("embedded %d query texts in %.1f s: domain AUC %.3f, MMD^2 %.2e (p %.3f)",
@@ -395,6 +402,7 @@ def _embedding_checks(b: _Builder, embed: Embed, level: float) -> list[Check]:
                 direction="above", drifted=domain.auc > auc_threshold, decisive=True,
                 n_reference=n_ref, n_current=n_cur,
                 detail={"classifier_scores": scores, "per_window": domain.n_per_window,
+                        "held_out_per_window": domain.n_test_per_window,
                         "configured_threshold": drift.domain_auc_threshold,
                         "embedded": len(vectors)}),
         b.check("input", "embedding", "mmd", score=mmd.mmd2, threshold=mmd.threshold,

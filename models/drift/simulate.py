@@ -13,7 +13,8 @@ about before) and ``v1`` gets many of those wrong, so its success rate drops.
 
 `simulate_month` returns the events (in the shape ``kaizend publish`` reads) and the registry
 history (versions, aliases, the training run and its lineage) that goes with them; `load`
-writes both into a DuckDB file with kaizend's schema, as a daemon would have stored them.
+writes both into a DuckDB file with kaizend's schema, as a daemon would have stored them;
+`daily_reports` then stores the report the daemon would have made at the end of each day.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from core.config import Settings
+from models.drift.report import Embed, TaskReport, compute, gather
 from models.fit.querygen import generate_examples
+from storage.drift import DriftStore
 
 TASK = "parser"
 RUN_ID = "parser-sim-run"
@@ -272,3 +276,20 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _simulated")
     finally:
         con.unregister("_simulated")
+
+
+def daily_reports(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    plan: MonthPlan,
+    embed: Embed | None,
+    *,
+    first_day: int = 1,
+) -> list[TaskReport]:
+    """The parser's drift report as of the end of each day from ``first_day``, each stored."""
+    reports = []
+    for day in range(first_day, plan.days + 1):
+        report = compute(gather(con, settings, TASK, plan.day_start(day)), settings, embed)
+        DriftStore(con).add(report.report_row("schedule"), report.check_rows())
+        reports.append(report)
+    return reports
