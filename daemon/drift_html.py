@@ -236,13 +236,21 @@ def _distribution_plot(check: dict) -> str | None:
                         linewidth=1.5)  # fmt: skip
         axis.set_ylabel("share")
         if "classifier_scores" in detail:
-            axis.set_xlabel("the classifier's out-of-fold probability of 'current'")
+            axis.set_xlabel("the classifier's probability of 'current' on the held-out halves")
     else:
         return None
     axis.set_title(title, fontsize=10)
     axis.legend(fontsize=8)
     figure.tight_layout()
     return _png(figure)
+
+
+def _one_per_field(checks: list[dict]) -> list[dict]:
+    """One check per field (a deciding one first): PSI and chi-square share a distribution."""
+    chosen: dict[str, dict] = {}
+    for check in sorted(checks, key=lambda c: not c["decisive"]):
+        chosen.setdefault(check["field"], check)
+    return list(chosen.values())
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -288,7 +296,7 @@ def render(data: dict[str, Any], *, since: datetime, generated_at: datetime) -> 
             if plot:
                 parts.append(plot)
         latest = [r for r in data["latest"] if r["task"] == task]
-        drifted = [r for r in latest if r["drifted"] and r["kind"] == "input"]
+        drifted = _one_per_field([r for r in latest if r["drifted"] and r["kind"] == "input"])
         if drifted:
             parts.append("<h3>Fields that drifted in the newest report</h3>")
             parts.extend(p for p in map(_distribution_plot, drifted) if p)
