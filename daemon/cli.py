@@ -397,14 +397,16 @@ def _number(value: Any) -> str:
 def _drift_rows(checks: list[dict[str, Any]]) -> dict[str, Any]:
     """Checks (stored rows or a fresh report's) as a table for `_emit`."""
     rows = []
-    for c in checks:
+    order = ("checked_at", "task", "kind", "field", "method")
+    for c in sorted(checks, key=lambda c: tuple(str(c[k]) for k in order)):
         detail = c.get("detail") or {}
         if isinstance(detail, str):
             detail = json.loads(detail)
+        flagged = {"performance": "ALARM", "volume": "GAP"}.get(c["kind"], "DRIFT")
         if c["score"] is None:
             verdict = "skipped"
         elif c["drifted"]:
-            verdict = "DRIFT" if c["decisive"] else "drift (context)"
+            verdict = flagged if c["decisive"] else "drift (context)"
         else:
             verdict = "ok" if c["decisive"] else "ok (context)"
         note = detail.get("skipped") or c.get("version_id") or ""
