@@ -9,8 +9,8 @@ daemon can hold its database lock only while reading and writing. A report holds
   parse (PSI and chi-square) and each numeric one (Kolmogorov-Smirnov on small windows,
   normalised Wasserstein on large ones). Per field, the method suited to the window size
   *decides* (small: the tests; large: the distances) and the other is shown for context. The
-  report's false-alarm level ``alpha`` is split over its deciding tests (Bonferroni); the
-  domain classifier's threshold is raised on small windows to the AUC that chance alone
+  report's false-alarm level ``alpha`` is split (Bonferroni) over its deciding tests and the
+  domain classifier, whose threshold is raised on small windows to the AUC that chance alone
   reaches with probability ``alpha / tests`` (the Mann-Whitney null), never below the
   configured ``domain_auc_threshold``.
 - a **performance** check of the champion: the Bernoulli CUSUM of its settled queries'
@@ -350,8 +350,8 @@ def _input_checks(b: _Builder, embed: Embed | None) -> list[Check]:
         for name in NUMERIC
     }
     enough = min(len(ref_rows), len(cur_rows)) >= drift.min_samples
-    # The deciding tests with a p-value share the report's alpha.
-    tests = 1 if enough and embed is not None else 0  # mmd
+    # The deciding checks that can fire by chance at a known rate share the report's alpha.
+    tests = 2 if enough and embed is not None else 0  # the domain classifier and the MMD test
     if enough and b.small(len(ref_rows), len(cur_rows)):
         tests += len(CATEGORICAL)
     for ref, cur in numeric.values():
