@@ -50,14 +50,13 @@ from models.task import Task
 from models.training import TRAINING_SET_FILE
 from models.triggers import TriggerState, training_reason
 from storage.events import EventStore
-from storage.jobs import Job, JobStore
+from storage.jobs import STATES, Job, JobStore
 from storage.registry import Registry, VersionRecord
 from storage.snapshots import export_snapshot
 
 log = logging.getLogger(__name__)
 
 RESULTS_CONSUMER = "kaizend-results"
-JOB_STATES = ("queued", "running", "succeeded", "failed", "interrupted")
 PROGRESS_LOG_INTERVAL_S = 30.0
 SIGNAL_KINDS = ("feedback", "correction")
 
@@ -183,7 +182,7 @@ class Orchestrator:
             ).fetchall()
         )
         for name in self.tasks:
-            for state in JOB_STATES:
+            for state in STATES:
                 metrics.TRAINING_JOBS.labels(name, state).set(counts.get((name, state), 0))
 
     async def _check_task(self, name: str, task: Task) -> None:

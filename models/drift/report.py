@@ -571,7 +571,9 @@ class CachedEmbedder:
 
     Daily reports embed mostly the same reference queries again (the champion's training
     traffic does not change until the next champion), so each text is encoded once while
-    it stays among the ``cache_size`` most recently added.
+    it stays among the ``cache_size`` most recently added. It runs on the CPU: the daemon
+    leaves the GPU to the training subprocesses (a CUDA context in the daemon would hold
+    memory for good).
     """
 
     def __init__(
@@ -585,7 +587,7 @@ class CachedEmbedder:
         from models.retriever.embedding import SentenceEmbedder
 
         self.model_dir = Path(model_dir)
-        self._model = SentenceEmbedder(self.model_dir, batch_size=batch_size)
+        self._model = SentenceEmbedder(self.model_dir, batch_size=batch_size, device="cpu")
         self._cache: dict[str, np.ndarray] = {}
         self.cache_size = cache_size
         self.stop = stop or threading.Event()
