@@ -5,8 +5,10 @@ from the file when it is down); each plot is a matplotlib figure embedded as a b
 so the file opens anywhere, offline, and can be mailed around. The plots: each task's
 daily success rate per version with the promotions marked (alias_history), the deciding
 drift scores over time against their thresholds, the champion's CUSUM against its alarm
-level, events per kind and hour, and for every check that drifted in the newest report the
-distribution of its field, reference against current.
+level, events per kind and hour, and for every field that drifted in the newest report its
+distribution, reference against current; tables of the newest reports, each version's
+daily quality (success, corrections, rating, fallbacks, errors, latency p95) and the newest
+checks.
 """
 
 from __future__ import annotations
@@ -295,6 +297,13 @@ def render(data: dict[str, Any], *, since: datetime, generated_at: datetime) -> 
         ):
             if plot:
                 parts.append(plot)
+        quality = [r for r in data["quality"] if r["task"] == task]
+        if quality:
+            parts.append("<h3>Quality per version, the last 14 days</h3>")
+            recent = sorted(quality, key=lambda r: (str(r["day"]), r["model_version"]))[-14:]
+            parts.append(_table(recent[::-1], ["day", "model_version", "queries",
+                         "success_rate", "correction_rate", "mean_rating", "fallback_rate",
+                         "error_rate", "latency_p95_ms"]))  # fmt: skip
         latest = [r for r in data["latest"] if r["task"] == task]
         drifted = _one_per_field([r for r in latest if r["drifted"] and r["kind"] == "input"])
         if drifted:

@@ -78,7 +78,8 @@ def test_the_html_report_of_a_month_holds_its_plots(month_dir: Path) -> None:
     for image in plots:
         assert image.format == "PNG" and image.width > 400 and image.height > 150
     for text in ("Newest report per task", "Checks of the newest report", "Volume",
-                 "training data of parser-v1"):  # fmt: skip
+                 "training data of parser-v1", "Quality per version",
+                 "latency_p95_ms"):  # fmt: skip
         assert text in page
     assert "wrote" in result.stderr and "KiB" in result.stderr
 
