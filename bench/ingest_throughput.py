@@ -84,6 +84,7 @@ async def bench_kaizend(url: str, n: int, workdir: Path) -> dict:
         "KAIZEND_DAEMON__DATA_DIR": str(workdir / "kaizend"),
         "KAIZEND_DAEMON__LOG_LEVEL": "WARNING",
         "KAIZEND_STORAGE__EXPORT_INTERVAL_S": "0",
+        "KAIZEND_METRICS__PORT": "0",
     }
     daemon = subprocess.Popen([sys.executable, "-m", "daemon", "run"], cwd=ROOT, env=env)
     nc = await nats.connect(url)

@@ -493,6 +493,120 @@ class TrainingSettings(_Section):
     )
 
 
+class PerformanceDriftSettings(_Section):
+    baseline_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="The champion's level at promotion: its success rate over this long "
+        "before it became champion (its experiment traffic) or, when that has fewer than "
+        "min_units units, over this long after.",
+    )
+    min_units: int = Field(
+        1000,
+        ge=10,
+        description="Units the baseline needs; fewer: the alarm is not checked yet (a small "
+        "baseline's uncertainty costs the alarm its sensitivity).",
+    )
+    min_drop: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="The drop in success rate (absolute) the CUSUM is tuned to detect.",
+    )
+    cusum_h: float = Field(
+        10.0,
+        gt=0,
+        description="Alarm when the Bernoulli CUSUM's log-likelihood ratio exceeds this; the "
+        "in-control run between false alarms is at least e^h units (10: about 22,000).",
+    )
+
+
+class DriftSettings(_Section):
+    interval_s: float = Field(
+        86400.0, ge=0, description="Seconds between scheduled drift reports (0 = never)."
+    )
+    current_window_s: float = Field(
+        86400.0, gt=0, description="The current window: the last this-many seconds of traffic."
+    )
+    reference: Literal["champion", "past"] = Field(
+        "champion",
+        description="Reference window: champion = the period of traffic the current "
+        "champion's training events cover (version 0: the past window); past = always the "
+        "past window.",
+    )
+    reference_window_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="The past window: this long, ending where the current window starts.",
+    )
+    min_samples: int = Field(
+        50, ge=5, description="Queries each window needs for an input check; fewer: skipped."
+    )
+    max_samples: int = Field(
+        2000,
+        ge=50,
+        description="Queries per window embedded at most (a larger window is subsampled).",
+    )
+    small_window_max: int = Field(
+        1000,
+        ge=10,
+        description="Windows up to this size decide by tests (chi-square, Kolmogorov-Smirnov); "
+        "larger ones by distances (PSI, normalised Wasserstein), which ignore tiny differences.",
+    )
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="False-alarm level of one report: split (Bonferroni) over its deciding "
+        "tests with a p-value.",
+    )
+    psi_threshold: float = Field(
+        0.1, gt=0, description="Population stability index above which a field drifted."
+    )
+    wasserstein_threshold: float = Field(
+        0.1,
+        gt=0,
+        description="Wasserstein distance over the reference's standard deviation above which "
+        "a numeric field drifted.",
+    )
+    domain_auc_threshold: float = Field(
+        0.55,
+        gt=0.5,
+        lt=1,
+        description="Cross-validated ROC-AUC of a classifier telling reference from current "
+        "query embeddings above which the queries drifted.",
+    )
+    mmd_permutations: int = Field(
+        200, ge=20, description="Permutations of the MMD test's null distribution."
+    )
+    mmd_max_samples: int = Field(
+        500, ge=20, description="Embeddings per window in the MMD test (subsampled beyond)."
+    )
+    max_categories: int = Field(
+        50,
+        ge=2,
+        description="Categories of a field compared at most: the most frequent in both windows, "
+        "the rest pooled as '(other)'; the chi-square test pools rare ones further.",
+    )
+    max_gap_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="Volume: a stretch without events of a kind longer than this is a gap.",
+    )
+    seed: int = Field(0, description="Seed of subsampling, folds and permutations.")
+    performance: PerformanceDriftSettings = PerformanceDriftSettings()
+
+
+class MetricsSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the Prometheus /metrics endpoint binds to.")
+    port: int = Field(
+        9479, ge=0, le=65535, description="Port of the /metrics endpoint (0 = no endpoint)."
+    )
+    lag_interval_s: float = Field(
+        15.0, gt=0, description="Seconds between updates of the consumer-lag gauges."
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -513,6 +627,8 @@ class Settings(BaseSettings):
     experiments: ExperimentSettings = ExperimentSettings()
     gateway: GatewaySettings = GatewaySettings()
     ollama: OllamaSettings = OllamaSettings()
+    drift: DriftSettings = DriftSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(

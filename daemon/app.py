@@ -4,10 +4,12 @@ Start: embedded nats-server (when no URL is configured) -> DuckDB store and each
 version 0 -> broker with the ingest subscriber and the admin responders -> writer ->
 orchestrator (training triggers and results) and the local training worker -> every task's
 routing entry, from the registry -> inference gateway -> scheduler (Parquet export, trigger
-checks, experiment ticks) -> runtime file.
-Stop (SIGTERM/SIGINT): stop the gateway (answering the requests in hand) -> stop the training
-worker (its job goes back to the queue) -> stop fetching -> commit and ack what was fetched ->
-close NATS -> checkpoint DuckDB -> stop the embedded server; all within
+checks, experiment ticks, drift reports, consumer-lag gauges) -> Prometheus /metrics endpoint
+-> runtime file.
+Stop (SIGTERM/SIGINT): stop the gateway (answering the requests in hand) -> abandon a drift
+report -> stop the metrics endpoint -> stop the training worker (its job goes back to the
+queue) -> stop fetching -> commit and ack what was fetched -> close NATS -> checkpoint DuckDB
+-> stop the embedded server; all within
 ``daemon.shutdown_grace_s``.
 """
 
@@ -25,6 +27,8 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.config import Settings
+from core.metrics import MetricsServer, serve_metrics
+from daemon.drift import DriftMonitor
 from daemon.experiments import ExperimentLoop
 from daemon.nats_server import EmbeddedNats
 from daemon.orchestrator import Orchestrator
@@ -58,9 +62,11 @@ class Daemon:
         self.settings = settings
         self.store: EventStore | None = None
         self.orchestrator: Orchestrator | None = None
+        self.drift: DriftMonitor | None = None
         self.worker: Worker | None = None
         self.experiments: ExperimentLoop | None = None
         self.gateway: Gateway | None = None
+        self.metrics: MetricsServer | None = None
         self._stop = asyncio.Event()
         self._exit_code = 0
 
@@ -119,6 +125,7 @@ class Daemon:
                     reason=f"initial champion: the built-in {task.builtin_version!r}",
                 )
         orchestrator = self.orchestrator = Orchestrator(s, store, tasks)
+        drift = self.drift = DriftMonitor(s, orchestrator)
         ingestor = Ingestor(store, s.ingest, s.stream.subject_prefix)
         ingestor.on_commit = orchestrator.notify_committed
         broker = make_broker(
@@ -130,7 +137,7 @@ class Daemon:
         )
         subscriber = subscribe(broker, s.stream, s.ingest, ingestor)
         watch_abandoned(broker, s.stream, s.ingest, ingestor)
-        admin = Admin(s, store, ingestor, url, orchestrator)
+        admin = Admin(s, store, ingestor, url, orchestrator, drift)
         admin.register(broker)
         scheduler = AsyncIOScheduler()
         if s.storage.export_interval_s:
@@ -151,6 +158,24 @@ class Daemon:
             max_instances=1,
             coalesce=True,
         )
+        if s.drift.interval_s:
+            scheduler.add_job(
+                drift.run,
+                "interval",
+                seconds=s.drift.interval_s,
+                id="drift-report",
+                max_instances=1,
+                coalesce=True,
+            )
+        if s.metrics.port:
+            scheduler.add_job(
+                admin.consumer_lag,
+                "interval",
+                seconds=s.metrics.lag_interval_s,
+                id="consumer-lag",
+                max_instances=1,
+                coalesce=True,
+            )
         worker: Worker | None = None
         worker_task: asyncio.Task[None] | None = None
         gateway: Gateway | None = None
@@ -187,6 +212,7 @@ class Daemon:
                 worker = self.worker = Worker(s, broker.connection)
                 worker_task = asyncio.create_task(worker.run(), name="training-worker")
             scheduler.start()
+            self.metrics = serve_metrics(s.metrics.host, s.metrics.port)
             write_runtime(s, url)
             log.info(
                 "kaizend ready in %.1f s: NATS %s, stream %s, consumer %s, database %s",
@@ -203,6 +229,9 @@ class Daemon:
             if gateway is not None:
                 await gateway.stop(grace_s=s.daemon.shutdown_grace_s / 2)
                 await gateway.producer.stop()
+            drift.stop()
+            if self.metrics is not None:
+                await asyncio.to_thread(self.metrics.stop)
             await self._stop_training(worker, worker_task, orchestrator)
             await self._shutdown(broker, subscriber, ingestor, store, embedded)
         return self._exit_code

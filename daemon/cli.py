@@ -504,6 +504,160 @@ def jobs(ctx: click.Context, task: str | None, limit: int, fmt: str) -> None:
     _emit(sql_query(_settings(ctx), _JOBS_QUERY.format(where=where, limit=limit), None), fmt)
 
 
+def _since(value: str | None) -> Any:
+    """``--since``: an ISO date or time (UTC unless it says otherwise), or ``7d``, ``12h``,
+    ``30m`` ago."""
+    from datetime import UTC, datetime, timedelta
+
+    if value is None:
+        return None
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if value[:-1].isdigit() and value[-1:] in units:
+        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as err:
+        raise click.BadParameter(
+            f"{value!r}: give an ISO date or time (2026-11-23, 2026-11-23T08:00) or an age "
+            "such as 7d, 12h or 30m",
+            param_hint="--since",
+        ) from err
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{float(value):.4g}"
+
+
+def _drift_rows(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Checks (stored rows or a fresh report's) as a table for `_emit`."""
+    rows = []
+    order = ("checked_at", "task", "kind", "field", "method")
+    for c in sorted(checks, key=lambda c: tuple(str(c[k]) for k in order)):
+        detail = c.get("detail") or {}
+        if isinstance(detail, str):
+            detail = json.loads(detail)
+        flagged = {"performance": "ALARM", "volume": "GAP"}.get(c["kind"], "DRIFT")
+        if c["score"] is None:
+            verdict = "skipped"
+        elif c["drifted"]:
+            verdict = flagged if c["decisive"] else "drift (context)"
+        else:
+            verdict = "ok" if c["decisive"] else "ok (context)"
+        note = detail.get("skipped") or c.get("version_id") or ""
+        rows.append([
+            str(c["checked_at"])[:16], c["task"], c["kind"], c["field"], c["method"],
+            c["n_reference"], c["n_current"], _number(c["score"]),
+            ("< " if c["direction"] == "below" else "> ") + _number(c["threshold"]), verdict,
+            note,
+        ])  # fmt: skip
+    columns = ["checked", "task", "kind", "field", "method", "n ref", "n cur", "score",
+               "drift if", "result", "note"]  # fmt: skip
+    return {"columns": columns, "rows": rows}
+
+
+_DRIFT_CHECKS = """
+SELECT report_id, task, checked_at, kind, field, method, version_id, n_reference, n_current,
+       score, threshold, direction, p_value, drifted, decisive, detail
+FROM {source} {where} ORDER BY checked_at, task, kind, field, method
+"""
+_DRIFT_REPORTS = """
+SELECT report_id, task, created_at, trigger, reference, n_reference, n_current, input_drift,
+       performance_alarm, action FROM drift_reports {where} ORDER BY created_at
+"""
+
+
+def _print_drift_summary(reports: list[dict[str, Any]]) -> None:
+    for r in reports:
+        verdicts = [name for flag, name in ((r["input_drift"], "INPUT DRIFT"),
+                    (r["performance_alarm"], "PERFORMANCE ALARM")) if flag]  # fmt: skip
+        click.echo(
+            f"{r['task']} {str(r['created_at'])[:16]}: {', '.join(verdicts) or 'no drift'}; "
+            f"reference {r['reference']} ({r['n_reference']} queries), current "
+            f"{r['n_current']} queries" + (f"; {r['action']}" if r.get("action") else "")
+        )
+
+
+@cli.command()
+@click.argument("task", required=False)
+@click.option(
+    "--since",
+    default=None,
+    help="The checks made since then (an ISO date or time, or an age: 7d, 12h, 30m); default: "
+    "each task's newest report; with --html: 30d.",
+)
+@click.option(
+    "--run",
+    "run_now",
+    is_flag=True,
+    help="Compute a report now: the running daemon stores it and acts on it (retraining on "
+    "drift); when it is down, it is computed here from the file and only printed.",
+)
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write one self-contained HTML report with plots to this file.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def drift(
+    ctx: click.Context,
+    task: str | None,
+    since: str | None,
+    run_now: bool,
+    html: Path | None,
+    fmt: str,
+) -> None:
+    """Drift reports: input drift, the champion's performance, volume gaps.
+
+    Reads the stored reports through the running daemon, or from the file when it is down.
+    """
+    from daemon.client import drift_now, sql_query
+    from daemon.versions import sql_literal
+
+    settings = _settings(ctx)
+    if run_now:
+        reports, stored = drift_now(settings, task)
+        _print_drift_summary([r["report"] for r in reports])
+        if not stored:
+            click.echo("(the daemon is down: computed from the file, not stored)", err=True)
+        _emit(_drift_rows([c for r in reports for c in r["checks"]]), fmt)
+    if html is not None:
+        from daemon.drift_html import write_report
+
+        moment = _since(since or "30d")
+        size = write_report(settings, html, since=moment, task=task)
+        click.echo(f"wrote {html} ({size / 1024:.0f} KiB)", err=True)
+    if run_now or html is not None:
+        return
+    moment = _since(since)
+    conditions = [f"task = {sql_literal(task)}"] if task else []
+    if moment is not None:
+        conditions.append(f"checked_at >= '{moment.isoformat()}'")
+    where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+    source = "drift_checks" if moment is not None else "latest_drift"
+    checks = sql_query(settings, _DRIFT_CHECKS.format(source=source, where=where), None)
+    report_where = where.replace("checked_at", "created_at")
+    if moment is None:
+        report_where = ("WHERE " if not task else where + " AND ") + (
+            "report_id IN (SELECT report_id FROM latest_drift)"
+        )
+    reports = sql_query(settings, _DRIFT_REPORTS.format(where=report_where), None)
+    rows = [dict(zip(reports["columns"], row, strict=True)) for row in reports["rows"]]
+    if not rows:
+        raise click.ClickException(
+            "no drift reports stored yet: the daemon makes one every drift.interval_s, or run "
+            "`kaizend drift --run`"
+        )
+    if fmt == "table":
+        _print_drift_summary(rows)
+    records = [dict(zip(checks["columns"], row, strict=True)) for row in checks["rows"]]
+    _emit(_drift_rows(records), fmt)
+
+
 @cli.command()
 @click.option("--name", default=None, help="Worker name in job records (default host:pid).")
 @click.pass_context

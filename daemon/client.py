@@ -34,22 +34,24 @@ async def _connected(settings: Settings, url: str):  # noqa: ANN202
         await broker.stop()
 
 
-async def request_daemon(settings: Settings, what: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Send a request to the running daemon's ``<admin prefix>.<what>`` and decode the reply."""
+async def request_daemon(
+    settings: Settings, what: str, payload: dict[str, Any], *, timeout: float | None = None
+) -> dict[str, Any]:
+    """Send a request to the running daemon's ``<admin prefix>.<what>`` and decode the reply
+    (waiting ``timeout`` seconds, default ``nats.request_timeout_s``)."""
     url = daemon_nats_url(settings)
     if url is None:
         raise DaemonUnavailable(f"no running daemon (no {settings.runtime_file})")
     subject = f"{settings.admin.subject_prefix}.{what}"
+    timeout = timeout or settings.nats.request_timeout_s
     async with _connected(settings, url) as nc:
         try:
-            reply = await nc.request(
-                subject, json.dumps(payload).encode(), timeout=settings.nats.request_timeout_s
-            )
+            reply = await nc.request(subject, json.dumps(payload).encode(), timeout=timeout)
         except nats.errors.NoRespondersError as err:
             raise DaemonUnavailable(f"no daemon answers on {subject} at {url}") from err
         except (TimeoutError, nats.errors.TimeoutError) as err:
             raise DaemonTimeout(
-                f"the daemon did not answer {subject} within {settings.nats.request_timeout_s} s;"
+                f"the daemon did not answer {subject} within {timeout} s;"
                 " for a long query raise nats.request_timeout_s (KAIZEND_NATS__REQUEST_TIMEOUT_S)"
             ) from err
     return json.loads(reply.data)
@@ -126,3 +128,36 @@ async def publish_file(settings: Settings, events: Sequence[Outgoing]) -> Publis
             return await publish_events(
                 nc.jetstream(), events, on_progress=lambda n: progress.advance(bar, n)
             )
+
+
+DRIFT_REQUEST_TIMEOUT_S = 1800.0
+"""A report embeds thousands of query texts: minutes on a CPU."""
+
+
+def drift_now(settings: Settings, task: str | None) -> tuple[list[dict[str, Any]], bool]:
+    """Compute a drift report now: ``([{"report", "checks"}], stored)``.
+
+    The running daemon computes, stores and acts on it; when it is down, it is computed here
+    from the database file (read-only) and only returned.
+    """
+    try:
+        reply = asyncio.run(
+            request_daemon(
+                settings,
+                "drift",
+                {"task": task},
+                timeout=max(DRIFT_REQUEST_TIMEOUT_S, settings.nats.request_timeout_s),
+            )
+        )
+    except DaemonUnavailable:
+        from daemon.drift import report_offline
+        from models.tasks import TASK_NAMES
+
+        with open_offline(settings) as con:
+            reports = report_offline(con, settings, [task] if task else list(TASK_NAMES))
+        return [
+            {"report": r.report_row("manual"), "checks": r.check_rows()} for r in reports
+        ], False
+    if "error" in reply:
+        raise KaizendError(reply["error"])
+    return reply["reports"], True

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 from nats.js.kv import KeyValue
 
+from core import metrics
 from core.config import Settings
 from core.errors import KaizendError
 from daemon.ollama import publish_in_background
@@ -187,6 +188,7 @@ class ExperimentLoop:
                     "gate": decision.gate, "action": decision.action, "reason": decision.reason,
                 })  # fmt: skip
                 out.append((experiment, decision))
+                _export(experiment.task, len(steps), current)
         return out
 
     async def _apply(self, experiment: Experiment, decision: Decision) -> None:
@@ -221,6 +223,8 @@ class ExperimentLoop:
                 ExperimentStore(con).finish(experiment.experiment_id, status, reason)
 
         await asyncio.to_thread(record)
+        metrics.EXPERIMENT_STEP.labels(experiment.task).set(0)
+        metrics.EXPERIMENT_CHALLENGER_SHARE.labels(experiment.task).set(0)
         await self._route(experiment.task, None)
         log.warning("experiment %s %s: %s", experiment.experiment_id, status, reason)
         if promote:
@@ -399,6 +403,17 @@ class ExperimentLoop:
             log.warning("%s rolled back from %s to %s: %s", task, champion, previous, reason)
             await self._promoted(previous)
             return previous
+
+
+def _export(task: str, step: int, current: StepData) -> None:
+    """The running experiment's step, share and per-arm success as Prometheus gauges."""
+    metrics.EXPERIMENT_STEP.labels(task).set(step)
+    metrics.EXPERIMENT_CHALLENGER_SHARE.labels(task).set(current.weight)
+    for arm, values in (("champion", current.champion), ("challenger", current.challenger)):
+        success = values["success"]
+        metrics.EXPERIMENT_UNITS.labels(task, arm).set(success.n)
+        if success.n:
+            metrics.EXPERIMENT_SUCCESS_RATE.labels(task, arm).set(success.sum / success.n)
 
 
 def _now() -> datetime:

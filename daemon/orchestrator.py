@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
+from core import metrics
 from core.config import Settings
 from core.errors import KaizendError
 from handlers.jobs import (
@@ -49,7 +50,7 @@ from models.task import Task
 from models.training import TRAINING_SET_FILE
 from models.triggers import TriggerState, training_reason
 from storage.events import EventStore
-from storage.jobs import Job, JobStore
+from storage.jobs import STATES, Job, JobStore
 from storage.registry import Registry, VersionRecord
 from storage.snapshots import export_snapshot
 
@@ -103,6 +104,11 @@ class Orchestrator:
                     return work(con)
 
         return await asyncio.to_thread(locked)
+
+    async def db(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`_db` for the daemon's other components (drift reports): their reads and writes
+        are guarded the same way, so none is in flight when the database closes."""
+        return await self._db(work)
 
     def _close(self) -> None:
         with self._db_lock:
@@ -160,6 +166,24 @@ class Orchestrator:
                     await self._check_task(name, task)
                 except Exception:  # noqa: BLE001 - one task's trouble must not stop the others
                     log.exception("trigger check of %s failed", name)
+            try:
+                await self._db(self._export_job_counts)
+            except OrchestratorStopped:
+                pass
+            except Exception:  # noqa: BLE001 - metrics are best effort
+                log.exception("could not count the training jobs for /metrics")
+
+    def _export_job_counts(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The jobs-by-state gauge, zero for the states a task has no job in."""
+        counts = dict(
+            ((task, state), n)
+            for task, state, n in con.execute(
+                "SELECT task, state, count(*) FROM training_jobs GROUP BY ALL"
+            ).fetchall()
+        )
+        for name in self.tasks:
+            for state in STATES:
+                metrics.TRAINING_JOBS.labels(name, state).set(counts.get((name, state), 0))
 
     async def _check_task(self, name: str, task: Task) -> None:
         def facts(con: duckdb.DuckDBPyConnection) -> tuple[Job | None, str | None]:
@@ -349,6 +373,7 @@ class Orchestrator:
             jobs.finished(
                 job.job_id, succeeded=False, error=result.error, retryable=result.retryable
             )
+            _count_finished(job, "failed")
             left = self.training.max_attempts - job.attempt if result.retryable else 0
             log.error(
                 "training %s FAILED on %s: %s (%s)", job.job_id, result.worker, result.error,
@@ -357,6 +382,7 @@ class Orchestrator:
             return
         version_id = self._register(con, job, result.result)
         jobs.finished(job.job_id, succeeded=True, version_id=version_id)
+        _count_finished(job, "succeeded")
 
     def _register_version(
         self, con: duckdb.DuckDBPyConnection, job: Job, outcome: dict[str, Any], champion: str
@@ -432,3 +458,11 @@ class Orchestrator:
         log.info("candidate %s of run %s: offline gate %s", record.version_id, job.run_id,
                  decision.reason)  # fmt: skip
         return record.version_id
+
+
+def _count_finished(job: Job, outcome: str) -> None:
+    metrics.TRAINING_JOBS_FINISHED.labels(job.task, outcome).inc()
+    started = job.started_at or job.requested_at
+    metrics.TRAINING_DURATION_SECONDS.labels(job.task, outcome).observe(
+        max(0.0, (datetime.now(UTC) - started).total_seconds())
+    )

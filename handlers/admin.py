@@ -8,6 +8,9 @@ queued or running) and answers ``{"job": {...}}`` or ``{"error"}``. ``<admin pre
 and ``.challenge`` (``{"task", "version"}``), ``.rollback`` (``{"task"}``) and ``.experiment``
 (``{"experiment_id", "action": "pause"|"resume"}``) are the operators' hands on the
 experiment loop; each takes a ``reason`` and answers ``{"done": ...}`` or ``{"error"}``.
+``<admin prefix>.drift`` takes ``{"task": ...}`` (or none: every task), computes, stores and
+acts on a drift report now and answers ``{"reports": [{"report": {...}, "checks": [...]}]}``
+or ``{"error"}``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
-from core import __version__
+from core import __version__, metrics
 from core.config import Settings
 from core.errors import KaizendError
 from handlers.ingest import Ingestor
@@ -63,6 +66,10 @@ class ExperimentRequest(BaseModel):
     reason: str = Field("manual", max_length=500)
 
 
+class DriftRequest(BaseModel):
+    task: str | None = Field(None, min_length=1)
+
+
 class TrainingRequests(Protocol):
     """What the admin responder needs of the daemon's orchestrator."""
 
@@ -79,6 +86,12 @@ class ExperimentControls(Protocol):
     async def resume(self, experiment_id: str, reason: str) -> Any: ...
 
 
+class DriftReports(Protocol):
+    """What the admin responder needs of the daemon's drift monitor."""
+
+    async def run(self, tasks: list[str] | None, trigger: str) -> list[Any]: ...
+
+
 class Admin:
     """Answers operators' requests from inside the running daemon."""
 
@@ -89,9 +102,11 @@ class Admin:
         ingestor: Ingestor,
         nats_url: str,
         training: TrainingRequests | None = None,
+        drift: DriftReports | None = None,
     ) -> None:
         self.settings = settings
         self.training = training
+        self.drift = drift
         self.store = store
         self.ingestor = ingestor
         self.nats_url = nats_url
@@ -109,6 +124,7 @@ class Admin:
         broker.subscriber(f"{prefix}.challenge")(self.challenge)
         broker.subscriber(f"{prefix}.rollback")(self.rollback)
         broker.subscriber(f"{prefix}.experiment")(self.experiment)
+        broker.subscriber(f"{prefix}.drift")(self.drift_report)
 
     async def _control(
         self, what: str, act: Callable[[ExperimentControls], Awaitable[Any]]
@@ -145,6 +161,21 @@ class Admin:
             f"{request.action} experiment {request.experiment_id} ({request.reason})",
             lambda loop: getattr(loop, request.action)(request.experiment_id, request.reason),
         )
+
+    async def drift_report(self, request: DriftRequest) -> bytes:
+        if self.drift is None:
+            return to_json({"error": "this daemon makes no drift reports"})
+        try:
+            reports = await self.drift.run([request.task] if request.task else None, "manual")
+        except KaizendError as err:
+            return to_json({"error": str(err)})
+        log.info("drift report requested by an operator: %s",
+                 ", ".join(r.report_id for r in reports))  # fmt: skip
+        return to_json(
+            {"reports": [{"report": r.report_row("manual"), "checks": r.check_rows()}
+                         for r in reports]},
+            fallback=str,
+        )  # fmt: skip
 
     async def train(self, request: TrainRequest) -> bytes:
         if self.training is None:
@@ -203,6 +234,8 @@ class Admin:
         except Exception as err:  # noqa: BLE001 - reported, not fatal
             log.warning("consumer_info failed: %s", err)
             return None
+        metrics.CONSUMER_PENDING.set(info.num_pending or 0)
+        metrics.CONSUMER_ACK_PENDING.set(info.num_ack_pending or 0)
         return {
             "num_pending": info.num_pending or 0,
             "num_ack_pending": info.num_ack_pending or 0,

@@ -44,6 +44,7 @@ from nats.js.api import AckPolicy as NatsAckPolicy
 from pydantic import ValidationError
 from pydantic_core import to_json
 
+from core import metrics
 from core.config import IngestSettings, StreamSettings
 from core.errors import StorageError
 from handlers.events import EVENT_TYPES
@@ -203,6 +204,7 @@ class Ingestor:
             await asyncio.to_thread(self.store.write, batch.rows)
         except StorageError as err:
             self.stats.storage_failures += 1
+            metrics.STORAGE_FAILURES.inc()
             msgs = batch.accepted + batch.rejected
             delivered = max(m.metadata.num_delivered for m in msgs)
             delay = min(self.settings.retry_delay_s * 2 ** (delivered - 1), _MAX_NAK_DELAY_S)
@@ -218,11 +220,13 @@ class Ingestor:
             for msg in msgs:
                 await msg.nak(delay=delay)
             return
+        metrics.BATCH_COMMIT_SECONDS.observe(time.perf_counter() - started)
         for msg in batch.accepted:
             await msg.ack()
         for msg in batch.rejected:
             await msg.term()
         elapsed_ms = (time.perf_counter() - started) * 1e3
+        self._count(batch)
         self.stats.committed.update(batch.kinds)
         self.stats.batches += 1
         self.stats.last_commit_at = time.time()
@@ -232,6 +236,21 @@ class Ingestor:
         log.debug("committed %s in %.1f ms", dict(batch.kinds), elapsed_ms)
         if self.on_commit is not None:
             self.on_commit(batch.kinds)
+
+    def _count(self, batch: Classified) -> None:
+        """Events ingested per kind, and rejected ones per the kind their subject names."""
+        for kind, n in batch.kinds.items():
+            if kind != "rejected":
+                metrics.EVENTS_INGESTED.labels(kind).inc(n)
+        if batch.rejected:
+            dot_prefix = self.subject_prefix + "."
+            rejected = Counter(
+                kind if (kind := msg.subject.removeprefix(dot_prefix)) in EVENT_TYPES
+                else "unknown"
+                for msg in batch.rejected
+            )  # fmt: skip
+            for kind, n in rejected.items():
+                metrics.EVENTS_REJECTED.labels(kind).inc(n)
 
     async def drain(self) -> None:
         """Commit and ack what is queued, then stop the writer. Call after fetching stopped."""

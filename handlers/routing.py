@@ -18,7 +18,7 @@ from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -86,12 +86,3 @@ async def routing_bucket(js: JetStreamContext, *, create: bool = False) -> KeyVa
 async def put_routing(kv: KeyValue, routing: Routing) -> int:
     """Write a task's entry; returns the bucket revision."""
     return await kv.put(routing.task, routing.model_dump_json().encode())
-
-
-async def ensure_routing(kv: KeyValue, entries: list[Routing]) -> None:
-    """Write the entry of every task that has none (all traffic to its champion)."""
-    for entry in entries:
-        try:
-            await kv.get(entry.task)
-        except KeyNotFoundError:
-            await put_routing(kv, entry)

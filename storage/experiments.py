@@ -1,7 +1,8 @@
 """Per-arm metrics of an experiment step, aggregated in DuckDB from the stored events.
 
 A unit is a query answered by one of the experiment's two versions inside the step's time
-window. Its metrics:
+window, as the ``query_units`` macro of ``schema.sql`` defines it (the one definition that
+the quality views and the performance alarm share). Its metrics:
 
 - ``success`` (primary): it got positive feedback (a rating >= 4 or thumbs up) and no
   correction arrived within ``attribution_s`` of the query;
@@ -30,29 +31,20 @@ METRICS = (
 )  # fmt: skip
 
 _ARM_METRICS = """
-WITH units AS (
-    SELECT q.query_id, q.arm, q.ts, q.latency_ms,
-           CAST(q.error IS NOT NULL AS DOUBLE) AS failed,
-           CAST(coalesce(q.fallback_used, false) AS DOUBLE) AS fell_back,
-           CAST(q.latency_ms > $latency_budget AS DOUBLE) AS slow,
-           (SELECT avg(f.rating) FROM feedback_events f WHERE f.query_id = q.query_id) AS rating,
-           EXISTS (SELECT 1 FROM feedback_events f WHERE f.query_id = q.query_id
-                   AND (f.rating >= 4 OR f.thumbs = 'up')) AS liked,
-           EXISTS (SELECT 1 FROM correction_events c WHERE c.query_id = q.query_id
-                   AND c.ts <= q.ts + to_seconds($attribution)) AS corrected
-    FROM query_events q
-    WHERE q.task = $task AND q.ts >= $start AND ($end IS NULL OR q.ts < $end)
-      AND ((q.arm = 'champion' AND q.model_version = $champion)
-           OR (q.arm = 'challenger' AND q.model_version = $challenger))
-)
 SELECT arm,
        count(*) AS n,
-       sum(CAST(liked AND NOT corrected AS DOUBLE)) AS success,
+       sum(CAST(success AS DOUBLE)) AS success,
        sum(CAST(corrected AS DOUBLE)) AS correction_rate,
        count(rating) AS rating_n, sum(rating) AS rating_sum, sum(rating * rating) AS rating_sq,
-       sum(failed) AS error_rate, sum(fell_back) AS fallback_rate, sum(slow) AS slow_rate,
+       sum(CAST(failed AS DOUBLE)) AS error_rate,
+       sum(CAST(fallback AS DOUBLE)) AS fallback_rate,
+       sum(CAST(latency_ms > $latency_budget AS DOUBLE)) AS slow_rate,
        sum(latency_ms) AS latency_sum, sum(latency_ms * latency_ms) AS latency_sq
-FROM units GROUP BY arm
+FROM query_units($attribution)
+WHERE task = $task AND ts >= $start AND ($end IS NULL OR ts < $end)
+  AND ((arm = 'champion' AND model_version = $champion)
+       OR (arm = 'challenger' AND model_version = $challenger))
+GROUP BY arm
 """
 
 Summary = tuple[float, float, float]

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 ACTIVE_STATES = ("queued", "running", "interrupted")
+STATES = (*ACTIVE_STATES, "succeeded", "failed")
 
 
 @dataclass(frozen=True)

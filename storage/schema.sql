@@ -216,3 +216,103 @@ CREATE TABLE IF NOT EXISTS experiment_decisions (
     action        VARCHAR NOT NULL,     -- hold | advance | promote | rollback | inconclusive
     reason        VARCHAR NOT NULL
 );
+
+-- One query as experiments, quality views and performance alarms see it: the single
+-- definition of success. A query succeeds when it got positive feedback (a rating >= 4 or
+-- thumbs up) and no correction arrived within attribution_s of it. `fallback` is the query's
+-- fallback_used (the gateway sets it), else what its output or an extra field says
+-- ("fallback_used": true, as `kaizend parse` writes it).
+CREATE OR REPLACE MACRO query_units(attribution_s) AS TABLE
+SELECT *, liked AND NOT corrected AS success FROM (
+    SELECT q.query_id, q.ts, q.task, q.model_version, q.arm, q.text, q.latency_ms,
+           q.error IS NOT NULL AS failed,
+           coalesce(q.fallback_used,
+                    TRY_CAST(coalesce(q.output->>'fallback_used', q.extra->>'fallback_used')
+                             AS BOOLEAN), false) AS fallback,
+           (SELECT avg(f.rating) FROM feedback_events f WHERE f.query_id = q.query_id) AS rating,
+           EXISTS (SELECT 1 FROM feedback_events f WHERE f.query_id = q.query_id
+                   AND (f.rating >= 4 OR f.thumbs = 'up')) AS liked,
+           EXISTS (SELECT 1 FROM correction_events c WHERE c.query_id = q.query_id
+                   AND c.ts <= q.ts + to_seconds(attribution_s)) AS corrected
+    FROM query_events q
+);
+
+-- Quality per task, model version and day (UTC) for an attribution window in seconds:
+-- SELECT * FROM daily_quality_at(3600). The most recent day is not settled yet: its feedback
+-- and corrections may still arrive.
+CREATE OR REPLACE MACRO daily_quality_at(attribution_s) AS TABLE
+SELECT task, model_version, CAST(timezone('UTC', ts) AS DATE) AS day,
+       count(*) AS queries,
+       avg(CAST(success AS DOUBLE)) AS success_rate,
+       avg(CAST(corrected AS DOUBLE)) AS correction_rate,
+       avg(rating) AS mean_rating,
+       avg(CAST(fallback AS DOUBLE)) AS fallback_rate,
+       avg(CAST(failed AS DOUBLE)) AS error_rate,
+       quantile_cont(latency_ms, 0.95) AS latency_p95_ms
+FROM query_units(attribution_s) GROUP BY ALL;
+
+-- The same with the default attribution window (experiments.attribution_s = one day).
+CREATE OR REPLACE VIEW daily_quality AS SELECT * FROM daily_quality_at(86400);
+
+-- Events per kind and hour (UTC, by event time; rejected messages by arrival).
+CREATE OR REPLACE VIEW hourly_volume AS
+SELECT kind, date_trunc('hour', timezone('UTC', ts)) AS hour, count(*) AS events FROM (
+    SELECT 'query' AS kind, ts FROM query_events
+    UNION ALL SELECT 'feedback', ts FROM feedback_events
+    UNION ALL SELECT 'correction', ts FROM correction_events
+    UNION ALL SELECT 'rejected', received_at FROM rejected_events
+) GROUP BY ALL;
+
+-- Drift reports: one per task and run, and one row per check it made.
+CREATE TABLE IF NOT EXISTS drift_reports (
+    report_id         VARCHAR PRIMARY KEY,   -- <task>-drift-<yyyymmddThhmmss>-<hex>
+    task              VARCHAR NOT NULL,
+    created_at        TIMESTAMPTZ NOT NULL,  -- the report's "now": the current window's end
+    trigger           VARCHAR NOT NULL,      -- schedule | manual
+    reference         VARCHAR NOT NULL,      -- how the reference window was chosen
+    reference_start   TIMESTAMPTZ,
+    reference_end     TIMESTAMPTZ,
+    current_start     TIMESTAMPTZ NOT NULL,
+    current_end       TIMESTAMPTZ NOT NULL,
+    n_reference       BIGINT NOT NULL,       -- queries in each window
+    n_current         BIGINT NOT NULL,
+    input_drift       BOOLEAN NOT NULL,      -- a deciding input check drifted
+    performance_alarm BOOLEAN NOT NULL,      -- the champion's success-rate CUSUM alarmed
+    action            VARCHAR,               -- what kaizend did about it (a training queued, ...)
+    duration_s        DOUBLE NOT NULL
+);
+
+-- `score` against `threshold`: drifted when score > threshold (direction 'above': psi,
+-- wasserstein, domain_auc, mmd, cusum, max_gap_s) or score < threshold (direction 'below':
+-- the p-value of chi2 and ks, against alpha split over the report's deciding tests).
+-- `decisive` checks make the report's verdict: the method chosen for the window size; the
+-- others are shown for context. A NULL score is a check skipped (detail says why).
+CREATE TABLE IF NOT EXISTS drift_checks (
+    report_id       VARCHAR NOT NULL,
+    task            VARCHAR NOT NULL,
+    checked_at      TIMESTAMPTZ NOT NULL,
+    kind            VARCHAR NOT NULL,        -- input | performance | volume
+    field           VARCHAR NOT NULL,        -- embedding, technology, ..., success_rate, query
+    method          VARCHAR NOT NULL,        -- domain_auc | mmd | psi | chi2 | ks | wasserstein
+                                             -- | cusum | max_gap_s
+    version_id      VARCHAR,                 -- performance checks: the champion watched
+    reference_start TIMESTAMPTZ,
+    reference_end   TIMESTAMPTZ,
+    current_start   TIMESTAMPTZ NOT NULL,
+    current_end     TIMESTAMPTZ NOT NULL,
+    n_reference     BIGINT NOT NULL,
+    n_current       BIGINT NOT NULL,
+    score           DOUBLE,
+    threshold       DOUBLE NOT NULL,
+    direction       VARCHAR NOT NULL,        -- above | below
+    p_value         DOUBLE,
+    drifted         BOOLEAN NOT NULL,
+    decisive        BOOLEAN NOT NULL,
+    detail          JSON                     -- distributions reference vs current, CUSUM path
+);
+
+-- The checks of each task's newest report.
+CREATE OR REPLACE VIEW latest_drift AS
+SELECT c.* FROM drift_checks c
+JOIN (SELECT task, arg_max(report_id, created_at) AS report_id FROM drift_reports GROUP BY task)
+USING (task, report_id);

@@ -45,6 +45,7 @@ def make_settings(data_dir: Path, nats_url: str, **sections: dict[str, Any]) -> 
         "storage": {"export_interval_s": 0},
         # The retriever's version 0 would index all 40,194 sites on first use.
         "gateway": {"tasks": ["parser"]},
+        "metrics": {"port": 0},  # tests run side by side: no fixed port
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

@@ -43,6 +43,7 @@ def cli_env(cwd: Path, **extra: str) -> dict[str, str]:
         "KAIZEND_DAEMON__DATA_DIR": str(cwd / "var"),
         "KAIZEND_NATS__EMBEDDED_PORT": "0",  # a free port: tests may run side by side
         "KAIZEND_STORAGE__EXPORT_INTERVAL_S": "0.5",
+        "KAIZEND_METRICS__PORT": "0",
         **extra,
     }
 

@@ -47,6 +47,7 @@ def start_daemon(data_dir: Path, url: str) -> subprocess.Popen:
         "KAIZEND_DAEMON__LOG_LEVEL": "WARNING",
         "KAIZEND_INGEST__ACK_WAIT_S": "2",
         "KAIZEND_STORAGE__EXPORT_INTERVAL_S": "0",
+        "KAIZEND_METRICS__PORT": "0",
     }
     return subprocess.Popen([sys.executable, "-m", "daemon", "run"], cwd=ROOT, env=env)
 

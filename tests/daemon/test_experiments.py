@@ -10,6 +10,7 @@ from typing import Any
 
 import nats
 
+from core import metrics
 from daemon.experiments import ExperimentLoop
 from handlers.routing import Routing, routing_bucket
 from storage.events import EventStore
@@ -79,6 +80,11 @@ async def test_a_better_challenger_ramps_up_and_is_promoted(tmp_path: Path, nats
     assert [row[1] for row in log if row[3] == "advance"] == [0.10, 0.25]
     assert log[-1][1] == 0.50 and log[-1][4] < 0.05
     assert (final.champion, final.challenger, final.challenger_weight) == ("parser-v1", None, 0)
+    # /metrics: the last step's success per arm, and no experiment running any more.
+    sample = metrics.REGISTRY.get_sample_value
+    assert 0.6 < sample("kaizend_experiment_success_rate", {"task": "parser", "arm": "challenger"})
+    assert 0.3 < sample("kaizend_experiment_success_rate", {"task": "parser", "arm": "champion"})
+    assert sample("kaizend_experiment_step", {"task": "parser"}) == 0
 
 
 def test_the_cli_shows_the_timeline_of_an_experiment(tmp_path: Path) -> None:

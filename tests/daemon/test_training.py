@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from core.metrics import REGISTRY
 from handlers.publish import publish_events
 from tests.conftest import (
     RunningDaemon,
@@ -118,6 +119,10 @@ async def test_enough_corrections_train_register_and_gate_a_candidate_while_inge
     tmp_path: Path, nats_server: Any, tiny_base: Path, small_splits: dict
 ) -> None:
     settings = training_settings(tmp_path / "data", nats_server.url, tiny_base)
+    succeeded = {"task": "parser", "outcome": "succeeded"}
+    finished_before = (
+        REGISTRY.get_sample_value("kaizend_training_jobs_finished_total", succeeded) or 0.0
+    )
     async with run_daemon(settings) as daemon:
         # Below the threshold: nothing happens.
         await publish_corrections(daemon, small_splits["train"][:10], "a")
@@ -142,6 +147,9 @@ async def test_enough_corrections_train_register_and_gate_a_candidate_while_inge
         (job,) = await rows(daemon, "SELECT * FROM training_jobs")
         assert job["state"] == "succeeded", job["error"]
         assert job["reason"].startswith("threshold: 30 new signals >= 20")
+        finished = REGISTRY.get_sample_value("kaizend_training_jobs_finished_total", succeeded)
+        assert finished == finished_before + 1
+        assert REGISTRY.get_sample_value("kaizend_training_duration_seconds_count", succeeded) >= 1
         assert json.loads(job["progress"])["step"] == 4
         assert json.loads(job["snapshot"]) == {
             "query_events": 30, "feedback_events": 0, "correction_events": 30,

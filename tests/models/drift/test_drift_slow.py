@@ -1,0 +1,37 @@
+"""The embedding checks with the real embedder (all-MiniLM-L6-v2 from its package): no drift
+between days of the same traffic, drift when the traffic shifts to other places and
+technologies. Slow: a few thousand query texts are embedded on the CPU."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings
+from models.drift.report import CachedEmbedder, compute, embedder_dir, gather
+from models.drift.simulate import MonthPlan, load, simulate_month
+from storage.events import EventStore
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_real_embedder_sees_the_shift_and_only_the_shift(tmp_path: Path) -> None:
+    plan = MonthPlan(end=datetime(2026, 11, 30, tzinfo=UTC))
+    settings = Settings(daemon={"data_dir": tmp_path})
+    store = EventStore(tmp_path / "kaizend.duckdb")
+    with store.cursor() as con:
+        load(con, simulate_month(plan))
+        embed = CachedEmbedder(embedder_dir(con, settings))
+        before = compute(gather(con, settings, "parser", plan.day_start(20)), settings, embed)
+        during = compute(gather(con, settings, "parser", plan.end), settings, embed)
+
+    def embedding(report: object) -> dict[str, object]:
+        return {c.method: c for c in report.checks if c.field == "embedding"}
+
+    quiet, shifted = embedding(before), embedding(during)
+    assert not quiet["domain_auc"].drifted and not quiet["mmd"].drifted
+    assert abs(quiet["domain_auc"].score - 0.5) < 0.08
+    assert shifted["domain_auc"].drifted and shifted["mmd"].drifted
+    assert shifted["domain_auc"].score > quiet["domain_auc"].score + 0.05
