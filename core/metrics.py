@@ -141,6 +141,12 @@ SERVING_FALLBACKS = Counter(
     ["task", "version"],
     registry=REGISTRY,
 )
+SERVING_ERRORS = Counter(
+    "kaizend_serving_errors_total",
+    "Inference requests answered with an error, by task, version and code (503, 500).",
+    ["task", "version", "code"],
+    registry=REGISTRY,
+)
 
 # -- drift reports (daemon/drift.py) ---------------------------------------------------------
 

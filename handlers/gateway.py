@@ -45,7 +45,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core import __version__
+from core import __version__, metrics
 from core.config import GatewaySettings
 from handlers.producer import Producer
 from handlers.routing import Routing
@@ -276,6 +276,7 @@ class Gateway:
         except Exception as err:  # noqa: BLE001 - the user saw an error: answered and recorded
             code = err.code if isinstance(err, GatewayError) else "500"
             error = f"{type(err).__name__}: {err}"
+            metrics.SERVING_ERRORS.labels(task, version, code).inc()
             await request.respond_error(code, error, json.dumps(header).encode())
             await self.producer.query(
                 task, infer.text, unit_id=unit_id, output=None,
@@ -284,6 +285,10 @@ class Gateway:
             )  # fmt: skip
             return
         latency_ms = (time.perf_counter() - started) * 1e3
+        metrics.SERVING_LATENCY_SECONDS.labels(task, version).observe(latency_ms / 1e3)
+        metrics.SERVING_REQUESTS.labels(task, version).inc()
+        if answer.fallback_used:
+            metrics.SERVING_FALLBACKS.labels(task, version).inc()
         reply = {**header, "output": answer.output, "fallback_used": answer.fallback_used,
                  "latency_ms": round(latency_ms, 2)}  # fmt: skip
         await request.respond(json.dumps(reply).encode())

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from core import metrics
 from handlers.producer import InferenceFailed, infer
 from handlers.routing import Routing, put_routing, routing_bucket
 from models.fit import rules
@@ -58,6 +59,8 @@ async def test_requests_are_routed_answered_in_batches_and_recorded(
         gateway_daemon, challenger="parser-v1", challenger_weight=0.5, salt="s1",
         challenger_artifact=str(memorised.path),
     )  # fmt: skip
+    served = metrics.SERVING_REQUESTS.labels("parser", "parser-v1")
+    served_before = served._value.get()  # the registry is the process's: count the difference
     units = [f"user-{i}" for i in range(40)]
     replies = await asyncio.gather(*(
         infer(gateway_daemon.nc, "parser", TEXTS[i % len(TEXTS)], unit_id=unit, timeout=30)
@@ -76,6 +79,8 @@ async def test_requests_are_routed_answered_in_batches_and_recorded(
     assert (again["arm"], again["version"]) == ("challenger", "parser-v1")  # sticky
     assert (again["output"], again["fallback_used"]) == (MEMORISE["expected"], False)
 
+    challenger_replies = sum(r["arm"] == "challenger" for r in [*replies, again])
+    assert served._value.get() - served_before == challenger_replies
     stats = gateway_daemon.daemon.gateway.stats()["parser"]
     assert stats["requests"] == 41 and stats["batches"] < 41  # requests met in batches
     assert set(stats["loaded"]) == {"parser-v0", "parser-v1"}
@@ -112,6 +117,7 @@ async def test_bad_requests_and_unloadable_versions_are_clear_errors(
     # Recorded against the challenger, so the error-rate guardrail sees it.
     (row,) = await stored(gateway_daemon, 1, "model_version = 'parser-v9'")
     assert row["arm"] == "challenger" and "cannot be loaded" in row["error"]
+    assert metrics.SERVING_ERRORS.labels("parser", "parser-v9", "503")._value.get() >= 1  # noqa: E501 - the fixture's daemon is the only one to serve parser-v9
 
 
 async def test_shadow_mode_runs_the_challenger_unanswered_on_champion_traffic(
