@@ -117,7 +117,7 @@ async def test_bad_requests_and_unloadable_versions_are_clear_errors(
     # Recorded against the challenger, so the error-rate guardrail sees it.
     (row,) = await stored(gateway_daemon, 1, "model_version = 'parser-v9'")
     assert row["arm"] == "challenger" and "cannot be loaded" in row["error"]
-    assert metrics.SERVING_ERRORS.labels("parser", "parser-v9", "503")._value.get() >= 1  # noqa: E501 - the fixture's daemon is the only one to serve parser-v9
+    assert metrics.SERVING_ERRORS.labels("parser", "parser-v9", "503")._value.get() >= 1
 
 
 async def test_shadow_mode_runs_the_challenger_unanswered_on_champion_traffic(
