@@ -51,15 +51,13 @@ BEHAVIOUR = UserBehaviour(feedback_delay_s=(0.0, 0.0), correction_delay_s=(0.0, 
 """The pool's users, rating at once (the demo runs in real time)."""
 
 SUCCESS_BY_VERSION = """
-SELECT q.model_version AS version, q.arm, count(*) AS queries,
-       avg(CAST(EXISTS (SELECT 1 FROM feedback_events f WHERE f.query_id = q.query_id
-                         AND (f.rating >= 4 OR f.thumbs = 'up'))
-            AND NOT EXISTS (SELECT 1 FROM correction_events c WHERE c.query_id = q.query_id)
-            AS DOUBLE)) AS success
-FROM query_events q WHERE q.task = 'parser' AND q.service = 'fit-search'
-  AND q.ts >= '{since}' AND q.ts < '{until}'
-GROUP BY ALL ORDER BY version, arm
+SELECT model_version AS version, count(*) AS queries, avg(CAST(success AS DOUBLE)) AS success
+FROM query_units({attribution_s})
+WHERE task = 'parser' AND arm = 'champion' AND ts >= '{since}' AND ts < '{until}'
+GROUP BY ALL ORDER BY version
 """
+"""Live success while a version was the champion at 100%: success as the experiments count
+it (the ``query_units`` macro of ``storage/schema.sql``)."""
 
 
 @dataclass
@@ -259,7 +257,8 @@ class Demo:
             TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), console=self.console,
         )  # fmt: skip
-        self.threshold = load_config(CONFIG).triggers.parser.min_new_signal
+        self.config = load_config(CONFIG)
+        self.threshold = self.config.triggers.parser.min_new_signal
         self.bars = {
             "corrections": self.progress.add_task("corrections", total=self.threshold, info=""),
             "training": self.progress.add_task("training (steps)", total=None, info=""),
@@ -273,10 +272,11 @@ class Demo:
         line = Text(f"[{self.elapsed() / 60:4.1f} min] {self.phase}: {self.status}")
         return Group(self.progress, line)
 
-    def mark(self, phase: str) -> None:
+    def mark(self, phase: str, message: str) -> None:
+        """A phase begins: shown, and its start (seconds into the run) kept by name."""
         self.phase = phase
         self.result.phases[phase] = round(self.elapsed(), 1)
-        self.console.log(f"{phase}")
+        self.console.log(message)
 
     async def until(self, what: str, check: Any, live: Live, interval: float = 2.0) -> Any:
         while True:
@@ -311,7 +311,7 @@ class Demo:
 
     async def _loop(self, daemon: DaemonProcess, probe: Probe, users: Users, live: Live) -> None:
         started_at = datetime.now(UTC)
-        self.mark("simulated traffic flows (rule parser, version 0)")
+        self.mark("traffic", "simulated traffic flows (rule parser, version 0)")
         users.start()
 
         async def training_queued() -> Any:
@@ -327,7 +327,7 @@ class Demo:
 
         job = await self.until("the correction threshold", training_queued, live)
         v0_until = datetime.now(UTC)
-        self.mark(f"corrections past the threshold: training {job['job_id']} ({job['reason']})")
+        self.mark("training", f"corrections past the threshold: training {job['job_id']}")
         users.rate = self.options.training_rate
 
         async def trained() -> Any:
@@ -354,7 +354,7 @@ class Demo:
         self.result.gate = gate or {}
         if not gate or not gate["passed"]:
             raise DemoFailed(f"{version} did not pass the offline gate: {gate}")
-        self.mark(f"{version} passed the offline gate: {gate['reason']}")
+        self.mark("gate", f"{version} passed the offline gate: {gate['reason']}")
         users.rate = None
 
         experiment = await self._experiment(probe, users, live, version)
@@ -362,7 +362,7 @@ class Demo:
             raise DemoFailed(f"experiment ended {experiment['status']}: {experiment['reason']}")
         self.result.promoted = version
         self.result.promotion = await self._last_decision(probe, experiment["experiment_id"])
-        self.mark(f"{version} promoted by the sequential test")
+        self.mark("promoted", f"{version} promoted by the sequential test")
 
         after_from = datetime.now(UTC)
         target = users.asked + self.options.after_queries
@@ -373,28 +373,30 @@ class Demo:
 
         await self.until("live traffic on the new champion", enough_after, live, 1.0)
         after_until = datetime.now(UTC)
-        self.result.live = [
-            *[{**r, "phase": "champion"} for r in await probe.rows(SUCCESS_BY_VERSION.format(
-                since=started_at.isoformat(), until=v0_until.isoformat()))],
-            *[{**r, "phase": "champion"} for r in await probe.rows(SUCCESS_BY_VERSION.format(
-                since=after_from.isoformat(), until=after_until.isoformat()))],
-        ]  # fmt: skip
+        attribution_s = self.config.experiments.attribution_s
+        for since, until in ((started_at, v0_until), (after_from, after_until)):
+            query = SUCCESS_BY_VERSION.format(
+                attribution_s=attribution_s, since=since.isoformat(), until=until.isoformat()
+            )
+            self.result.live += [{**row, "phase": "champion"} for row in await probe.rows(query)]
 
         if self.options.worse_challenger:
             why = "demo: a deliberately worse challenger"
             await probe.control(
                 "challenge", {"task": "parser", "version": "parser-v0", "reason": why}
             )
-            self.mark("a worse challenger (the rule parser, version 0) injected by hand")
+            self.mark(
+                "worse challenger", "the rule parser (version 0) injected by hand as challenger"
+            )
             worse = await self._experiment(probe, users, live, "parser-v0")
             if worse["status"] != "rolled_back":
                 raise DemoFailed(f"the worse challenger's experiment ended {worse['status']}")
             self.result.rolled_back = "parser-v0"
             self.result.rollback = await self._last_decision(probe, worse["experiment_id"])
-            self.mark("the worse challenger was rolled back")
+            self.mark("rolled back", "the worse challenger was rolled back")
         await users.stop()
 
-        self.mark("held-out comparison")
+        self.mark("held out", "held-out comparison")
         self.status = f"{self.options.heldout_queries} held-out questions, version 0 vs {version}"
         live.update(self._view())
         artifact = (await probe.one(
@@ -415,10 +417,13 @@ class Demo:
             "d.gate, d.action FROM experiment_decisions d JOIN experiments e USING "
             "(experiment_id) WHERE d.action <> 'hold' ORDER BY d.decided_at"
         )
+        self.status = "drift report and HTML"
+        live.update(self._view())
         report = self.options.data_dir / "report.html"
-        daemon.kaizend("drift", "--html", str(report), check=False)
+        daemon.kaizend("drift", "parser", "--run")  # stored by the daemon, with its plots
+        daemon.kaizend("drift", "parser", "--html", str(report))
         self.result.report = str(report) if report.exists() else None
-        self.mark("done")
+        self.mark("done", "done")
 
     async def _experiment(self, probe: Probe, users: Users, live: Live, challenger: str) -> Any:
         self.progress.reset(self.bars["ramp"], total=4, info="")

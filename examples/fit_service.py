@@ -84,12 +84,14 @@ class FitSearch:
         """Answer a user's question; raises `handlers.producer.InferenceFailed` when the
         gateway could not (the service would show an error page)."""
         started = time.perf_counter()
-        reply = await infer(self.nc, "parser", text, unit_id=user, timeout=30)
+        reply = await infer(self.nc, "parser", text, unit_id=user, timeout=30, service=SERVICE)
         parsed = validate_output(reply["output"])
         rows = await asyncio.to_thread(self._sites, parsed, limit)
         results: list[str] = []
         if retrieve:
-            ranked = await infer(self.nc, "retriever", text, unit_id=user, timeout=30)
+            ranked = await infer(
+                self.nc, "retriever", text, unit_id=user, timeout=30, service=SERVICE
+            )
             results = [hit["doc_id"] for hit in ranked["output"]["results"]]
         return Answer(
             query_id=reply["query_id"], text=text, parse=reply["output"], arm=reply["arm"],

@@ -2,9 +2,10 @@
 
 A NATS micro service (``kaizen-gateway``; its instances share a queue group, so starting
 more of them on other boxes spreads the load) with one endpoint per task on
-``<gateway.subject_prefix>.<task>``. A request ``{"text", "unit_id", "query_id"?}`` is assigned
-an arm by the routing bucket (the same sticky hash as the producer client), answered by that
-arm's version, and recorded as a query event with arm, version, latency, fallback and error:
+``<gateway.subject_prefix>.<task>``. A request ``{"text", "unit_id", "query_id"?,
+"service"?}`` is assigned an arm by the routing bucket (the same sticky hash as the producer
+client), answered by that arm's version, and recorded as a query event with arm, version,
+latency, fallback, error and the asking service:
 
     reply = await nc.request("kaizen.infer.parser", b'{"text": "wind in devon", "unit_id": "u1"}')
     {"query_id": "...", "task": "parser", "arm": "champion", "version": "parser-v0",
@@ -81,6 +82,9 @@ class InferRequest(BaseModel):
     text: str = Field(min_length=1, max_length=10_000)
     unit_id: str | None = Field(None, max_length=256, description="Sticky assignment key.")
     query_id: str | None = Field(None, max_length=256, description="Default: a new uuid.")
+    service: str | None = Field(
+        None, max_length=256, description="The asking service, recorded on the query event."
+    )
 
 
 class GatewayError(Exception):
@@ -281,7 +285,7 @@ class Gateway:
             await self.producer.query(
                 task, infer.text, unit_id=unit_id, output=None,
                 latency_ms=(time.perf_counter() - started) * 1e3, arm=arm, version=version,
-                error=error, query_id=query_id,
+                error=error, query_id=query_id, service=infer.service,
             )  # fmt: skip
             return
         latency_ms = (time.perf_counter() - started) * 1e3
@@ -295,15 +299,17 @@ class Gateway:
         await self.producer.query(
             task, infer.text, unit_id=unit_id, output=answer.output, latency_ms=latency_ms,
             arm=arm, version=version, query_id=query_id, fallback_used=answer.fallback_used,
+            service=infer.service,
         )  # fmt: skip
         if routing.shadow and arm == "champion" and routing.challenger:
-            await self._shadow(task, routing, infer.text, unit_id, query_id)
+            await self._shadow(task, routing, infer, unit_id, query_id)
 
     async def _shadow(
-        self, task: str, routing: Routing, text: str, unit_id: str, query_id: str
+        self, task: str, routing: Routing, infer: InferRequest, unit_id: str, query_id: str
     ) -> None:
         """The challenger's answer to a champion unit, recorded but never shown."""
         assert routing.challenger is not None
+        text = infer.text
         started = time.perf_counter()
         error, answer = None, None
         try:
@@ -317,7 +323,7 @@ class Gateway:
             latency_ms=(time.perf_counter() - started) * 1e3, arm="shadow",
             version=routing.challenger, error=error, query_id=f"shadow:{query_id}",
             fallback_used=answer.fallback_used if answer else None,
-            extra={"shadow_of": query_id},
+            extra={"shadow_of": query_id}, service=infer.service,
         )  # fmt: skip
 
     async def _predict(self, task: str, version: str, artifact: str | None, text: str) -> Answer:

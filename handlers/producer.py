@@ -63,10 +63,12 @@ async def infer(
     query_id: str | None = None,
     timeout: float = 10.0,
     subject_prefix: str = "kaizen.infer",
+    service: str | None = None,
 ) -> dict[str, Any]:
     """Ask the gateway for ``task``'s answer to ``text``: ``{query_id, task, arm, version,
-    output, fallback_used, latency_ms}``; raises `InferenceFailed` for an error reply."""
-    request = {"text": text, "unit_id": unit_id, "query_id": query_id}
+    output, fallback_used, latency_ms}``; raises `InferenceFailed` for an error reply.
+    ``service`` names the asking service on the query event the gateway records."""
+    request = {"text": text, "unit_id": unit_id, "query_id": query_id, "service": service}
     msg = await nc.request(f"{subject_prefix}.{task}", json.dumps(request).encode(), timeout)
     headers = msg.headers or {}
     if ERROR_CODE_HEADER in headers:
@@ -152,17 +154,19 @@ class Producer:
         query_id: str | None = None,
         fallback_used: bool | None = None,
         extra: dict[str, Any] | None = None,
+        service: str | None = None,
     ) -> str:
         """Publish a query event (routing it now unless ``arm`` and ``version`` are given);
         returns its query id for the feedback and corrections that follow. ``arm`` may also
-        be ``"shadow"``; ``extra`` fields are stored in the event's ``extra`` column."""
+        be ``"shadow"``; ``extra`` fields are stored in the event's ``extra`` column;
+        ``service`` (default: the producer's) names who asked."""
         if arm is None or version is None:
             arm, version = self.route(task, unit_id)
         query_id = query_id or str(uuid.uuid4())
         await self._publish("query", {
             **(extra or {}), "query_id": query_id, "task": task, "text": text,
             "model_version": version, "arm": arm, "unit_id": unit_id, "output": output,
-            "latency_ms": latency_ms, "error": error, "service": self.service,
+            "latency_ms": latency_ms, "error": error, "service": service or self.service,
             "fallback_used": fallback_used,
         })  # fmt: skip
         return query_id

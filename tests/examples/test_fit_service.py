@@ -52,7 +52,11 @@ async def test_a_search_is_answered_filtered_and_its_feedback_recorded(
             (outcome,) = await rows(daemon, "SELECT * FROM query_outcomes")
             assert outcome["query_id"] == answer.query_id and outcome["mean_rating"] == 2
             (query,) = await rows(daemon, "SELECT * FROM query_events")
-            assert (query["unit_id"], query["text"], query["service"]) == ("u-1", text, "gateway")
+            assert (query["unit_id"], query["text"], query["service"]) == (
+                "u-1",
+                text,
+                "fit-search",
+            )
             (correction,) = await rows(daemon, "SELECT * FROM correction_events")
             assert correction["author"] == "reviewer"
         finally:
