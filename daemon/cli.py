@@ -391,26 +391,23 @@ _reason_option = click.option(
 )
 
 
-@experiments.command(name="pause")
-@click.argument("experiment_id")
-@_reason_option
-@click.pass_context
-def experiments_pause(ctx: click.Context, experiment_id: str, reason: str) -> None:
-    """Send all traffic to the champion and stop deciding, until `resume`."""
-    payload = {"experiment_id": experiment_id, "action": "pause", "reason": reason}
-    done = _control(_settings(ctx), "experiment", payload)
-    click.echo(f"experiment {done['experiment_id']} is {done['status']}")
+def _switch_command(action: str, doc: str) -> None:
+    """``kaizend experiments pause|resume ID``: one command per action."""
+
+    @experiments.command(name=action, help=doc)
+    @click.argument("experiment_id")
+    @_reason_option
+    @click.pass_context
+    def command(ctx: click.Context, experiment_id: str, reason: str) -> None:
+        payload = {"experiment_id": experiment_id, "action": action, "reason": reason}
+        done = _control(_settings(ctx), "experiment", payload)
+        click.echo(f"experiment {done['experiment_id']} is {done['status']}")
 
 
-@experiments.command(name="resume")
-@click.argument("experiment_id")
-@_reason_option
-@click.pass_context
-def experiments_resume(ctx: click.Context, experiment_id: str, reason: str) -> None:
-    """Carry on at the paused step's share (a new step: its data is a stratum of its own)."""
-    payload = {"experiment_id": experiment_id, "action": "resume", "reason": reason}
-    done = _control(_settings(ctx), "experiment", payload)
-    click.echo(f"experiment {done['experiment_id']} is {done['status']}")
+_switch_command("pause", "Send all traffic to the champion and stop deciding, until `resume`.")
+_switch_command(
+    "resume", "Carry on at the paused step's share (a new step: its data is a stratum of its own)."
+)
 
 
 @cli.command()

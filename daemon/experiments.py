@@ -263,38 +263,30 @@ class ExperimentLoop:
 
     async def pause(self, experiment_id: str, reason: str) -> Experiment:
         """Stop the challenger's traffic and the decisions until `resume`."""
-        async with self._lock:
-            experiment = await asyncio.to_thread(self._experiment, experiment_id)
-            if experiment.status != "running":
-                raise ExperimentRefused(
-                    f"experiment {experiment_id} is {experiment.status}, not running"
-                )
-
-            def record() -> None:
-                with self.store.cursor() as con:
-                    ExperimentStore(con).pause(experiment_id, reason)
-
-            await asyncio.to_thread(record)
-            await self._route(experiment.task, experiment)
-            log.warning("experiment %s paused: %s", experiment_id, reason)
-            return await asyncio.to_thread(self._experiment, experiment_id)
+        return await self._switch(experiment_id, "running", "pause", reason)
 
     async def resume(self, experiment_id: str, reason: str) -> Experiment:
         """Carry on at the paused step's share, in a new step."""
+        return await self._switch(experiment_id, "paused", "resume", reason)
+
+    async def _switch(
+        self, experiment_id: str, expected: str, action: str, reason: str
+    ) -> Experiment:
+        """Pause or resume (``action``) an experiment that is ``expected``, then route."""
         async with self._lock:
             experiment = await asyncio.to_thread(self._experiment, experiment_id)
-            if experiment.status != "paused":
+            if experiment.status != expected:
                 raise ExperimentRefused(
-                    f"experiment {experiment_id} is {experiment.status}, not paused"
+                    f"experiment {experiment_id} is {experiment.status}, not {expected}"
                 )
 
             def record() -> None:
                 with self.store.cursor() as con:
-                    ExperimentStore(con).resume(experiment_id, reason)
+                    getattr(ExperimentStore(con), action)(experiment_id, reason)
 
             await asyncio.to_thread(record)
             await self._route(experiment.task, experiment)
-            log.warning("experiment %s resumed: %s", experiment_id, reason)
+            log.warning("experiment %s: %s (%s)", experiment_id, action, reason)
             return await asyncio.to_thread(self._experiment, experiment_id)
 
     def _version(self, con: duckdb.DuckDBPyConnection, task: str, version_id: str) -> VersionRecord:

@@ -6,9 +6,14 @@ removes it on a clean exit. A file left by a killed daemon is recognised by its 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from core.config import Settings
 
@@ -45,3 +50,27 @@ def daemon_nats_url(settings: Settings) -> str | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return info["nats_url"] if _alive(int(info["pid"])) else None
+
+
+async def connect_beside_daemon(settings: Settings, name: str, purpose: str) -> Any | None:
+    """A started FastStream NATS broker on the daemon's NATS for a helper process (``kaizend
+    worker``, ``kaizend gateway``), reconnecting forever; None, logged, when there is none.
+    SIGTERM and SIGINT are the caller's to handle (`on_stop_signals`)."""
+    from handlers.connection import make_broker
+
+    url = daemon_nats_url(settings)
+    if url is None:
+        logging.getLogger(__name__).error(
+            "no NATS to %s: set nats.url, or run it beside a running daemon", purpose
+        )
+        return None
+    broker = make_broker(settings.nats, url, name=name, reconnect_forever=True)
+    await broker.connect()
+    return broker
+
+
+def on_stop_signals(stop: Callable[[], Any]) -> None:
+    """Call ``stop`` on SIGTERM or SIGINT (in the running event loop)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)

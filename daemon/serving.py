@@ -43,25 +43,16 @@ async def run_gateway(settings: Settings) -> int:
     directories must be readable at the paths the routing entries name (shared storage).
     """
     import asyncio
-    import logging
-    import signal
 
-    from daemon.runtime import daemon_nats_url
-    from handlers.connection import make_broker
+    from daemon.runtime import connect_beside_daemon, on_stop_signals
     from handlers.gateway import Gateway
     from handlers.producer import Producer
 
-    log = logging.getLogger(__name__)
-    url = daemon_nats_url(settings)
-    if url is None:
-        log.error("no NATS to serve on: set nats.url, or run it beside a running daemon")
+    broker = await connect_beside_daemon(settings, "kaizend-gateway", "serve on")
+    if broker is None:
         return 1
-    broker = make_broker(settings.nats, url, name="kaizend-gateway", reconnect_forever=True)
-    await broker.connect()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(stop.set)
     producer = await Producer.start(
         broker.connection, subject_prefix=settings.stream.subject_prefix, service="gateway"
     )

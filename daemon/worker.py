@@ -273,19 +273,13 @@ def _describe_exit(returncode: int | None) -> str:
 
 async def run_worker(settings: Settings, name: str | None = None) -> int:
     """``kaizend worker``: connect to the daemon's NATS and take jobs until SIGTERM/SIGINT."""
-    from daemon.runtime import daemon_nats_url
-    from handlers.connection import make_broker
+    from daemon.runtime import connect_beside_daemon, on_stop_signals
 
-    url = daemon_nats_url(settings)
-    if url is None:
-        log.error("no NATS to take jobs from: set nats.url, or run it beside a running daemon")
+    broker = await connect_beside_daemon(settings, "kaizend-worker", "take jobs from")
+    if broker is None:
         return 1
-    broker = make_broker(settings.nats, url, name="kaizend-worker", reconnect_forever=True)
-    await broker.connect()
     worker = Worker(settings, broker.connection, name=name)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+    on_stop_signals(lambda: asyncio.ensure_future(worker.stop()))
     try:
         await worker.run()
     finally:

@@ -265,8 +265,9 @@ MEMORISE = {
 
 
 @pytest.fixture(scope="session")
-def memorised(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A tiny parser version (LoRA on the tiny Llama) that has learnt one question by heart."""
+def memorised(gguf_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A tiny parser version (LoRA on the tiny Llama, converted from its GGUF file like the
+    packaged base) that has learnt one question by heart: `W >100 @Berkshire`."""
     from models.parser.config import ParserTrainingConfig
     from models.parser.train import train_parser
 
@@ -280,8 +281,8 @@ def memorised(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
         warmup_ratio=0.0,
         checkpoint_every=100,
     )
-    out = tmp_path_factory.mktemp("memorised")
-    return train_parser([MEMORISE], base_path=tiny_base, out_dir=out, config=config)
+    out = tmp_path_factory.mktemp("memorised") / "parser-v1"
+    return train_parser([MEMORISE], base_path=gguf_base, out_dir=out, config=config)
 
 
 @pytest.fixture(scope="session")
@@ -334,22 +335,3 @@ def gguf_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         json.dumps({"source": str(gguf_file), "source_bytes": gguf_file.stat().st_size})
     )
     return base
-
-
-@pytest.fixture(scope="session")
-def tiny_parser_version(gguf_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A parser version trained on `gguf_base`: eight steps on one question, which it then
-    answers right (`W >100 @Berkshire`)."""
-    from models.parser.config import ParserTrainingConfig
-    from models.parser.train import train_parser
-
-    config = ParserTrainingConfig(
-        max_steps=8, batch_size=1, learning_rate=1e-2, warmup_ratio=0.0, checkpoint_every=100
-    )
-    example = {
-        "id": "berks",
-        "text": "wind sites over 100kw in berkshire",
-        "expected": {"technology": "Wind", "capacity_min_kw": 100, "location": "Berkshire"},
-    }
-    out = tmp_path_factory.mktemp("version") / "parser-v1"
-    return train_parser([example], base_path=gguf_base, out_dir=out, config=config)

@@ -55,10 +55,10 @@ async def promote(tmp_path: Path, nats_url: str, ollama_url: str, version: Parse
 
 
 async def test_a_promoted_parser_is_created_on_ollama(
-    tmp_path: Path, nats_server, tiny_parser_version: ParserVersion
+    tmp_path: Path, nats_server, memorised: ParserVersion
 ) -> None:
     with OllamaFake() as fake:
-        champion = await promote(tmp_path, nats_server.url, fake.url, tiny_parser_version)
+        champion = await promote(tmp_path, nats_server.url, fake.url, memorised)
         assert champion == "parser-v1"
         await eventually(lambda: "kaizend-parser:parser-v1" in fake.models)
     [create] = fake.requests("/api/create")
@@ -69,12 +69,12 @@ async def test_a_promoted_parser_is_created_on_ollama(
 async def test_a_failed_publication_is_logged_and_the_promotion_stands(
     tmp_path: Path,
     nats_server,
-    tiny_parser_version: ParserVersion,
+    memorised: ParserVersion,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.ERROR, logger="daemon.ollama")
     with OllamaFake(refuse_adapters=True) as fake:
-        champion = await promote(tmp_path, nats_server.url, fake.url, tiny_parser_version)
+        champion = await promote(tmp_path, nats_server.url, fake.url, memorised)
         await eventually(lambda: bool(caplog.records))
     assert champion == "parser-v1" and fake.models == {}
     [record] = caplog.records
@@ -84,7 +84,7 @@ async def test_a_failed_publication_is_logged_and_the_promotion_stands(
 
 
 def test_kaizend_ollama_publish_creates_a_registered_version(
-    tmp_path: Path, tiny_parser_version: ParserVersion
+    tmp_path: Path, memorised: ParserVersion
 ) -> None:
     import os
     import subprocess
@@ -100,7 +100,7 @@ def test_kaizend_ollama_publish_creates_a_registered_version(
             "parser",
             base_model="tiny",
             reason="trained",
-            artifact_path=str(tiny_parser_version.path),
+            artifact_path=str(memorised.path),
         )
     store.close()
     with OllamaFake() as fake:

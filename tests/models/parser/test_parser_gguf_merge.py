@@ -46,14 +46,12 @@ def test_the_test_gguf_holds_the_tiny_base(gguf_base: Path, tiny_base: Path) -> 
 
 
 def test_the_merged_gguf_answers_like_the_in_process_version(
-    tiny_parser_version: ParserVersion, tmp_path: Path
+    memorised: ParserVersion, tmp_path: Path
 ) -> None:
-    merged = merge_adapter(
-        source(tiny_parser_version), tiny_parser_version.adapter_path, tmp_path / "v1.gguf"
-    )
-    in_process = ModelParser.from_version(tiny_parser_version.path, prompt_lookup=0)
+    merged = merge_adapter(source(memorised), memorised.adapter_path, tmp_path / "v1.gguf")
+    in_process = ModelParser.from_version(memorised.path, prompt_lookup=0)
     from_file = load_gguf(merged)
-    base = load_gguf(source(tiny_parser_version))
+    base = load_gguf(source(memorised))
 
     expected = logits(in_process.model)
     # The merged weights are stored as F16; the adapter itself moves the logits far more.
@@ -65,13 +63,13 @@ def test_the_merged_gguf_answers_like_the_in_process_version(
     assert (
         merged.read_bytes()
         == merge_adapter(
-            source(tiny_parser_version), tiny_parser_version.adapter_path, tmp_path / "again.gguf"
+            source(memorised), memorised.adapter_path, tmp_path / "again.gguf"
         ).read_bytes()
     )  # deterministic: the same version always uploads the same blob
 
 
 def test_a_gguf_that_is_not_the_adapters_llama_base_is_refused(
-    tiny_parser_version: ParserVersion, tmp_path: Path
+    memorised: ParserVersion, tmp_path: Path
 ) -> None:
     import gguf
     import numpy as np
@@ -86,7 +84,7 @@ def test_a_gguf_that_is_not_the_adapters_llama_base_is_refused(
         writer.close()
         return path
 
-    adapter = tiny_parser_version.adapter_path
+    adapter = memorised.adapter_path
     with pytest.raises(MergeError, match="'llama' only"):
         merge_adapter(write(tmp_path / "q.gguf", "qwen2"), adapter, tmp_path / "out.gguf")
     with pytest.raises(MergeError, match="not the adapter's base"):

@@ -65,15 +65,13 @@ def closed_port_url() -> str:
 
 
 def test_publishing_uploads_the_base_gguf_and_the_adapter_then_creates_the_model(
-    fake: OllamaFake, tiny_parser_version: ParserVersion, tmp_path: Path
+    fake: OllamaFake, memorised: ParserVersion, tmp_path: Path
 ) -> None:
-    record = registered(tmp_path, tiny_parser_version.path)
+    record = registered(tmp_path, memorised.path)
     publication = publish_version(settings_for(fake.url), record)
 
-    gguf_file = Path(
-        json.loads((tiny_parser_version.base_path / "kaizend_base.json").read_text())["source"]
-    )
-    adapter = tiny_parser_version.adapter_path
+    gguf_file = Path(json.loads((memorised.base_path / "kaizend_base.json").read_text())["source"])
+    adapter = memorised.adapter_path
     expected_blobs = {
         gguf_file.name: sha256(gguf_file),
         "adapter_model.safetensors": sha256(adapter / "adapter_model.safetensors"),
@@ -108,12 +106,12 @@ def test_publishing_uploads_the_base_gguf_and_the_adapter_then_creates_the_model
 
 
 def test_a_base_already_on_the_server_is_named_instead_of_uploaded(
-    fake: OllamaFake, tiny_parser_version: ParserVersion, tmp_path: Path
+    fake: OllamaFake, memorised: ParserVersion, tmp_path: Path
 ) -> None:
     fake.models["smollm2:135m"] = {}
     settings = settings_for(fake.url, model="fit/parser", base_model="smollm2:135m",
                             options={"num_predict": 12, "temperature": 0.1})  # fmt: skip
-    publication = publish_version(settings, registered(tmp_path, tiny_parser_version.path))
+    publication = publish_version(settings, registered(tmp_path, memorised.path))
 
     assert [Path(name).suffix for name in publication.blobs] == [".safetensors", ".json"]
     [create] = fake.requests("/api/create")
@@ -124,13 +122,11 @@ def test_a_base_already_on_the_server_is_named_instead_of_uploaded(
 
 
 def test_merged_publication_uploads_one_gguf_that_an_ollama_without_adapters_accepts(
-    tiny_parser_version: ParserVersion, tmp_path: Path
+    memorised: ParserVersion, tmp_path: Path
 ) -> None:
     expected = merge_adapter(
-        Path(
-            json.loads((tiny_parser_version.base_path / "kaizend_base.json").read_text())["source"]
-        ),
-        tiny_parser_version.adapter_path,
+        Path(json.loads((memorised.base_path / "kaizend_base.json").read_text())["source"]),
+        memorised.adapter_path,
         tmp_path / "expected.gguf",
     )
     settings = Settings(daemon={"data_dir": tmp_path / "data"},
@@ -139,7 +135,7 @@ def test_merged_publication_uploads_one_gguf_that_an_ollama_without_adapters_acc
         settings = settings.model_copy(
             update={"ollama": settings.ollama.model_copy(update={"url": fake.url})}
         )
-        publication = publish_version(settings, registered(tmp_path, tiny_parser_version.path))
+        publication = publish_version(settings, registered(tmp_path, memorised.path))
 
     [upload] = fake.uploads()
     assert upload.body["digest"] == sha256(expected) and upload.status == 201
@@ -153,7 +149,7 @@ def test_merged_publication_uploads_one_gguf_that_an_ollama_without_adapters_acc
     with pytest.raises(PublishError, match="base_model"):
         publish_version(
             settings_for(fake.url, publish="merged", base_model="smollm2:135m"),
-            registered(tmp_path / "b", tiny_parser_version.path),
+            registered(tmp_path / "b", memorised.path),
         )
 
 
@@ -178,11 +174,11 @@ def test_the_fake_checks_digests_like_ollama(fake: OllamaFake, tmp_path: Path) -
 
 
 def test_an_ollama_that_refuses_adapters_fails_the_publication_with_the_reason(
-    tiny_parser_version: ParserVersion, tmp_path: Path
+    memorised: ParserVersion, tmp_path: Path
 ) -> None:
     with OllamaFake(refuse_adapters=True) as fake:
         with pytest.raises(OllamaRefused) as refused:
-            publish_version(settings_for(fake.url), registered(tmp_path, tiny_parser_version.path))
+            publish_version(settings_for(fake.url), registered(tmp_path, memorised.path))
     assert refused.value.status == 400
     assert "LoRA adapters are no longer supported" in str(refused.value)
     assert 'ollama.publish = "merged"' in str(refused.value)  # what to do about it
@@ -190,23 +186,23 @@ def test_an_ollama_that_refuses_adapters_fails_the_publication_with_the_reason(
 
 
 def test_publishing_without_a_reachable_server_names_ollama_url(
-    tiny_parser_version: ParserVersion, tmp_path: Path
+    memorised: ParserVersion, tmp_path: Path
 ) -> None:
     url = closed_port_url()
     with pytest.raises(OllamaUnavailable) as unavailable:
-        publish_version(settings_for(url), registered(tmp_path, tiny_parser_version.path))
+        publish_version(settings_for(url), registered(tmp_path, memorised.path))
     assert isinstance(unavailable.value, ConnectionError)
     assert url in str(unavailable.value) and "ollama.url" in str(unavailable.value)
 
 
 def test_versions_that_cannot_be_published_say_why(
-    fake: OllamaFake, tiny_parser_version: ParserVersion, tiny_base: Path, tmp_path: Path
+    fake: OllamaFake, memorised: ParserVersion, tiny_base: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(PublishError, match="built-in rule parser"):
         publish_version(settings_for(fake.url), registered(tmp_path / "a", None))
 
     # A version on a base that was never a GGUF file: nothing to upload as the base.
-    plain = shutil.copytree(tiny_parser_version.path, tmp_path / "parser-v1")
+    plain = shutil.copytree(memorised.path, tmp_path / "parser-v1")
     base = json.loads((plain / "base.json").read_text())
     (plain / "base.json").write_text(json.dumps({**base, "path": str(tiny_base)}))
     with pytest.raises(PublishError, match="ollama.base_model"):
@@ -215,12 +211,10 @@ def test_versions_that_cannot_be_published_say_why(
 
 
 def test_parsing_sends_the_trained_prompt_raw_and_decodes_like_in_process(
-    fake: OllamaFake, tiny_parser_version: ParserVersion, tmp_path: Path
+    fake: OllamaFake, memorised: ParserVersion, tmp_path: Path
 ) -> None:
-    publish_version(settings_for(fake.url), registered(tmp_path, tiny_parser_version.path))
-    parser = OllamaParser.from_version(
-        settings_for(fake.url).ollama, tiny_parser_version.path, "parser-v1"
-    )
+    publish_version(settings_for(fake.url), registered(tmp_path, memorised.path))
+    parser = OllamaParser.from_version(settings_for(fake.url).ollama, memorised.path, "parser-v1")
     result = parser.parse(QUESTION)
 
     assert not result.fallback_used
