@@ -86,6 +86,9 @@ class EmbeddedNats:
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=die_with_parent,
+            # Its own process group: a Ctrl-C in the terminal reaches the daemon, which
+            # stops this child in order, instead of killing it under the daemon's feet.
+            process_group=0,
         )
         threading.Thread(target=self._follow, name="nats-server-log", daemon=True).start()
         if not self._ready.wait(timeout) or self._proc.poll() is not None:

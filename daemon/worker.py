@@ -223,6 +223,9 @@ class Worker:
             # Progress travels as protocol lines; bars would only clutter the daemon's log.
             env={**os.environ, "TQDM_DISABLE": "1"},
             preexec_fn=die_with_parent,
+            # Its own process group: a Ctrl-C in the terminal reaches the daemon, which
+            # stops this child in order, instead of killing it under the daemon's feet.
+            process_group=0,
             limit=1 << 22,
         )
         await self._status(spec, "started", pid=proc.pid)
