@@ -55,6 +55,15 @@ from storage.registry import Registry
 log = logging.getLogger(__name__)
 
 
+def _every(scheduler: AsyncIOScheduler, seconds: float, name: str, job: Any, *args: Any) -> None:
+    """Run ``job(*args)`` every ``seconds``; a run still going when the next is due is not
+    doubled, and runs missed while busy are coalesced into one."""
+    scheduler.add_job(
+        job, "interval", args=list(args), seconds=seconds, id=name, max_instances=1,
+        coalesce=True,
+    )  # fmt: skip
+
+
 class Daemon:
     """One running kaizend: owns the NATS connection, the DuckDB file and the scheduler."""
 
@@ -141,41 +150,18 @@ class Daemon:
         admin.register(broker)
         scheduler = AsyncIOScheduler()
         if s.storage.export_interval_s:
-            scheduler.add_job(
+            _every(
+                scheduler,
+                s.storage.export_interval_s,
+                "parquet-export",
                 asyncio.to_thread,
-                "interval",
-                args=[lambda: export_parquet(store.cursor(), s.export_path)],
-                seconds=s.storage.export_interval_s,
-                id="parquet-export",
-                max_instances=1,
-                coalesce=True,
+                lambda: export_parquet(store.cursor(), s.export_path),
             )
-        scheduler.add_job(
-            orchestrator.check,
-            "interval",
-            seconds=s.training.check_interval_s,
-            id="training-check",
-            max_instances=1,
-            coalesce=True,
-        )
+        _every(scheduler, s.training.check_interval_s, "training-check", orchestrator.check)
         if s.drift.interval_s:
-            scheduler.add_job(
-                drift.run,
-                "interval",
-                seconds=s.drift.interval_s,
-                id="drift-report",
-                max_instances=1,
-                coalesce=True,
-            )
+            _every(scheduler, s.drift.interval_s, "drift-report", drift.run)
         if s.metrics.port:
-            scheduler.add_job(
-                admin.consumer_lag,
-                "interval",
-                seconds=s.metrics.lag_interval_s,
-                id="consumer-lag",
-                max_instances=1,
-                coalesce=True,
-            )
+            _every(scheduler, s.metrics.lag_interval_s, "consumer-lag", admin.consumer_lag)
         worker: Worker | None = None
         worker_task: asyncio.Task[None] | None = None
         gateway: Gateway | None = None
@@ -200,14 +186,7 @@ class Daemon:
                     s.gateway, broker.connection, producer, predictor_loader(s)
                 )
                 await gateway.start()
-            scheduler.add_job(
-                experiments.tick,
-                "interval",
-                seconds=s.experiments.tick_s,
-                id="experiment-tick",
-                max_instances=1,
-                coalesce=True,
-            )
+            _every(scheduler, s.experiments.tick_s, "experiment-tick", experiments.tick)
             if s.training.local_worker:
                 worker = self.worker = Worker(s, broker.connection)
                 worker_task = asyncio.create_task(worker.run(), name="training-worker")
