@@ -73,7 +73,6 @@ class Daemon:
         self.orchestrator: Orchestrator | None = None
         self.drift: DriftMonitor | None = None
         self.worker: Worker | None = None
-        self.experiments: ExperimentLoop | None = None
         self.gateway: Gateway | None = None
         self.metrics: MetricsServer | None = None
         self._stop = asyncio.Event()
@@ -175,7 +174,7 @@ class Daemon:
             await apply_consumer_config(admin.js, s.stream, subscriber)
             await orchestrator.start(broker.connection)
             routing = await routing_bucket(admin.js, create=True)
-            experiments = self.experiments = ExperimentLoop(s, store, routing)
+            experiments = ExperimentLoop(s, store, routing)
             admin.experiments = experiments
             await experiments.sync_routing(tasks)
             if s.gateway.enabled:

@@ -34,7 +34,7 @@ from models.experiments.policy import Decision, Policy, StepData, decide
 from models.experiments.stats import SampleStats
 from storage.events import EventStore
 from storage.experiments import Experiment, ExperimentStore, arm_metrics
-from storage.registry import Registry, VersionRecord
+from storage.registry import Registry, Status, VersionRecord
 
 log = logging.getLogger(__name__)
 
@@ -205,19 +205,23 @@ class ExperimentLoop:
                      len(steps) + 1, weight * 100, decision.reason)  # fmt: skip
             return
         status = {"promote": "promoted", "rollback": "rolled_back"}.get(action, "inconclusive")
-        await self._finish(experiment, status, decision.reason, promote=action == "promote")
+        verdict = {"promote": "champion", "rollback": "rejected"}.get(action, "rejected")
+        await self._finish(experiment, status, decision.reason, challenger=verdict)
 
     async def _finish(
-        self, experiment: Experiment, status: str, reason: str, *, promote: bool
+        self, experiment: Experiment, status: str, reason: str, *, challenger: Status
     ) -> None:
-        """End ``experiment``: the registry, then the routing, then Ollama."""
+        """End ``experiment`` with its challenger ``champion`` (promoted), ``rejected`` or
+        ``candidate`` (withdrawn without a verdict): the registry, the routing, Ollama."""
         why = f"experiment {experiment.experiment_id}: {reason}"
 
         def record() -> None:
             with self.store.cursor() as con:
                 registry = Registry(con)
-                if promote:
+                if challenger == "champion":
                     registry.promote(experiment.challenger, why)
+                elif challenger == "candidate":
+                    registry.withdraw(experiment.challenger, why)
                 else:
                     registry.reject(experiment.challenger, why)
                 ExperimentStore(con).finish(experiment.experiment_id, status, reason)
@@ -227,21 +231,13 @@ class ExperimentLoop:
         metrics.EXPERIMENT_CHALLENGER_SHARE.labels(experiment.task).set(0)
         await self._route(experiment.task, None)
         log.warning("experiment %s %s: %s", experiment.experiment_id, status, reason)
-        if promote:
+        if challenger == "champion":
             await self._promoted(experiment.challenger)
 
     async def _promoted(self, version_id: str) -> None:
         """A new champion: published to Ollama when one is configured (in the background;
-        a failure is logged and the promotion stands). A built-in version 0 has nothing to
-        publish."""
-        if not self.settings.ollama.url:
-            return
-
-        def artifact() -> str | None:
-            with self.store.cursor() as con:
-                return Registry(con).get(version_id).artifact_path
-
-        if await asyncio.to_thread(artifact) is not None:
+        a failure is logged and the promotion stands)."""
+        if self.settings.ollama.url:
             publish_in_background(self.settings, self.store, version_id)
 
     def _steps(self, experiment: Experiment) -> list[Any]:
@@ -333,10 +329,12 @@ class ExperimentLoop:
             record, experiment = await asyncio.to_thread(check)
             why = f"promoted by an operator: {reason}"
             if experiment is not None and experiment.challenger == version_id:
-                await self._finish(experiment, "promoted", why, promote=True)
+                await self._finish(experiment, "promoted", why, challenger="champion")
                 return record
-            if experiment is not None:  # another challenger: its experiment stops
-                await self._finish(experiment, "stopped", f"{version_id} {why}", promote=False)
+            if experiment is not None:  # another challenger: withdrawn, not judged
+                await self._finish(
+                    experiment, "stopped", f"{version_id} {why}", challenger="candidate"
+                )
 
             def record_promotion() -> None:
                 with self.store.cursor() as con:
@@ -358,26 +356,16 @@ class ExperimentLoop:
             def state() -> tuple[Experiment | None, str | None, str | None]:
                 with self.store.cursor() as con:
                     registry = Registry(con)
-                    champion = registry.alias(task, "champion")
-                    # The newest earlier champion still kept for rollback (retired, not
-                    # rejected: a version rolled back once is not brought back).
-                    previous = con.execute(
-                        "SELECT h.version_id FROM alias_history h JOIN model_versions v "
-                        "USING (version_id) WHERE h.task = ? AND h.alias = 'champion' "
-                        "AND h.version_id <> ? AND v.status = 'retired' "
-                        "ORDER BY h.assigned_at DESC LIMIT 1",
-                        [task, champion],
-                    ).fetchone()
                     return (
                         ExperimentStore(con).active_for(task),
-                        champion,
-                        previous[0] if previous else None,
+                        registry.alias(task, "champion"),
+                        registry.previous_champion(task),
                     )
 
             experiment, champion, previous = await asyncio.to_thread(state)
             why = f"rolled back by an operator: {reason}"
             if experiment is not None:
-                await self._finish(experiment, "rolled_back", why, promote=False)
+                await self._finish(experiment, "rolled_back", why, challenger="rejected")
                 return experiment.champion
             if champion is None or previous is None:
                 raise ExperimentRefused(
@@ -386,9 +374,7 @@ class ExperimentLoop:
 
             def record() -> None:
                 with self.store.cursor() as con:
-                    registry = Registry(con)
-                    registry.promote(previous, why)
-                    registry.set_status(champion, "rejected", why)
+                    Registry(con).promote(previous, why, replaced="rejected", replaced_reason=why)
 
             await asyncio.to_thread(record)
             await self._route(task, None)

@@ -22,14 +22,15 @@ log = logging.getLogger(__name__)
 
 def publish_promoted(settings: Settings, store: EventStore, version_id: str) -> str | None:
     """Publish `version_id` to ``ollama.url``; the Ollama model name, or None when nothing
-    was published (no Ollama configured, not a parser version, or a failure, logged)."""
+    was published (no Ollama configured, not a parser version, the built-in rules, which
+    have no model, or a failure, logged)."""
     from models.parser.ollama import publish_version
 
     if not settings.ollama.url:
         return None
     with store.cursor() as con:
         record = Registry(con).get(version_id)
-    if record.task != "parser":
+    if record.task != "parser" or record.artifact_path is None:
         return None
     name = model_name(settings.ollama, version_id)
     try:

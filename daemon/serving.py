@@ -19,11 +19,11 @@ def predictor_loader(settings: Settings) -> PredictorLoader:
     tasks = {}
 
     def load(task: str, version_id: str, artifact: str | None) -> Predictor:
-        if settings.gateway.threads is not None:
-            import torch
-
-            torch.set_num_threads(settings.gateway.threads)
         if task not in tasks:
+            if settings.gateway.threads is not None and not tasks:
+                import torch
+
+                torch.set_num_threads(settings.gateway.threads)  # once, for the process
             tasks[task] = build_task(settings, task)
         built = tasks[task]
         if artifact and task == "parser" and settings.gateway.backend == "ollama":

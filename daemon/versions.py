@@ -32,6 +32,21 @@ def _lookup(settings: Settings, query: str) -> list[list[object]]:
         return []  # no database yet: nothing was ever registered
 
 
+def _alias_id(settings: Settings, task: str, alias: str) -> str | None:
+    """The version id holding ``alias`` now; None for ``champion`` before the first start
+    (version 0 is the champion then); `KaizendError` for an alias nobody holds."""
+    rows = _lookup(
+        settings,
+        f"SELECT version_id FROM current_aliases WHERE task = {sql_literal(task)} "
+        f"AND alias = {sql_literal(alias)}",
+    )
+    if rows and rows[0][0] is not None:
+        return str(rows[0][0])
+    if alias == "champion":
+        return None
+    raise KaizendError(f"{task} has no {alias} now: see `kaizend models list`")
+
+
 def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
     """The task's built-in name or the directory of the version that ``version`` names."""
     builtin = BUILTINS.get(task, BUILTIN)
@@ -39,18 +54,9 @@ def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
         return builtin
     if Path(version).is_dir():
         return Path(version)
-    version_id = version
-    if version in ALIASES:
-        rows = _lookup(
-            settings,
-            f"SELECT version_id FROM current_aliases WHERE task = {sql_literal(task)} "
-            f"AND alias = {sql_literal(version)}",
-        )
-        if not rows or rows[0][0] is None:
-            if version == "champion":
-                return builtin  # before the first start, version 0 is the champion
-            raise KaizendError(f"{task} has no {version} now: see `kaizend models list`")
-        version_id = str(rows[0][0])
+    version_id = _alias_id(settings, task, version) if version in ALIASES else version
+    if version_id is None:
+        return builtin
     rows = _lookup(
         settings,
         "SELECT artifact_path FROM model_versions WHERE version_id = " + sql_literal(version_id),
@@ -82,14 +88,5 @@ def version_label(settings: Settings, task: str, version: str) -> str:
         )
         return str(rows[0][0]) if rows else Path(version).resolve().name
     if version in ALIASES:
-        rows = _lookup(
-            settings,
-            f"SELECT version_id FROM current_aliases WHERE task = {sql_literal(task)} "
-            f"AND alias = {sql_literal(version)}",
-        )
-        if rows and rows[0][0] is not None:
-            return str(rows[0][0])
-        if version == "champion":
-            return f"{task}-v0"
-        raise KaizendError(f"{task} has no {version} now: see `kaizend models list`")
+        return _alias_id(settings, task, version) or f"{task}-v0"
     return version

@@ -196,7 +196,6 @@ class Users:
         self.rate: float | None = None
         self.asked = 0
         self.errors = 0
-        self.right: dict[str, list[int]] = {}
         self._next_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -229,9 +228,6 @@ class Users:
                 self.errors += 1
                 await asyncio.sleep(0.5)
                 continue
-            tally = self.right.setdefault(answer.version, [0, 0])
-            tally[0] += is_right(query.expected, answer.parse)
-            tally[1] += 1
             for event in react(query, answer.parse, rng=rng, query_id=answer.query_id,
                                ts=datetime.now(UTC), behaviour=BEHAVIOUR):  # fmt: skip
                 if event["kind"] == "feedback":
@@ -322,17 +318,18 @@ class Demo:
             self.progress.update(
                 self.bars["corrections"], completed=min(n, self.threshold), info=f"{n}"
             )
-            self.status = f"{users.asked} queries, {n} corrections stored"
+            self.status = f"{users.asked} queries ({users.errors} errors), {n} corrections stored"
             return await probe.one("SELECT * FROM training_jobs LIMIT 1")
 
         job = await self.until("the correction threshold", training_queued, live)
         v0_until = datetime.now(UTC)
         self.mark("training", f"corrections past the threshold: training {job['job_id']}")
         users.rate = self.options.training_rate
+        max_attempts = self.config.training.max_attempts
 
         async def trained() -> Any:
             row = await probe.one(
-                "SELECT state, progress, error, version_id FROM training_jobs "
+                "SELECT job_id, attempt, state, progress, error, version_id FROM training_jobs "
                 "ORDER BY requested_at DESC, attempt DESC LIMIT 1"
             )
             if row and row["progress"]:
@@ -342,8 +339,8 @@ class Demo:
                     info=f"loss {p.get('loss', float('nan')):.3f} eta {p.get('eta_s', 0):.0f} s",
                 )  # fmt: skip
             self.status = f"training {row['state'] if row else '?'}; {users.asked} queries"
-            if row and row["state"] == "failed" and "retry" not in str(row.get("error")):
-                return None
+            if row and row["state"] == "failed" and row["attempt"] >= max_attempts:
+                raise DemoFailed(f"training {row['job_id']} failed: {row['error']}")
             return row if row and row["state"] == "succeeded" else None
 
         job = await self.until("the training", trained, live, interval=3.0)

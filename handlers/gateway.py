@@ -178,7 +178,11 @@ class Gateway:
         """Per task: loaded versions, batches run and requests they answered."""
         return {
             task: {
-                "loaded": [v for v, f in state.loaded.items() if f.done() and not f.exception()],
+                "loaded": [
+                    version
+                    for version, future in state.loaded.items()
+                    if future.done() and not future.cancelled() and not future.exception()
+                ],
                 "batches": state.batches,
                 "requests": state.batched_requests,
             }

@@ -169,8 +169,17 @@ class Registry:
             self.set_status(version_id, "challenger", reason)
             self._append_alias(record.task, "challenger", version_id, reason)
 
-    def promote(self, version_id: str, reason: str) -> str | None:
-        """Make ``version_id`` the champion; the old champion is retired (kept for rollback).
+    def promote(
+        self,
+        version_id: str,
+        reason: str,
+        *,
+        replaced: Status = "retired",
+        replaced_reason: str | None = None,
+    ) -> str | None:
+        """Make ``version_id`` the champion; the old champion becomes ``replaced``: retired
+        (kept for rollback) by default, rejected when a rollback undoes it (with
+        ``replaced_reason``, default "replaced by <version>: <reason>").
 
         Returns the previous champion's id.
         """
@@ -178,17 +187,38 @@ class Registry:
         previous = self.alias(record.task, "champion")
         with self._transaction():
             if previous and previous != version_id:
-                self.set_status(previous, "retired", f"replaced by {version_id}: {reason}")
+                self.set_status(
+                    previous, replaced, replaced_reason or f"replaced by {version_id}: {reason}"
+                )
             self.set_status(version_id, "champion", reason)
             self._append_alias(record.task, "champion", version_id, reason)
             if self.alias(record.task, "challenger") == version_id:
                 self._append_alias(record.task, "challenger", None, f"promoted: {reason}")
         return previous
 
+    def previous_champion(self, task: str) -> str | None:
+        """The newest earlier champion still kept for rollback: retired, not rejected (a
+        version rolled back once is not brought back)."""
+        champion = self.alias(task, "champion")
+        row = self.con.execute(
+            "SELECT h.version_id FROM alias_history h JOIN model_versions v USING (version_id) "
+            "WHERE h.task = ? AND h.alias = 'champion' AND h.version_id IS DISTINCT FROM ? "
+            "AND v.status = 'retired' ORDER BY h.assigned_at DESC LIMIT 1",
+            [task, champion],
+        ).fetchone()
+        return row[0] if row else None
+
     def reject(self, version_id: str, reason: str) -> None:
         """Reject a candidate or roll back a challenger (its alias is cleared)."""
+        self._stand_down(version_id, "rejected", reason, f"rolled back: {reason}")
+
+    def withdraw(self, version_id: str, reason: str) -> None:
+        """A challenger whose experiment was stopped without a verdict: a candidate again."""
+        self._stand_down(version_id, "candidate", reason, f"withdrawn: {reason}")
+
+    def _stand_down(self, version_id: str, status: Status, reason: str, why: str) -> None:
         record = self.get(version_id)
         with self._transaction():
-            self.set_status(version_id, "rejected", reason)
+            self.set_status(version_id, status, reason)
             if self.alias(record.task, "challenger") == version_id:
-                self._append_alias(record.task, "challenger", None, f"rolled back: {reason}")
+                self._append_alias(record.task, "challenger", None, why)

@@ -71,6 +71,31 @@ def test_rollback_rejects_and_clears_the_challenger(registry: Registry) -> None:
     assert registry.alias("retriever", "champion") == "retriever-v0"
 
 
+def test_a_withdrawn_challenger_is_a_candidate_again(registry: Registry) -> None:
+    registry.ensure_initial_champion("parser", base_model="rules", reason="initial")
+    registry.register("parser", base_model="smollm2", reason="trained")
+    registry.make_challenger("parser-v1", "gate passed")
+    registry.withdraw("parser-v1", "parser-v2 promoted by an operator")
+    assert registry.get("parser-v1").status == "candidate"
+    assert registry.alias("parser", "challenger") is None
+
+
+def test_a_rollback_to_the_previous_champion_rejects_the_current_one_at_once(
+    registry: Registry,
+) -> None:
+    registry.ensure_initial_champion("parser", base_model="rules", reason="initial")
+    assert registry.previous_champion("parser") is None
+    registry.register("parser", base_model="smollm2", reason="trained")
+    registry.promote("parser-v1", "better")
+    assert registry.previous_champion("parser") == "parser-v0"
+    registry.promote("parser-v0", "regression", replaced="rejected", replaced_reason="regression")
+    assert (registry.get("parser-v1").status, registry.get("parser-v1").status_reason) == (
+        "rejected", "regression",
+    )  # fmt: skip
+    assert registry.alias("parser", "champion") == "parser-v0"
+    assert registry.previous_champion("parser") is None  # a rejected version never comes back
+
+
 def test_unknown_versions_and_statuses_are_clear_errors(registry: Registry) -> None:
     with pytest.raises(UnknownVersion, match="kaizend models list"):
         registry.get("parser-v9")
