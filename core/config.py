@@ -158,6 +158,18 @@ class AdminSettings(_Section):
         ge=1,
         description="Rows returned by `kaizend sql` at most; use the Parquet export for more.",
     )
+    sql_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="An operator query (`kaizend sql`, answered by the daemon or from the file "
+        "offline) is interrupted inside DuckDB after this many seconds.",
+    )
+    sql_concurrency: int = Field(
+        2,
+        ge=1,
+        description="Operator queries the daemon runs at once, each on its own thread and "
+        "cursor; one more is refused until one of them ends.",
+    )
 
 
 class ParserSettings(_Section):

@@ -21,15 +21,35 @@ class ConfigError(KaizendError, ValueError):
 
 
 class ReadOnlyViolation(KaizendError, PermissionError):
-    """An operator query tried to change the database."""
+    """An operator query tried to change the database or its state; ``what`` names it."""
 
-    def __init__(self, statement_type: str) -> None:
+    def __init__(self, what: str) -> None:
         super().__init__(
-            f"refused: `kaizend sql` is read-only and does not run {statement_type} statements; "
-            "only SELECT (including SHOW, DESCRIBE, SUMMARIZE, WITH ... SELECT) and EXPLAIN "
-            "of a SELECT are allowed"
+            f"refused: `kaizend sql` is read-only and does not run {what}; only SELECT "
+            "(including SHOW, DESCRIBE, SUMMARIZE, WITH ... SELECT) and EXPLAIN of a SELECT "
+            "are allowed, over the tables, the catalog and the Parquet export"
         )
-        self.statement_type = statement_type
+        self.what = what
+
+
+class QueryTimeout(KaizendError, TimeoutError):
+    """An operator query ran longer than ``admin.sql_timeout_s`` and DuckDB interrupted it."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"query interrupted after {timeout_s:g} s (admin.sql_timeout_s): narrow it with a "
+            "WHERE or a LIMIT, query the Parquet export, or raise admin.sql_timeout_s "
+            "(KAIZEND_ADMIN__SQL_TIMEOUT_S)"
+        )
+        self.timeout_s = timeout_s
+
+
+class QueryInterrupted(KaizendError, InterruptedError):
+    """An operator query was interrupted before it ended (the daemon is stopping)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"query interrupted: {reason}; run it again once the daemon is back")
+        self.reason = reason
 
 
 class DaemonUnavailable(KaizendError, ConnectionError):

@@ -6,11 +6,10 @@ orchestrator (training triggers and results) and the local training worker -> ev
 routing entry, from the registry -> inference gateway -> scheduler (Parquet export, trigger
 checks, experiment ticks, drift reports, consumer-lag gauges) -> Prometheus /metrics endpoint
 -> runtime file.
-Stop (SIGTERM/SIGINT): stop the gateway (answering the requests in hand) -> abandon a drift
-report -> stop the metrics endpoint -> stop the training worker (its job goes back to the
-queue) -> stop fetching -> commit and ack what was fetched -> close NATS -> checkpoint DuckDB
--> stop the embedded server; all within
-``daemon.shutdown_grace_s``.
+Stop (SIGTERM/SIGINT): interrupt operator queries -> stop the gateway (answering the requests
+in hand) -> abandon a drift report -> stop the metrics endpoint -> stop the training worker
+(its job goes back to the queue) -> stop fetching -> commit and ack what was fetched -> close
+NATS -> checkpoint DuckDB -> stop the embedded server; all within ``daemon.shutdown_grace_s``.
 """
 
 from __future__ import annotations
@@ -123,7 +122,7 @@ class Daemon:
             await asyncio.to_thread(embedded.start)
             url = embedded.url
 
-        store = self.store = EventStore(s.db_path)
+        store = self.store = EventStore(s.db_path, export_dir=s.export_path)
         tasks = {name: build_task(s, name) for name in TASK_NAMES}
         with store.cursor() as con:
             for name, task in tasks.items():
@@ -204,6 +203,7 @@ class Daemon:
         finally:
             if scheduler.running:
                 scheduler.shutdown(wait=False)
+            await admin.stop()
             if gateway is not None:
                 await gateway.stop(grace_s=s.daemon.shutdown_grace_s / 2)
                 await gateway.producer.stop()

@@ -18,7 +18,7 @@ from daemon.runtime import daemon_nats_url
 from handlers.connection import make_broker
 from handlers.publish import Outgoing, PublishReport, publish_events
 from storage.events import stored_summary
-from storage.readonly import run_read_only
+from storage.readonly import CONNECT_CONFIG, confine, run_read_only
 
 
 @asynccontextmanager
@@ -58,15 +58,19 @@ async def request_daemon(
 
 
 def open_offline(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """The database file opened read-only while the daemon is down, confined like the daemon's
+    (files only under the Parquet export, no network, no extensions, settings locked)."""
     path = settings.db_path
     if not path.exists():
         raise StorageError(f"no database at {path}: has the daemon ever run with this config?")
     try:
-        return duckdb.connect(str(path), read_only=True)
+        con = duckdb.connect(str(path), read_only=True, config=CONNECT_CONFIG)
     except duckdb.IOException as err:
         raise StorageError(
             f"{path} is locked by a running process that does not answer requests: {err}"
         ) from err
+    confine(con, [settings.export_path])
+    return con
 
 
 def read_status_offline(settings: Settings) -> dict[str, Any]:
@@ -76,13 +80,18 @@ def read_status_offline(settings: Settings) -> dict[str, Any]:
 
 def sql_query(settings: Settings, query: str, max_rows: int | None) -> dict[str, Any]:
     """Answer ``query`` through the daemon if it runs, else from the file, read-only."""
+    admin = settings.admin
+    # The daemon interrupts a query after admin.sql_timeout_s: wait for it to say so.
+    timeout = max(settings.nats.request_timeout_s, admin.sql_timeout_s + 5)
     try:
-        reply = asyncio.run(request_daemon(settings, "sql", {"sql": query, "max_rows": max_rows}))
+        reply = asyncio.run(
+            request_daemon(settings, "sql", {"sql": query, "max_rows": max_rows}, timeout=timeout)
+        )
     except DaemonUnavailable:
         with open_offline(settings) as con:
-            limit = min(max_rows or settings.admin.sql_max_rows, settings.admin.sql_max_rows)
+            limit = min(max_rows or admin.sql_max_rows, admin.sql_max_rows)
             try:
-                result = run_read_only(con, query, limit)
+                result = run_read_only(con, query, limit, timeout_s=admin.sql_timeout_s)
             except duckdb.Error as err:
                 raise KaizendError(str(err)) from err
             return {

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol, TypeVar
 
 import duckdb
@@ -33,7 +34,7 @@ from core.config import Settings
 from core.errors import KaizendError
 from handlers.ingest import Ingestor
 from storage.events import EventStore, stored_summary
-from storage.readonly import run_read_only
+from storage.readonly import OperatorQueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,11 +114,21 @@ class Admin:
         self.js: JetStreamContext | None = None
         self.experiments: ExperimentControls | None = None
         self._broker: NatsBroker | None = None
+        # Operator SQL runs on threads of its own, never the default executor that ingestion
+        # commits through, each query on its own cursor and under admin.sql_timeout_s.
+        self._queries = OperatorQueries(store.cursor, settings.admin.sql_timeout_s)
+        self._sql_threads = ThreadPoolExecutor(
+            settings.admin.sql_concurrency, thread_name_prefix="operator-sql"
+        )
+        self._sql_running: set[asyncio.Future[Any]] = set()
 
     def register(self, broker: NatsBroker) -> None:
         self._broker = broker
         prefix = self.settings.admin.subject_prefix
-        broker.subscriber(f"{prefix}.sql")(self.sql)
+        # One worker more than the queries allowed at once, so that one more is refused at
+        # once rather than queued behind a long one.
+        workers = self.settings.admin.sql_concurrency + 1
+        broker.subscriber(f"{prefix}.sql", max_workers=workers)(self.sql)
         broker.subscriber(f"{prefix}.status")(self.status)
         broker.subscriber(f"{prefix}.train")(self.train)
         broker.subscriber(f"{prefix}.promote")(self.promote)
@@ -193,15 +204,31 @@ class Admin:
             return work(con, *args)
 
     async def sql(self, request: SqlRequest) -> bytes:
-        limit = min(
-            request.max_rows or self.settings.admin.sql_max_rows, self.settings.admin.sql_max_rows
-        )
+        admin = self.settings.admin
+        limit = min(request.max_rows or admin.sql_max_rows, admin.sql_max_rows)
+        if len(self._sql_running) >= admin.sql_concurrency:
+            return to_json(
+                {
+                    "error": f"{len(self._sql_running)} operator queries are running already "
+                    "(admin.sql_concurrency): try again when one has ended"
+                }
+            )
         started = time.perf_counter()
+        log.info("operator query started: %.500s", request.sql)
         try:
-            result = await asyncio.to_thread(self._read, run_read_only, request.sql, limit)
+            running = asyncio.get_running_loop().run_in_executor(
+                self._sql_threads, self._queries.run, request.sql, limit
+            )
+        except RuntimeError:  # the executor is shut down
+            return to_json({"error": "the daemon is stopping: run the query again later"})
+        self._sql_running.add(running)
+        try:
+            result = await running
         except (KaizendError, duckdb.Error, ValueError) as err:
             log.info("refused or failed operator query: %s", err)
             return to_json({"error": str(err)})
+        finally:
+            self._sql_running.discard(running)
         reply = to_json(
             {
                 "columns": result.columns,
@@ -223,6 +250,16 @@ class Admin:
             )
         log.info("operator query answered in %.0f ms", (time.perf_counter() - started) * 1e3)
         return reply
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Interrupt the operator queries running (a graceful stop never waits on one) and
+        refuse new ones; wait up to ``grace_s`` for their threads to let go of the database."""
+        interrupted = self._queries.interrupt_all("the daemon is stopping")
+        self._sql_threads.shutdown(wait=False, cancel_futures=True)
+        if self._sql_running:
+            await asyncio.wait(set(self._sql_running), timeout=grace_s)
+        if interrupted:
+            log.info("interrupted %d operator queries", interrupted)
 
     async def consumer_lag(self) -> dict[str, int] | None:
         if self.js is None:

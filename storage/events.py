@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from core.errors import StorageError
+from storage.readonly import CONNECT_CONFIG, confine
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,23 @@ def stored_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 class EventStore:
-    """The daemon's read-write handle on the DuckDB file. One per process."""
+    """The daemon's read-write handle on the DuckDB file. One per process.
 
-    def __init__(self, path: Path) -> None:
+    The database is confined (:func:`storage.readonly.confine`) as soon as it is open: no file
+    outside ``export_dir`` (the Parquet export's), no network, no extension loaded on demand, no
+    setting changed, for every cursor, the operators' and the daemon's own.
+    """
+
+    def __init__(self, path: Path, export_dir: Path | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = duckdb.connect(str(path))
+            self._con = duckdb.connect(str(path), config=CONNECT_CONFIG)
         except duckdb.IOException as err:
             raise StorageError(
                 f"cannot open {path} for writing: {err}. Is another kaizend running? "
                 "Operators read through `kaizend sql` or the Parquet export."
             ) from err
+        confine(self._con, [export_dir] if export_dir else [])
         self.path = path
         apply_schema(self._con)
         # The Arrow schema of each table, read back from DuckDB so the DDL stays the only

@@ -66,7 +66,7 @@ def test_a_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_parquet_export_has_every_table_and_row(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "k.duckdb")
+    store = EventStore(tmp_path / "k.duckdb", export_dir=tmp_path / "export")
     store.write({"feedback_events": [feedback(f"f{i}") for i in range(42)]})
     rows = export_parquet(store.cursor(), tmp_path / "export")
     assert rows["feedback_events"] == 42
@@ -81,3 +81,17 @@ def test_parquet_export_has_every_table_and_row(tmp_path: Path) -> None:
         "query_events.parquet",
         "rejected_events.parquet",
     ]
+
+
+def test_the_store_writes_no_file_outside_its_export_directory(tmp_path: Path) -> None:
+    # The confinement is the database's, so it binds the daemon's own connection too.
+    store = EventStore(tmp_path / "k.duckdb", export_dir=tmp_path / "export")
+    store.write({"feedback_events": [feedback("f1")]})
+    with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
+        export_parquet(store.cursor(), tmp_path / "elsewhere")
+    with pytest.raises(duckdb.InvalidInputException, match="locked"):
+        store.cursor().execute("SET enable_external_access = true")
+    assert not list((tmp_path / "elsewhere").iterdir())
+    store.write({"feedback_events": [feedback("f2")]})  # still writable, still checkpoints
+    store.checkpoint()
+    assert stored_summary(store.cursor())["counts"]["feedback_events"] == 2
