@@ -36,11 +36,11 @@ from typing import Any
 
 import duckdb
 
-from core.errors import QueryInterrupted, QueryTimeout, ReadOnlyViolation
+from core.errors import QueryInterrupted, QueryTimeout, ReadOnlyViolation, StorageError
 
 _EXPLAIN = re.compile(r"^\s*explain(\s+analyze)?\s+", re.IGNORECASE)
 
-CONNECT_CONFIG: dict[str, str | bool] = {
+CONNECT_CONFIG: dict[str, bool] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
@@ -103,7 +103,11 @@ def confine(con: duckdb.DuckDBPyConnection, readable: Sequence[Path] = ()) -> No
     """
     if _setting(con, "lock_configuration"):
         if _setting(con, "enable_external_access"):
-            raise RuntimeError("database configuration is locked with external access enabled")
+            raise StorageError(
+                "the database's configuration is locked with file access enabled: it was "
+                "opened elsewhere in this process without confine(); open it only through "
+                "EventStore or open_offline"
+            )
         return
     for name, value in CONNECT_CONFIG.items():
         con.execute(f"SET {name} = {str(value).lower()}")

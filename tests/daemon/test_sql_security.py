@@ -103,7 +103,9 @@ async def test_a_runaway_query_is_interrupted_while_ingestion_commits(
     tmp_path: Path, nats_server: EmbeddedNats
 ) -> None:
     timeout_s = 6
-    settings = make_settings(tmp_path / "data", nats_server.url, admin={"sql_timeout_s": timeout_s})
+    settings = make_settings(
+        tmp_path / "data", nats_server.url, admin={"sql_timeout_s": timeout_s, "sql_concurrency": 2}
+    )
     async with run_daemon(settings) as daemon:
         started = time.monotonic()
         runaway = asyncio.create_task(ask(daemon, RUNAWAY, timeout=60))
@@ -118,10 +120,16 @@ async def test_a_runaway_query_is_interrupted_while_ingestion_commits(
         # Committed while the runaway query still ran, and another operator is answered.
         assert not runaway.done(), "the events were stored only after the query ended"
         assert await daemon.scalar("SELECT count(*) FROM feedback_events") == 10
+        # admin.sql_concurrency (2) runaway queries at once: one more is refused at once.
+        second = asyncio.create_task(ask(daemon, RUNAWAY, timeout=60))
+        await asyncio.sleep(0.5)
+        busy = await ask(daemon, "SELECT 1", timeout=5)
+        assert "admin.sql_concurrency" in busy["error"]
         reply = await runaway
         elapsed = time.monotonic() - started
         assert f"interrupted after {timeout_s} s" in reply["error"]
         assert timeout_s - 0.5 < elapsed < timeout_s + 15
+        assert f"interrupted after {timeout_s} s" in (await second)["error"]
         assert await daemon.scalar("SELECT count(*) FROM query_events") == 10
 
 
