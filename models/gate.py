@@ -11,7 +11,9 @@ never trained on: corrected answers and confirmed ones). The candidate passes on
   for a binary metric (each example right or wrong), a paired t-test for a continuous one.
   A fresh set too small to decide is reported as not enough evidence and counts neither way;
 - and it is nowhere worse than the champion by more than ``tolerance`` (point estimates, on
-  every set, however small: a check that can only reject).
+  every set, however small: a check that can only reject), the fresh set's confirmed
+  answers on their own included (``fresh/confirmed``: the champion was right there, so a
+  candidate cannot pay for fixing corrections by breaking them).
 
 The decision keeps every number that made it: the test, its p-value and each set's size.
 """
@@ -23,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from models.task import METRIC_TYPE, PER_EXAMPLE
+from models.task import CONFIRMED, METRIC_TYPE, PER_EXAMPLE, SOURCES
 
 FRESH = "fresh"
 BENCHMARK = "benchmark"
@@ -201,6 +203,10 @@ def decide(
             test=test.test if test else None, p_value=test.p_value if test else None,
             alpha=alpha if alpha < 1.0 else None, decides=decides, note=note,
         ))  # fmt: skip
+    if fresh and (
+        confirmed := _confirmed_check(fresh, primary_metric, greater_is_better, tolerance)
+    ):
+        checks.append(confirmed)
     if not any(c.decides and c.kind == IMPROVEMENT for c in checks):
         # The benchmark should have decided but is missing: nothing shows an improvement.
         return GateDecision(
@@ -228,3 +234,24 @@ def _paired(
         return None
     binary = candidate.get(METRIC_TYPE) == "binary"
     return paired_test(ours, theirs, binary=binary, greater_is_better=greater_is_better)
+
+
+def _confirmed_check(
+    fresh: Mapping[str, Mapping[str, Any]], metric: str, greater_is_better: bool, tolerance: float
+) -> GateCheck | None:
+    """No regression on the fresh set's confirmed answers alone (where the champion was
+    right), so fixing corrections cannot pay for breaking them; None without such answers."""
+    ours, theirs = fresh["candidate"].get(PER_EXAMPLE), fresh["champion"].get(PER_EXAMPLE)
+    sources = fresh["candidate"].get(SOURCES)
+    if not ours or not theirs or not sources or not len(ours) == len(theirs) == len(sources):
+        return None
+    picked = [i for i, source in enumerate(sources) if source == CONFIRMED]
+    if not picked:
+        return None
+    candidate = sum(float(ours[i]) for i in picked) / len(picked)
+    champion = sum(float(theirs[i]) for i in picked) / len(picked)
+    improvement = candidate - champion if greater_is_better else champion - candidate
+    return GateCheck(
+        f"{FRESH}/{CONFIRMED}", metric, len(picked), candidate, champion, improvement,
+        -tolerance, improvement >= -tolerance - 1e-12,
+    )  # fmt: skip

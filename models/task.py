@@ -72,6 +72,9 @@ METRIC_TYPE = "primary_metric_type"
 """Evaluation report key: ``"binary"`` (each example right or wrong, as exact match) or
 ``"continuous"`` (a graded score, as nDCG): which paired test the offline gate uses."""
 MetricType = Literal["binary", "continuous"]
+SOURCES = "sources"
+"""Evaluation report key the training run adds on the fresh set: the ``source`` of each
+example scored (`CORRECTION`, `CONFIRMED`), aligned with `PER_EXAMPLE`."""
 
 CORRECTION = "correction"
 CONFIRMED = "confirmed"
