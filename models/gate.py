@@ -51,11 +51,7 @@ class PairedTest:
     champion_better: int
 
     def describe(self) -> str:
-        name = "McNemar exact" if self.test == MCNEMAR else "paired t"
-        return (
-            f"{name} p={self.p_value:.4f} ({self.candidate_better} better, "
-            f"{self.champion_better} worse)"
-        )
+        return f"{self.candidate_better} better, {self.champion_better} worse"
 
 
 def paired_test(
@@ -197,6 +193,7 @@ def decide(
             note = (
                 f"not enough evidence: {args[2]} fresh examples, {min_fresh_examples} needed "
                 "(training.gate_min_fresh_examples); the benchmark decides"
+                + (f" (there: {test.test} p={test.p_value:.4f}, {note})" if test else "")
             )
         checks.append(GateCheck(
             *args, improvement, margin, passed, IMPROVEMENT,

@@ -124,7 +124,7 @@ def test_a_candidate_clearly_better_on_enough_fresh_examples_passes_with_its_tes
     deciding = decision.deciding
     assert deciding is not None and deciding.test == "mcnemar_exact"
     assert deciding.p_value == pytest.approx(0.5**12)  # 12 discordant pairs, all one way
-    assert "mcnemar_exact p=0.0002 needs <= 0.05 (McNemar exact" in decision.reason
+    assert "mcnemar_exact p=0.0002 needs <= 0.05 (12 better, 0 worse)" in decision.reason
     assert all(check.passed for check in decision.checks)
 
 
