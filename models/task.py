@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import duckdb
 
@@ -71,7 +71,6 @@ PER_EXAMPLE = "per_example"
 METRIC_TYPE = "primary_metric_type"
 """Evaluation report key: ``"binary"`` (each example right or wrong, as exact match) or
 ``"continuous"`` (a graded score, as nDCG): which paired test the offline gate uses."""
-MetricType = Literal["binary", "continuous"]
 SOURCES = "sources"
 """Evaluation report key the training run adds on the fresh set: the ``source`` of each
 example scored (`CORRECTION`, `CONFIRMED`), aligned with `PER_EXAMPLE`."""

@@ -193,7 +193,7 @@ class RetrieverTask:
             validation=validation,
             fresh=[
                 {**query.example(), "source": source(query)} for query in fresh if query.positives
-            ],  # fmt: skip
+            ],
             event_ids=lineage(older),
             fresh_event_ids=lineage(fresh),
             skipped=dict(skipped),
