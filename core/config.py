@@ -503,6 +503,23 @@ class TrainingSettings(_Section):
     gate_benchmark_max_examples: int = Field(
         0, ge=0, description="Examples of the fixed benchmark split the gate uses (0 = all)."
     )
+    gate_min_fresh_examples: int = Field(
+        30,
+        ge=1,
+        description="Fresh examples (held-back corrections and confirmed answers) the fresh "
+        "set needs before it may decide. A smaller fresh set is reported as not enough "
+        "evidence and counts neither way: the candidate must then show its improvement on "
+        "the benchmark instead (margin and paired test alike), and still may not be worse "
+        "than the tolerance on any set, the small fresh set included.",
+    )
+    gate_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="The improvement must also be significant: the one-sided p-value of the "
+        "paired test over the same examples (McNemar's exact test for a binary primary "
+        "metric, a paired t-test for a continuous one) at most this.",
+    )
 
 
 class PerformanceDriftSettings(_Section):

@@ -94,7 +94,8 @@ def version_lineage(settings: Settings, version_id: str) -> list[tuple[str, Tabl
     if metrics.get("evaluation"):
         sections.append(("evaluation", _evaluation(metrics)))
     sections.append(("offline gate", _query(settings, (
-        "SELECT strftime(decided_at, '%Y-%m-%d %H:%M:%S') AS decided, champion, passed, reason "
+        "SELECT strftime(decided_at, '%Y-%m-%d %H:%M:%S') AS decided, champion, passed, "
+        "fresh_examples, decided_on, test, round(p_value, 4) AS p_value, reason "
         f"FROM gate_decisions WHERE version_id = {version} ORDER BY decided_at"
     ))))  # fmt: skip
     sections.append(("alias history of the task", _query(settings, (

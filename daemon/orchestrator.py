@@ -51,7 +51,7 @@ from models.training import TRAINING_SET_FILE
 from models.triggers import TriggerState, training_reason
 from storage.events import EventStore
 from storage.jobs import STATES, Job, JobStore
-from storage.registry import Registry, VersionRecord
+from storage.registry import GateRecord, Registry, VersionRecord
 from storage.snapshots import export_snapshot
 
 log = logging.getLogger(__name__)
@@ -415,7 +415,8 @@ class Orchestrator:
         task = self.tasks[job.task]
         registry = Registry(con)
         champion = job.champion or f"{job.task}-v0"
-        # A result redelivered after a crash half-way through finds its version registered.
+        # A result redelivered after a crash half-way through finds its version registered;
+        # a gate row means its status was set too (one transaction), so nothing is left.
         done = con.execute(
             "SELECT v.version_id, count(g.version_id) FROM model_versions v "
             "LEFT JOIN gate_decisions g USING (version_id) WHERE v.training_run = ? "
@@ -440,21 +441,18 @@ class Orchestrator:
             greater_is_better=task.greater_is_better,
             margin=self.training.gate_margin,
             tolerance=self.training.gate_tolerance,
+            min_fresh_examples=self.training.gate_min_fresh_examples,
+            alpha=self.training.gate_alpha,
         )
-        con.execute(
-            "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [record.version_id, job.task, champion, datetime.now(UTC), decision.passed,
-             decision.reason, json.dumps(decision.to_json())],
-        )  # fmt: skip
-        if not decision.passed:
-            registry.reject(record.version_id, f"offline gate {decision.reason}")
-        elif (current := registry.alias(job.task, "challenger")) is not None:
-            registry.set_status(
-                record.version_id, "candidate",
-                f"offline gate {decision.reason}; waits while {current} is the challenger",
-            )  # fmt: skip
-        else:
-            registry.make_challenger(record.version_id, f"offline gate {decision.reason}")
+        deciding = decision.deciding
+        # The decision and the status it gives: one transaction (see record_gate_decision).
+        registry.record_gate_decision(GateRecord(
+            version_id=record.version_id, champion=champion, passed=decision.passed,
+            reason=decision.reason, checks=decision.to_json(),
+            fresh_examples=decision.fresh_examples, decided_on=decision.evidence,
+            test=deciding.test if deciding else None,
+            p_value=deciding.p_value if deciding else None,
+        ))  # fmt: skip
         log.info("candidate %s of run %s: offline gate %s", record.version_id, job.run_id,
                  decision.reason)  # fmt: skip
         return record.version_id

@@ -8,6 +8,7 @@ speaks only to this protocol.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,13 +53,77 @@ class TrainingSet:
     validation: Sequence[dict[str, Any]]
     fresh: Sequence[dict[str, Any]] = ()
     """The most recent real signal, held back: never trained on, the offline gate's
-    fresh evaluation set (examples in the shape `Task.evaluate` takes)."""
+    fresh evaluation set (examples in the shape `Task.evaluate` takes). It holds both kinds
+    of signal, each example's ``source`` saying which: corrected answers (`CORRECTION`) and
+    confirmed ones (`CONFIRMED`), so a candidate that fixes the first by breaking the second
+    does not gain."""
     event_ids: dict[str, list[str]] = field(default_factory=dict)
     """Ids of the events trained on, by kind (``correction``, ``feedback``): the lineage."""
     fresh_event_ids: dict[str, list[str]] = field(default_factory=dict)
     """Ids of the events held back in ``fresh``, by kind."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Events that could not become examples, by reason."""
+
+
+PER_EXAMPLE = "per_example"
+"""Evaluation report key: the primary metric of each example scored, in the examples' order
+(the offline gate pairs the candidate's and the champion's values example by example)."""
+METRIC_TYPE = "primary_metric_type"
+"""Evaluation report key: ``"binary"`` (each example right or wrong, as exact match) or
+``"continuous"`` (a graded score, as nDCG): which paired test the offline gate uses."""
+SOURCES = "sources"
+"""Evaluation report key the training run adds on the fresh set: the ``source`` of each
+example scored (`CORRECTION`, `CONFIRMED`), aligned with `PER_EXAMPLE`."""
+
+CORRECTION = "correction"
+CONFIRMED = "confirmed"
+"""The two kinds of fresh example (an example's ``source``): the answer a user corrected,
+with the correction as the target (the champion was wrong there by construction), and an
+answer a user confirmed, with the answer itself as the target (the champion was right)."""
+
+# Confirmation is judged with every correction the snapshot holds: an answer corrected at
+# any time later is not a right answer to evaluate against (unlike an experiment's outcome,
+# which only counts what arrived within its attribution window). 100 years, in seconds.
+_ANY_TIME_S = 100 * 365 * 86_400
+
+# The newest stored answer of each query that counts as a success (`query_units` holds the
+# one definition: liked and not corrected), with the feedback events that confirmed it.
+_CONFIRMED = f"""
+SELECT q.query_id, q.ts, q.text, q.output,
+       (SELECT list(f.event_id ORDER BY f.event_id) FROM feedback_events f
+        WHERE f.query_id = q.query_id) AS feedback_ids
+FROM query_units({_ANY_TIME_S}) u
+JOIN query_events q ON q.query_id = u.query_id AND q.ts = u.ts
+    AND q.model_version = u.model_version
+WHERE u.task = $task AND u.success AND NOT u.failed AND u.arm IS DISTINCT FROM 'shadow'
+QUALIFY row_number() OVER (PARTITION BY q.query_id ORDER BY q.ts DESC, q.event_id DESC) = 1
+ORDER BY q.ts, q.query_id
+"""
+
+
+@dataclass(frozen=True)
+class ConfirmedAnswer:
+    """A stored answer a user confirmed: rated well and never corrected."""
+
+    query_id: str
+    ts: datetime
+    text: str
+    output: Any
+    """The query event's ``output``, decoded from JSON (None when it had none)."""
+    feedback_ids: tuple[str, ...]
+
+
+def confirmed_answers(con: duckdb.DuckDBPyConnection, task: str) -> list[ConfirmedAnswer]:
+    """The answers of ``task`` users confirmed, oldest first (one per query): the other
+    half of a fresh set, where a candidate must keep what the champion got right."""
+    rows = con.execute(_CONFIRMED, {"task": task}).fetchall()
+    return [
+        ConfirmedAnswer(
+            query_id, ts, text, json.loads(output) if output is not None else None,
+            tuple(feedback_ids or ()),
+        )
+        for query_id, ts, text, output, feedback_ids in rows
+    ]  # fmt: skip
 
 
 def hold_back_newest(items: Sequence[Any], share: float) -> tuple[Sequence[Any], Sequence[Any]]:
@@ -115,9 +180,10 @@ class Task(Protocol):
     ) -> TrainingSet:
         """Examples from the task's base data merged with the signal stored in ``con``.
 
-        The newest ``fresh_share`` of the real signal (by event time) goes to
-        ``TrainingSet.fresh`` instead of training. Raises `NotEnoughSignal` when the task
-        needs more stored signal than there is.
+        The newest ``fresh_share`` of the real signal (by event time), corrections and
+        confirmed answers (`confirmed_answers`) alike, goes to ``TrainingSet.fresh`` instead
+        of training. Raises `NotEnoughSignal` when the task needs more stored signal than
+        there is.
         """
         ...
 
@@ -140,7 +206,9 @@ class Task(Protocol):
         ...
 
     def evaluate(self, version: str | Path, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """The task's one evaluator; the report holds ``primary_metric``."""
+        """The task's one evaluator. The report holds ``primary_metric`` (its name and, under
+        that name, its mean value), `PER_EXAMPLE` (the primary metric of each example scored,
+        in order) and `METRIC_TYPE`."""
         ...
 
     def load(self, version: str | Path) -> Predictor:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from models.gate import BENCHMARK, FRESH
-from models.task import ProgressCallback, Task
+from models.task import PER_EXAMPLE, SOURCES, ProgressCallback, Task
 from storage.snapshots import load_snapshot
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,9 @@ TRAINING_SET_FILE = "training_set.json"
 
 def _evaluate(task: Task, version: str | Path, examples: Sequence[dict[str, Any]]) -> dict:
     report = task.evaluate(version, examples)
+    sources = [example.get("source") for example in examples]
+    if any(sources) and len(sources) == len(report.get(PER_EXAMPLE) or ()):
+        report = {**report, SOURCES: sources}  # the gate checks confirmed answers apart
     return {**report, "examples": len(examples)}
 
 

@@ -51,6 +51,23 @@ class VersionRecord:
 _COLUMNS = ", ".join(VersionRecord.__dataclass_fields__)
 
 
+@dataclass(frozen=True)
+class GateRecord:
+    """One offline-gate decision as `gate_decisions` stores it (see storage/schema.sql)."""
+
+    version_id: str
+    champion: str
+    """The version the candidate was measured against."""
+    passed: bool
+    reason: str
+    checks: list[dict[str, Any]]
+    fresh_examples: int
+    decided_on: str | None
+    """The evaluation set whose improvement check decided (None: none could)."""
+    test: str | None
+    p_value: float | None
+
+
 def _record(row: tuple[Any, ...]) -> VersionRecord:
     values = dict(zip(VersionRecord.__dataclass_fields__, row, strict=True))
     if values["metrics"] is not None:
@@ -164,10 +181,46 @@ class Registry:
 
     def make_challenger(self, version_id: str, reason: str) -> None:
         """A candidate that passed the offline gate: status and alias in one transaction."""
-        record = self.get(version_id)
         with self._transaction():
-            self.set_status(version_id, "challenger", reason)
-            self._append_alias(record.task, "challenger", version_id, reason)
+            self._make_challenger(version_id, reason)
+
+    def _make_challenger(self, version_id: str, reason: str) -> None:
+        record = self.get(version_id)
+        self.set_status(version_id, "challenger", reason)
+        self._append_alias(record.task, "challenger", version_id, reason)
+
+    def record_gate_decision(self, decision: GateRecord) -> Status:
+        """The offline gate's decision on a candidate and the status it gives it, in one
+        transaction: ``rejected``; ``challenger``; or, while another version is the
+        challenger, ``candidate`` (it waits its turn). Either both are stored or neither, so
+        a result redelivered after a failure half-way finds no decision and decides again.
+
+        Returns the candidate's new status.
+        """
+        record = self.get(decision.version_id)
+        why = f"offline gate {decision.reason}"
+        with self._transaction():
+            self.con.execute(
+                "INSERT INTO gate_decisions (version_id, task, champion, decided_at, passed, "
+                "reason, checks, fresh_examples, decided_on, test, p_value) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [record.version_id, record.task, decision.champion, datetime.now(UTC),
+                 decision.passed, decision.reason, json.dumps(decision.checks),
+                 decision.fresh_examples, decision.decided_on, decision.test, decision.p_value],
+            )  # fmt: skip
+            status: Status
+            if not decision.passed:
+                status = "rejected"
+                self._stand_down_rows(record, status, why, f"rolled back: {why}")
+            elif (current := self.alias(record.task, "challenger")) is not None:
+                status = "candidate"
+                self.set_status(
+                    record.version_id, status, f"{why}; waits while {current} is the challenger"
+                )
+            else:
+                status = "challenger"
+                self._make_challenger(record.version_id, why)
+        return status
 
     def promote(
         self,
@@ -219,6 +272,11 @@ class Registry:
     def _stand_down(self, version_id: str, status: Status, reason: str, why: str) -> None:
         record = self.get(version_id)
         with self._transaction():
-            self.set_status(version_id, status, reason)
-            if self.alias(record.task, "challenger") == version_id:
-                self._append_alias(record.task, "challenger", None, why)
+            self._stand_down_rows(record, status, reason, why)
+
+    def _stand_down_rows(
+        self, record: VersionRecord, status: Status, reason: str, why: str
+    ) -> None:
+        self.set_status(record.version_id, status, reason)
+        if self.alias(record.task, "challenger") == record.version_id:
+            self._append_alias(record.task, "challenger", None, why)

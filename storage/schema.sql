@@ -173,6 +173,14 @@ CREATE TABLE IF NOT EXISTS gate_decisions (
     reason     VARCHAR NOT NULL,
     checks     JSON NOT NULL            -- per evaluation set: metric, candidate, champion, limit
 );
+-- How much the gate saw (each column defined once, for new files and older ones alike):
+-- the fresh set's size; the set whose improvement check decided (fresh, or benchmark when
+-- the fresh set was too small); that check's paired test (mcnemar_exact | paired_t) and its
+-- one-sided p-value.
+ALTER TABLE gate_decisions ADD COLUMN IF NOT EXISTS fresh_examples BIGINT;
+ALTER TABLE gate_decisions ADD COLUMN IF NOT EXISTS decided_on VARCHAR;
+ALTER TABLE gate_decisions ADD COLUMN IF NOT EXISTS test VARCHAR;
+ALTER TABLE gate_decisions ADD COLUMN IF NOT EXISTS p_value DOUBLE;
 
 -- A/B experiments: one per challenger; its ramp steps with their time windows, and the
 -- decision log, one row per tick.

@@ -18,6 +18,7 @@ from typing import Any
 from models.fit.schema import ParsedQuery, to_compact_dict
 from models.fit.scoring import PRIMARY_METRIC, score
 from models.parser.serve import Parser, ParseResult
+from models.task import METRIC_TYPE, PER_EXAMPLE
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def metrics(
     - ``postcode_mapping_accuracy``, ``capacity_accuracy``: over examples that ask for a
       place or a capacity; ``multi_filter_success``: exact match over examples with two or
       more filters;
-    - ``fallback_rate`` and ``latency_p50_ms`` / ``latency_p95_ms``.
+    - ``fallback_rate`` and ``latency_p50_ms`` / ``latency_p95_ms``;
+    - ``per_example``: exact match of each example (1.0 or 0.0), in order, for paired tests.
     """
     wanted = [dict(item) for item in expected]
     predicted: list[ParsedQuery] = [result.parsed for result in results]
@@ -125,6 +127,8 @@ def metrics(
             sum(result.forward_passes for result in results) / count if count else 0.0
         ),
         "n": count,
+        PER_EXAMPLE: [float(hit) for hit in exact],
+        METRIC_TYPE: "binary",
     }
 
 

@@ -3,7 +3,9 @@
 Training data is the generated FIT training split (`models.fit.querygen`) plus every
 correction production sent back for a parser query: the query's text with the corrected
 output as the target. Corrections count ``correction_weight`` times, since they are what the
-generator got wrong about real users.
+generator got wrong about real users. The fresh set is the newest share of the corrections
+and the newest share of the answers users confirmed (`models.task.confirmed_answers`), with
+the confirmed answer as the expected output.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from models.parser.config import ParserTrainingConfig
 from models.parser.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC, evaluate
 from models.parser.serve import load_parser
 from models.parser.train import train_parser
-from models.task import TrainingSet, hold_back_newest
+from models.task import (
+    CONFIRMED,
+    CORRECTION,
+    TrainingSet,
+    confirmed_answers,
+    hold_back_newest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +98,28 @@ class ParserTask:
                 log.warning("correction %s skipped: %s", event_id, err)
                 continue
             examples.append(
-                {"id": event_id, "text": text, "expected": expected, "source": "correction"}
+                {"id": event_id, "text": text, "expected": expected, "source": CORRECTION}
             )
+        return examples, skipped
+
+    def confirmed(self, con: duckdb.DuckDBPyConnection) -> tuple[list[dict[str, Any]], Counter]:
+        """Confirmed answers as examples (the answer is the target), oldest first; answers
+        that are not a valid parse are counted by reason."""
+        examples, skipped = [], Counter()
+        for answer in confirmed_answers(con, self.name):
+            output = answer.output
+            if isinstance(output, dict):  # `kaizend parse` may record the fallback flag in it
+                output = {k: v for k, v in output.items() if k != "fallback_used"}
+            try:
+                expected = to_compact_dict(validate_output(output))
+            except InvalidParse as err:
+                skipped["invalid confirmed output"] += 1
+                log.warning("confirmed answer of %s skipped: %s", answer.query_id, err)
+                continue
+            examples.append({
+                "id": answer.query_id, "text": answer.text, "expected": expected,
+                "source": CONFIRMED, "feedback_ids": list(answer.feedback_ids),
+            })  # fmt: skip
         return examples, skipped
 
     def _splits(self) -> dict[str, list[dict[str, Any]]]:
@@ -107,6 +135,11 @@ class ParserTask:
         splits = self._splits()
         corrections, skipped = self.corrections(con)
         corrections, fresh = hold_back_newest(corrections, fresh_share)
+        # Confirmed answers are not trained on: only their newest share is used, as fresh.
+        confirmed, confirmed_skipped = self.confirmed(con)
+        _, fresh_confirmed = hold_back_newest(confirmed, fresh_share)
+        skipped.update(confirmed_skipped)
+        feedback = sorted(id_ for example in fresh_confirmed for id_ in example["feedback_ids"])
         weighted = [
             {**example, "id": f"{example['id']}#{copy}"}
             for example in corrections
@@ -115,9 +148,12 @@ class ParserTask:
         return TrainingSet(
             train=[*splits["train"], *weighted],
             validation=splits["validation"],
-            fresh=fresh,
+            fresh=[*fresh, *fresh_confirmed],
             event_ids={"correction": [example["id"] for example in corrections]},
-            fresh_event_ids={"correction": [example["id"] for example in fresh]},
+            fresh_event_ids={
+                "correction": [example["id"] for example in fresh],
+                **({"feedback": feedback} if feedback else {}),
+            },
             skipped=dict(skipped),
         )
 

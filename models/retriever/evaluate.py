@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from models.task import METRIC_TYPE, PER_EXAMPLE
+
 PRIMARY_METRIC = "ndcg@10"
 GREATER_IS_BETTER = True
 RECALL_AT = (1, 5, 10)
@@ -24,9 +26,17 @@ def ranking_metrics(
     ranked: Sequence[Sequence[str]], relevant: Sequence[set[str] | frozenset[str]]
 ) -> dict[str, float]:
     """Mean Recall@1/5/10, MRR@10 and nDCG@10 of ranked ids against relevant id sets."""
+    return _ranking_metrics(ranked, relevant)[0]
+
+
+def _ranking_metrics(
+    ranked: Sequence[Sequence[str]], relevant: Sequence[set[str] | frozenset[str]]
+) -> tuple[dict[str, float], list[float]]:
+    """`ranking_metrics` and the nDCG@10 of each query counted (one with relevant ids)."""
     if len(ranked) != len(relevant):
         raise ValueError("one relevant set per ranking is needed")
     totals = {f"recall@{k}": 0.0 for k in RECALL_AT} | {"mrr@10": 0.0, PRIMARY_METRIC: 0.0}
+    per_query: list[float] = []
     counted = 0
     for ids, wanted in zip(ranked, relevant, strict=True):
         if not wanted:
@@ -40,23 +50,28 @@ def ranking_metrics(
         totals["mrr@10"] += 1.0 / first if first else 0.0
         dcg = sum(1.0 / math.log2(rank + 1) for rank, hit in enumerate(hits, 1) if hit)
         ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(wanted), 10) + 1))
+        per_query.append(dcg / ideal)
         totals[PRIMARY_METRIC] += dcg / ideal
-    return {name: (value / counted if counted else 0.0) for name, value in totals.items()}
+    means = {name: (value / counted if counted else 0.0) for name, value in totals.items()}
+    return means, per_query
 
 
 def evaluate(retriever: Any, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Score ``retriever`` (a `Retriever`) on ``{text, relevant_ids}`` examples."""
+    """Score ``retriever`` (a `Retriever`) on ``{text, relevant_ids}`` examples; the report's
+    ``per_example`` holds each scored example's nDCG@10, in order (for paired tests)."""
     usable = [example for example in examples if example.get("relevant_ids")]
     started = time.perf_counter()
     ranked = retriever.search_many([example["text"] for example in usable], 10) if usable else []
     seconds = time.perf_counter() - started
-    metrics = ranking_metrics(
+    metrics, per_query = _ranking_metrics(
         [[doc_id for doc_id, _ in results] for results in ranked],
         [{str(doc_id) for doc_id in example["relevant_ids"]} for example in usable],
     )
     return {
         **{name: round(value, 4) for name, value in metrics.items()},
         "primary_metric": PRIMARY_METRIC,
+        PER_EXAMPLE: [round(value, 6) for value in per_query],
+        METRIC_TYPE: "continuous",
         "examples": len(usable),
         "skipped_without_relevant": len(examples) - len(usable),
         "version": getattr(retriever, "version", None),

@@ -3,8 +3,11 @@
 Training data are pairs built from the feedback stored for retriever queries
 (`models.retriever.pairs`); validation pairs come from a share of the rated queries that
 training never sees. The fresh set is the newest rated queries, held back as evaluation
-examples ``{text, relevant_ids}``. Evaluation searches the version's own ChromaDB
-collection, built (or resumed) on first use; ``load`` returns a `Retriever` over it.
+examples ``{text, relevant_ids, source}``: corrected ones (``correction``, the correction's
+relevant ids) and answers users confirmed (``confirmed``, `models.task.confirmed_answers`:
+the results they rated well are the relevant ids), together, as they arrived. Evaluation
+searches the version's own ChromaDB collection, built (or resumed) on first use; ``load``
+returns a `Retriever` over it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ from models.retriever.pairs import build_pairs, collect_judgements, count_signal
 from models.retriever.search import Retriever
 from models.retriever.train import train_retriever
 from models.retriever.version import version_label
-from models.task import NotEnoughSignal, ProgressCallback, TrainingSet, hold_back_newest
+from models.task import (
+    CONFIRMED,
+    CORRECTION,
+    NotEnoughSignal,
+    ProgressCallback,
+    TrainingSet,
+    confirmed_answers,
+    hold_back_newest,
+)
 from storage.vectors import IndexNotReady, VectorStore
 
 log = logging.getLogger(__name__)
@@ -168,10 +179,21 @@ class RetrieverTask:
             counts["corrected_queries"],
             len(fresh),
         )
+        confirmed = {answer.query_id for answer in confirmed_answers(con, self.name)}
+
+        def source(query: Any) -> str:
+            # A positive judgement can fall short of a confirmation (a configured
+            # positive_min_rating below what counts as liked): it stays, as "rated".
+            return CORRECTION if query.complete else (
+                CONFIRMED if query.query_id in confirmed else "rated"
+            )  # fmt: skip
+
         return TrainingSet(
             train=train,
             validation=validation,
-            fresh=[query.example() for query in fresh if query.positives],
+            fresh=[
+                {**query.example(), "source": source(query)} for query in fresh if query.positives
+            ],
             event_ids=lineage(older),
             fresh_event_ids=lineage(fresh),
             skipped=dict(skipped),

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from storage.events import EventStore
-from storage.registry import Registry, UnknownVersion
+from storage.registry import GateRecord, Registry, UnknownVersion
 
 
 @pytest.fixture
@@ -102,3 +103,50 @@ def test_unknown_versions_and_statuses_are_clear_errors(registry: Registry) -> N
     registry.ensure_initial_champion("parser", base_model="rules", reason="initial")
     with pytest.raises(ValueError, match="unknown status"):
         registry.set_status("parser-v0", "deployed", "no such status")  # type: ignore[arg-type]
+
+
+def test_a_gate_decision_is_stored_with_the_status_it_gives(registry: Registry) -> None:
+    registry.ensure_initial_champion("parser", base_model="rules", reason="initial")
+    for _ in range(3):
+        registry.register("parser", base_model="smollm2-135m", reason="trained")
+
+    def decide(version_id: str, passed: bool) -> str:
+        return registry.record_gate_decision(GateRecord(
+            version_id=version_id, champion="parser-v0", passed=passed,
+            reason="passed: ..." if passed else "rejected: ...", checks=[], fresh_examples=40,
+            decided_on="fresh", test="mcnemar_exact", p_value=0.0002,
+        ))  # fmt: skip
+
+    assert decide("parser-v1", True) == "challenger"
+    assert registry.alias("parser", "challenger") == "parser-v1"
+    assert decide("parser-v2", True) == "candidate"  # waits for parser-v1's experiment
+    assert "waits while parser-v1 is the challenger" in registry.get("parser-v2").status_reason
+    assert decide("parser-v3", False) == "rejected"
+    assert registry.get("parser-v3").status_reason == "offline gate rejected: ..."
+    stored = registry.con.execute(
+        "SELECT version_id, passed, fresh_examples, decided_on, test, p_value "
+        "FROM gate_decisions ORDER BY version_id"
+    ).fetchall()
+    assert stored == [
+        ("parser-v1", True, 40, "fresh", "mcnemar_exact", 0.0002),
+        ("parser-v2", True, 40, "fresh", "mcnemar_exact", 0.0002),
+        ("parser-v3", False, 40, "fresh", "mcnemar_exact", 0.0002),
+    ]
+
+
+def test_a_database_made_before_the_gate_evidence_columns_gets_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE gate_decisions (version_id VARCHAR NOT NULL, task VARCHAR NOT NULL, "
+        "champion VARCHAR NOT NULL, decided_at TIMESTAMPTZ NOT NULL, passed BOOLEAN NOT NULL, "
+        "reason VARCHAR NOT NULL, checks JSON NOT NULL)"
+    )
+    con.execute("INSERT INTO gate_decisions VALUES ('parser-v1', 'parser', 'parser-v0', "
+                "now(), true, 'passed: old', '[]')")  # fmt: skip
+    con.close()
+    store = EventStore(path)
+    columns = [row[0] for row in store.cursor().execute("DESCRIBE gate_decisions").fetchall()]
+    assert columns[-4:] == ["fresh_examples", "decided_on", "test", "p_value"]
+    old = store.cursor().execute("SELECT reason, p_value FROM gate_decisions").fetchall()
+    assert old == [("passed: old", None)]

@@ -87,3 +87,66 @@ def test_the_newest_corrections_are_held_back_as_the_fresh_set_and_counted_as_si
     until = T0 + timedelta(days=1)
     assert task.count_new_signal(store.cursor(), None, until) == 5
     assert task.count_new_signal(store.cursor(), T0, until) == 0
+
+
+def feedback(event_id: str, query_id: str, minutes: int, **fields: object) -> dict:
+    return {"event_id": event_id, "query_id": query_id, "ts": T0 + timedelta(minutes=minutes),
+            "schema_version": 1, "ingested_at": T0, **fields}  # fmt: skip
+
+
+def answered(event_id: str, query_id: str, text: str, output: object, minutes: int) -> dict:
+    return {**query(event_id, query_id, text), "ts": T0 + timedelta(minutes=minutes),
+            "output": json.dumps(output)}  # fmt: skip
+
+
+def test_the_fresh_set_also_holds_the_newest_answers_users_confirmed(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "k.duckdb")
+    hydro = {"technology": "Hydro"}
+    store.write({
+        "query_events": [
+            *[query(f"q{i}", f"k{i}", f"hydro sites number {i}") for i in range(5)],
+            # Ten answers users liked and nobody corrected: confirmed.
+            *[answered(f"a{i}", f"ok{i}", f"wind farms {i}", {"technology": "Wind"}, 10 + i)
+              for i in range(10)],
+            answered("a10", "fixed", "solar in kent", {"technology": "Wind"}, 30),  # corrected
+            answered("a11", "disliked", "solar in devon", hydro, 31),  # rated 2
+            answered("a12", "bad", "steam engines", {"technology": "Steam"}, 32),  # invalid
+            answered("a13", "flagged", "hydro in wales", {**hydro, "fallback_used": True}, 33),
+            {**answered("a14", "other", "wind docs", {"results": []}, 34), "task": "retriever"},
+        ],
+        "feedback_events": [
+            *[feedback(f"f{i}", f"ok{i}", 10 + i, thumbs="up") for i in range(10)],
+            feedback("f10", "fixed", 30, rating=5),
+            feedback("f11", "disliked", 31, rating=2),
+            feedback("f12", "bad", 32, rating=5),
+            feedback("f13", "flagged", 33, rating=4),
+            feedback("f14", "other", 34, rating=5),
+        ],
+        "correction_events": [
+            *[correction(f"c{i}", f"k{i}", hydro, minutes=i) for i in range(5)],
+            # Corrected long after the user liked it: not a right answer to judge against.
+            correction("c5", "fixed", {"technology": "Photovoltaic"}, minutes=900),
+        ],
+    })  # fmt: skip
+    task = ParserTask(config=PROFILES["quick"], correction_weight=1)
+    training = task.build_training_set(store.cursor(), fresh_share=0.4)
+
+    by_source: dict[str, list[dict]] = {}
+    for example in training.fresh:
+        by_source.setdefault(example["source"], []).append(example)
+    # The newest 40% of each kind: 2 of the 6 corrections, 4 of the 11 confirmed answers (the
+    # ten liked ones and the flagged one), with the confirmed answer as the target.
+    assert [e["id"] for e in by_source["correction"]] == ["c4", "c5"]
+    confirmed = by_source["confirmed"]
+    assert [e["id"] for e in confirmed] == ["ok7", "ok8", "ok9", "flagged"]
+    assert confirmed[0] == {
+        "id": "ok7", "text": "wind farms 7", "expected": {"technology": "Wind"},
+        "source": "confirmed", "feedback_ids": ["f7"],
+    }  # fmt: skip
+    assert confirmed[-1]["expected"] == hydro  # the recorded fallback flag is not a field
+    assert training.fresh_event_ids["feedback"] == ["f13", "f7", "f8", "f9"]
+    assert training.skipped == {"invalid confirmed output": 1}
+    # Confirmed answers are judged on, never trained on.
+    trained_texts = {e["text"] for e in training.train}
+    assert not trained_texts & {e["text"] for e in confirmed}
+    assert training.event_ids == {"correction": ["c0", "c1", "c2", "c3"]}

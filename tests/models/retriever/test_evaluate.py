@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.retriever.evaluate import load_examples, ranking_metrics
+from models.retriever.evaluate import evaluate, load_examples, ranking_metrics
 
 
 def test_a_perfect_ranking_scores_one_and_a_miss_scores_zero() -> None:
@@ -47,3 +47,23 @@ def test_load_examples_names_the_bad_line(tmp_path: Path) -> None:
         load_examples(data)
     data.write_text('{"text": "wind in kent", "relevant_ids": [4004, "12"]}\n')
     assert load_examples(data)[0]["relevant_ids"] == ["4004", "12"]
+
+
+def test_the_report_holds_each_scored_querys_ndcg_in_order() -> None:
+    class Ranking:
+        """A search engine with fixed answers: what `evaluate` scores."""
+
+        def search_many(self, texts: list[str], k: int) -> list[list[tuple[str, float]]]:
+            answers = {"first": ["a", "x"], "second": ["x", "a"], "none": ["a"]}
+            return [[(doc_id, 1.0) for doc_id in answers[text]] for text in texts]
+
+    examples = [
+        {"text": "first", "relevant_ids": ["a"]},
+        {"text": "unjudged", "relevant_ids": []},  # not scored, so not in per_example
+        {"text": "second", "relevant_ids": ["a"]},
+        {"text": "none", "relevant_ids": ["b"]},
+    ]
+    report = evaluate(Ranking(), examples)
+    assert report["per_example"] == pytest.approx([1.0, 1 / math.log2(3), 0.0])
+    assert report["primary_metric_type"] == "continuous" and report["examples"] == 3
+    assert report["ndcg@10"] == pytest.approx(sum(report["per_example"]) / 3, abs=1e-4)

@@ -81,6 +81,9 @@ def test_feedback_to_a_searchable_fine_tuned_version(
     fresh_ids = {example["id"] for example in training.fresh}
     assert not fresh_ids & (train_queries | validation_queries)
     assert training.event_ids["feedback"] and training.fresh_event_ids["feedback"]
+    # Held back together: corrected queries and answers users confirmed.
+    sources = {example["source"] for example in training.fresh}
+    assert {"correction", "confirmed"} <= sources <= {"correction", "confirmed", "rated"}
     for pair in training.train:
         assert pair["positive_id"] not in pair["negative_ids"]
 

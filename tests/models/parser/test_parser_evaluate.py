@@ -1,0 +1,20 @@
+"""The parser's evaluator reports each example's exact match, for the gate's paired test."""
+
+from __future__ import annotations
+
+from models.parser.evaluate import evaluate
+from models.parser.serve import load_parser
+
+
+def test_the_report_holds_each_examples_exact_match_in_order() -> None:
+    rules = load_parser("rules")
+    (answer,) = rules.predict(["hydro in wales"])
+    examples = [
+        {"text": "hydro in wales", "expected": answer.output},  # what the rules answer: right
+        {"text": "hydro in wales", "expected": {"technology": "Wind"}},
+        {"text": "wind turbines in kent", "expected": {"technology": "Photovoltaic"}},
+    ]
+    report = evaluate(rules, examples)
+    assert report["per_example"] == [1.0, 0.0, 0.0]
+    assert report["primary_metric_type"] == "binary"
+    assert report["exact_match"] == sum(report["per_example"]) / 3
