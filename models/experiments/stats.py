@@ -567,7 +567,8 @@ def ratio_stats(
             )
         z = None
         if values.covariates is not None:
-            z = np.asarray(values.covariates, dtype=float).reshape(y.size, -1)
+            z = np.asarray(values.covariates, dtype=float)
+            z = z.reshape(y.size, z.shape[-1] if z.ndim > 1 else 1)
         arms.append((y, x, z))
     n = [y.size for y, _, _ in arms]
     x_sum = [float(x.sum()) for _, x, _ in arms]
