@@ -404,6 +404,8 @@ def srm_pvalue(
     if keep.sum() < 2:
         return 1.0
     statistic = float(np.sum((c[keep] - expected[keep]) ** 2 / expected[keep]))
+    if keep.sum() == 2:  # one degree of freedom: the same tail, without scipy's overhead
+        return math.erfc(math.sqrt(statistic / 2.0))
     return float(sps.chi2.sf(statistic, int(keep.sum()) - 1))
 
 

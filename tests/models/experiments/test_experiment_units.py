@@ -8,12 +8,22 @@ coefficient of the common-slope regression (ANCOVA) fitted by numpy's least squa
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 
 from models.experiments.stats import SampleStats, UnitValues, ratio_stats, sequential_ttest, ttest
 from models.experiments.units import step_data
-from storage.experiments import UNIT_COLUMNS
+from storage.events import EventStore
+from storage.experiments import UNIT_COLUMNS, unit_metrics
+
+ROOT = Path(__file__).resolve().parents[3]
+T0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
 
 # gbstats 0.8.0: RatioStatistic(n=10, m_statistic=SampleMeanStatistic(n=10, sum=sum(Y),
 # sum_squares=sum(Y*Y)), d_statistic=SampleMeanStatistic(... X ...), m_d_sum_of_products=...)
@@ -162,3 +172,73 @@ def test_step_data_counts_units_and_queries_and_says_what_the_adjustment_did() -
     assert set(adjusted.champion) == {"success"}
     assert adjusted.adjusted and adjusted.variance_removed > 0.2
     assert adjusted.design_effect == pytest.approx(plain.design_effect)
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """The simulation script, imported as a module (it is not a package)."""
+    path = ROOT / "bench" / "experiment_simulations.py"
+    spec = importlib.util.spec_from_file_location("kaizend_bench_units", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def events(user: int, arm: str, version: str, queries: int, successes: int, at: datetime):
+    """``queries`` of one user at ``at``, the first ``successes`` rated 5, the others 2."""
+    out = {"query_events": [], "feedback_events": []}
+    for j in range(queries):
+        qid = f"q-{user}-{arm}-{at.timestamp():.0f}-{j}"
+        out["query_events"].append({
+            "event_id": f"e-{qid}", "query_id": qid, "ts": at + timedelta(seconds=j),
+            "task": "parser", "text": "t", "model_version": version, "arm": arm,
+            "unit_id": f"user-{user}", "latency_ms": 5.0, "schema_version": 1, "ingested_at": at,
+        })  # fmt: skip
+        out["feedback_events"].append({
+            "event_id": f"f-{qid}", "query_id": qid, "ts": at + timedelta(seconds=j + 1),
+            "rating": 5 if j < successes else 2, "schema_version": 1, "ingested_at": at,
+        })  # fmt: skip
+    return out
+
+
+def test_the_sql_aggregation_gives_the_tables_the_simulation_feeds_the_policy(
+    tmp_path: Path, bench: ModuleType
+) -> None:
+    # The clustered simulation calls step_data on per-unit tables it builds itself; from the
+    # same traffic stored as events, the daemon's SQL builds the same tables and decisions.
+    rng = np.random.default_rng(13)
+    pop = bench.population(rng, icc=0.3, sigma=1.0, pre_queries=600, users=200)
+    queries = rng.poisson(800 * pop.activity).astype(float)
+    successes = rng.binomial(queries.astype(int), pop.rate).astype(float)
+    challenger = pop.hash < 0.25
+    batch: dict[str, list] = {"query_events": [], "feedback_events": []}
+    for i in range(200):
+        arm, version = ("challenger", "v1") if challenger[i] else ("champion", "v0")
+        for part in (
+            events(i, arm, version, int(queries[i]), int(successes[i]), T0 + timedelta(hours=1)),
+            events(i, "champion", "v-old", int(pop.pre_queries[i]), int(pop.pre_successes[i]),
+                   T0 - timedelta(hours=5)),
+        ):  # fmt: skip
+            for table, rows in part.items():
+                batch[table] += rows
+    store = EventStore(tmp_path / "k.duckdb")
+    store.write(batch)
+    stored = unit_metrics(
+        store.cursor(), task="parser", champion="v0", challenger="v1", start=T0, end=None,
+        attribution_s=3600, pre_start=T0 - timedelta(days=1),
+    )  # fmt: skip
+    simulated = bench.unit_tables(pop, queries, successes, challenger)
+    columns = ("queries", "successes", "pre_queries", "pre_successes")
+    for arm in ("champion", "challenger"):
+        rows = sorted(zip(*(stored[arm][c].tolist() for c in columns), strict=True))
+        assert rows == sorted(zip(*(simulated[arm][c].tolist() for c in columns), strict=True))
+        assert len(rows) > 10
+    for adjust in (False, True):
+        ours = step_data(stored, weight=0.25, elapsed_s=60, adjust=adjust, metrics=())
+        theirs = step_data(simulated, weight=0.25, elapsed_s=60, adjust=adjust, metrics=())
+        for arm in ("champion", "challenger"):
+            a, b = getattr(ours, arm)["success"], getattr(theirs, arm)["success"]
+            assert (a.n, a.sum, a.sum_squares) == pytest.approx((b.n, b.sum, b.sum_squares))
+        assert ours.variance_removed == pytest.approx(theirs.variance_removed)
