@@ -3,7 +3,9 @@
 The unit of analysis is the unit of randomisation: routing assigns an arm by ``unit_id``
 (sticky per user), so every metric is summed per unit within the step's time window, and
 the experiment tests compare arms over units (ratio metrics, see
-`models.experiments.stats.ratio_stats`). A query without a ``unit_id`` is a unit of its own.
+`models.experiments.stats.ratio_stats`). A query without a ``unit_id`` is a unit of its own;
+a unit answered by both arms within one step (its questions in flight while a new step's
+routing moved it to the challenger) is left out of that step.
 
 A query is one answered by one of the experiment's two versions inside the window, as the
 ``query_units`` macro of ``schema.sql`` defines it (the one definition that the quality views
@@ -79,7 +81,10 @@ WITH step AS (
     WHERE task = $task AND ts >= $start AND ($end IS NULL OR ts < $end)
       AND ((arm = 'champion' AND model_version = $champion)
            OR (arm = 'challenger' AND model_version = $challenger))
-    GROUP BY ALL
+    GROUP BY arm, unit
+    -- A unit answered by both arms in one step (its questions in flight while the routing
+    -- changed its arm) measures neither version: left out.
+    QUALIFY count(*) OVER (PARTITION BY unit) = 1
 ), pre AS (
     SELECT unit_id AS unit, {_sums("pre_")}
     FROM query_units($attribution)

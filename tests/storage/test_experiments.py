@@ -78,6 +78,8 @@ def test_queries_are_summed_per_unit_with_the_units_pre_period_history(tmp_path:
             query("a3", "champion", "v0", unit_id="u1"),
             query("b1", "challenger", "v1", unit_id="u2"),            # no history
             query("c1", "challenger", "v1"),                           # no unit: its own unit
+            query("d1", "champion", "v0", unit_id="u3"),               # u3 in both arms:
+            query("d2", "challenger", "v1", unit_id="u3"),             # left out
         ],
         "feedback_events": [
             signal("f1", "p1", -29, rating=5), signal("f2", "a1", 2, rating=5),
