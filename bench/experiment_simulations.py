@@ -40,9 +40,9 @@ activity and answered at the user's own rate. One JSON line per A/A condition (I
 with the share of false decisions (promoted or rolled back), without and with the
 adjustment; then two lines for a challenger at 0.55 against 0.50, at ICC 0.1 and at ICC 0.3
 (sigma 1.0), without and with the adjustment on the same simulated traffic: the share
-promoted, the median units (summed over the steps) and queries to a decision (an undecided
-run counting as never), and the median correlation of the units' pre-period and
-in-experiment (linearised) values at the decision.
+promoted, the median units (summed over the steps, and in the deciding step) and queries to
+a decision (an undecided run counting as never), and the median correlation of the units'
+pre-period and in-experiment (linearised) values at the decision.
 """
 
 from __future__ import annotations
@@ -287,6 +287,7 @@ def clustered_experiment(
             return {
                 "action": decision.action,
                 "units": spent_units + units,
+                "last_step_units": units,
                 "queries": spent_queries + sum(current.queries),
                 "variance_removed": current.variance_removed,
                 "pre_correlation": pre_correlation(
@@ -361,12 +362,16 @@ def clustered_report(sims: int, seed: int, workers: int, pre_queries: int) -> li
         plain, adjusted = both(icc, 1.0, 0.05)
         units = [_median_to_decision(runs, "units") for runs in (plain, adjusted)]
         queries = [_median_to_decision(runs, "queries") for runs in (plain, adjusted)]
+        last = [_median_to_decision(runs, "last_step_units") for runs in (plain, adjusted)]
         lines.append({
             "bench": f"experiment_simulations_clustered_{name}", "icc": icc,
             "activity_sigma": 1.0, "control": 0.50, "challenger": 0.55, "sims": sims,
             "promoted": _share(plain, "promote"), "promoted_adjusted": _share(adjusted, "promote"),
             "median_units_to_decision": units[0], "median_units_to_decision_adjusted": units[1],
             "units_saved": round(1 - units[1] / units[0], 3) if all(units) else None,
+            "median_units_in_deciding_step": last[0],
+            "median_units_in_deciding_step_adjusted": last[1],
+            "units_in_deciding_step_saved": round(1 - last[1] / last[0], 3) if all(last) else None,
             "median_queries_to_decision": queries[0],
             "median_queries_to_decision_adjusted": queries[1],
             "queries_saved": round(1 - queries[1] / queries[0], 3) if all(queries) else None,

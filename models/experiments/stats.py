@@ -11,6 +11,9 @@ Public face
     - :func:`sequential_ttest` -- always-valid test (normal-mixture mSPRT / asymptotic
       confidence sequence), for every decision taken while data is still arriving.
     - :func:`srm_pvalue` -- sample-ratio mismatch, chi-square against the configured weights.
+    - :func:`ratio_stats` -- a ratio metric over the units of randomisation (delta method),
+      optionally adjusted with each unit's pre-experiment values (CUPED), as ``SampleStats``
+      for the tests above.
     - :func:`required_sample_size` -- how many units (and days) an experiment likely needs.
 
 Conventions
