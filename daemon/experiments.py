@@ -1,11 +1,13 @@
 """The experiment loop: from a challenger to a promotion or a rollback, one tick at a time.
 
 Every tick (APScheduler) it starts an experiment for each task whose registry names a
-challenger and has none running, then, for each running experiment, aggregates every ramp
-step's per-arm metrics in DuckDB, asks `models.experiments.policy.decide` for the action,
-appends the decision with its numbers to ``experiment_decisions``, and applies it: the next
-step's share in the routing bucket, or the registry's promotion or rollback with the routing
-back to one version.
+challenger and has none running (a task left without one takes the newest candidate that
+passed the offline gate against its champion while another was the challenger), then, for
+each running experiment, sums every ramp step's metrics per unit in DuckDB with each unit's
+pre-period history (`models.experiments.units`), asks `models.experiments.policy.decide` for
+the action, appends the decision with its numbers to ``experiment_decisions``, and applies
+it: the next step's share in the routing bucket, or the registry's promotion or rollback with
+the routing back to one version.
 
 Operators act through the same object (``kaizend promote|rollback|challenge|experiments
 pause|resume``):
