@@ -25,6 +25,24 @@ split, the share of runs flagged (p < 0.001) when each unit lands in one arm wit
 numbers over a grid of tau.
 
 Prints one JSON line. Run: ``.venv/bin/python bench/experiment_simulations.py [--reps N]``.
+
+``--clustered`` (issue 13) runs instead the daemon's own unit-level analysis
+(`models.experiments.units.step_data`, the function the SQL per-unit aggregation feeds, and
+`models.experiments.policy.decide`) on clustered traffic: 4,000 users, each with a success
+rate drawn from a Beta distribution of mean 0.5 and intra-user correlation ICC, and an
+activity drawn log-normal with spread sigma; each tick brings 500 queries, a user's share of
+them in proportion to its activity (Poisson); sticky assignment by a uniform hash per user
+(challenger when the hash is below the step's share, as routing does); ramp 10/25/50%, 1,000
+units per step (``min_units``), a step's maximum duration 40 ticks (20,000 queries), alpha
+0.05, tau 0.1. Guardrails are off (the simulated answers never fail). Each user's history
+(for the adjustment) is its queries of a pre-period, ``--pre-queries`` in all spread by
+activity and answered at the user's own rate. One JSON line per A/A condition (ICC, sigma)
+with the share of false decisions (promoted or rolled back), without and with the
+adjustment; then two lines for a challenger at 0.55 against 0.50, at ICC 0.1 and at ICC 0.3
+(sigma 1.0), without and with the adjustment on the same simulated traffic: the share
+promoted, the median units (summed over the steps, and in the deciding step) and queries to
+a decision (an undecided run counting as never), and the median correlation of the units'
+pre-period and in-experiment (linearised) values at the decision.
 """
 
 from __future__ import annotations
@@ -41,6 +59,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.experiments.policy import Policy, StepData  # noqa: E402
+from models.experiments.policy import decide as policy_decide  # noqa: E402
 from models.experiments.stats import (  # noqa: E402
     DEFAULT_TAU,
     SampleStats,
@@ -49,6 +69,7 @@ from models.experiments.stats import (  # noqa: E402
     srm_pvalue,
     ttest,
 )
+from models.experiments.units import step_data  # noqa: E402
 
 RAMP: tuple[tuple[float, int], ...] = ((0.10, 1000), (0.25, 1000), (0.50, 1000))
 """(challenger share, minimum units) per step; the last step runs to the horizon."""
@@ -161,14 +182,229 @@ def srm_detection(
     }
 
 
+CLUSTERED_CONDITIONS: tuple[tuple[float, float], ...] = ((0.0, 0.0), (0.1, 1.0), (0.3, 1.0),
+                                                         (0.3, 1.5))  # fmt: skip
+"""(ICC, activity sigma) of the A/A conditions."""
+USERS = 4000
+TICK_QUERIES = 500
+TICK_S = 3600.0
+MAX_STEP_TICKS = 40
+
+
+@dataclass(frozen=True)
+class Population:
+    """Simulated users: per user its success rate, share of traffic, hash and history."""
+
+    rate: np.ndarray
+    activity: np.ndarray
+    """Each user's share of the queries (sums to 1)."""
+    hash: np.ndarray
+    pre_queries: np.ndarray
+    pre_successes: np.ndarray
+
+
+def population(
+    rng: np.random.Generator, icc: float, sigma: float, pre_queries: int, users: int = USERS
+) -> Population:
+    """Users with a Beta(mean 0.5, ICC ``icc``) success rate and log-normal(``sigma``)
+    activity; ICC 0 gives every user the rate 0.5. Their history: ``pre_queries`` queries
+    spread by activity, answered at the user's own rate."""
+    if icc > 0:
+        k = 1.0 / icc - 1.0  # a + b of the Beta: ICC = 1 / (a + b + 1)
+        rate = rng.beta(0.5 * k, 0.5 * k, users)
+    else:
+        rate = np.full(users, 0.5)
+    activity = np.exp(sigma * rng.standard_normal(users))
+    activity /= activity.sum()
+    pre = rng.poisson(pre_queries * activity).astype(float)
+    return Population(rate, activity, rng.random(users), pre, rng.binomial(pre.astype(int), rate))
+
+
+def unit_tables(
+    pop: Population, queries: np.ndarray, successes: np.ndarray, challenger: np.ndarray
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per arm, the per-unit table `storage.experiments.unit_metrics` returns (its primary
+    columns): every user with a query in the step is a unit."""
+    seen = queries > 0
+    out = {}
+    for arm, mask in (("champion", seen & ~challenger), ("challenger", seen & challenger)):
+        out[arm] = {
+            "queries": queries[mask], "successes": successes[mask],
+            "pre_queries": pop.pre_queries[mask], "pre_successes": pop.pre_successes[mask],
+        }  # fmt: skip
+    return out
+
+
+def pre_correlation(table: dict[str, np.ndarray]) -> float:
+    """Correlation of the units' linearised pre-period and in-experiment success, among the
+    units with history (what the adjustment exploits)."""
+    has = table["pre_queries"] > 0
+    if has.sum() < 3:
+        return float("nan")
+
+    def linearised(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return (y - y.sum() / x.sum() * x) / x.mean()
+
+    post = linearised(table["successes"][has], table["queries"][has])
+    pre = linearised(table["pre_successes"][has], table["pre_queries"][has])
+    return float(np.corrcoef(post, pre)[0, 1])
+
+
+def clustered_experiment(
+    seed: int, icc: float, sigma: float, lift: float, adjust: bool, pre_queries: int
+) -> dict[str, float]:
+    """One simulated experiment driven by the policy to its end: its action, and the units
+    (summed over steps) and queries at the decision."""
+    rng = np.random.default_rng(seed)
+    pop = population(rng, icc, sigma, pre_queries)
+    policy = Policy(min_units=1000, max_duration_s=MAX_STEP_TICKS * TICK_S, guardrails=())
+    treated_rate = np.clip(pop.rate + lift, 0.0, 1.0)
+    done: list[StepData] = []
+    weight = policy.weights[0]
+    queries = np.zeros(USERS)
+    successes = np.zeros(USERS)
+    elapsed = 0.0
+    spent_units = spent_queries = 0.0
+    while True:
+        challenger = pop.hash < weight
+        new = rng.poisson(TICK_QUERIES * pop.activity)
+        queries += new
+        successes += rng.binomial(new, np.where(challenger, treated_rate, pop.rate))
+        elapsed += TICK_S
+        tables = unit_tables(pop, queries, successes, challenger)
+        current = step_data(tables, weight=weight, elapsed_s=elapsed, adjust=adjust, metrics=())
+        decision = policy_decide([*done, current], policy)
+        units = current.champion["success"].n + current.challenger["success"].n
+        if decision.action == "advance":
+            done.append(current)
+            spent_units += units
+            spent_queries += sum(current.queries)
+            next_weight = policy.next_weight(weight)
+            assert next_weight is not None
+            weight, elapsed = next_weight, 0.0
+            queries, successes = np.zeros(USERS), np.zeros(USERS)
+        elif decision.action != "hold":
+            return {
+                "action": decision.action,
+                "units": spent_units + units,
+                "last_step_units": units,
+                "queries": spent_queries + sum(current.queries),
+                "variance_removed": current.variance_removed,
+                "pre_correlation": pre_correlation(
+                    {k: np.concatenate([t[k] for t in tables.values()]) for k in tables["champion"]}
+                ),
+                "design_effect": current.design_effect,
+            }
+
+
+def _clustered_batch(args: tuple[list[int], float, float, float, bool, int]) -> list[dict]:
+    seeds, *rest = args
+    return [clustered_experiment(seed, *rest) for seed in seeds]
+
+
+def run_clustered(
+    seeds: list[int],
+    icc: float,
+    sigma: float,
+    lift: float,
+    adjust: bool,
+    pre_queries: int,
+    workers: int,
+) -> list[dict[str, float]]:
+    """``clustered_experiment`` for every seed, over ``workers`` processes."""
+    chunks = [seeds[i::workers] for i in range(workers)]
+    jobs = [(chunk, icc, sigma, lift, adjust, pre_queries) for chunk in chunks if chunk]
+    if workers <= 1:
+        return [r for job in jobs for r in _clustered_batch(job)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        return [r for batch in pool.map(_clustered_batch, jobs) for r in batch]
+
+
+def _median_to_decision(runs: list[dict[str, float]], key: str) -> float | None:
+    """Median ``key`` at the decision over every run, an undecided run counting as never
+    (None when over half are undecided)."""
+    values = [r[key] if r["action"] in ("promote", "rollback") else np.inf for r in runs]
+    median = float(np.median(values))
+    return median if np.isfinite(median) else None
+
+
+def _share(runs: list[dict[str, float]], *actions: str) -> float:
+    return round(sum(r["action"] in actions for r in runs) / len(runs), 4)
+
+
+def clustered_report(sims: int, seed: int, workers: int, pre_queries: int) -> list[dict]:
+    """The JSON lines of ``--clustered``."""
+    seeds = np.random.SeedSequence(seed).generate_state(sims).tolist()
+    lines: list[dict] = []
+
+    def both(icc: float, sigma: float, lift: float) -> tuple[list[dict], list[dict]]:
+        return tuple(  # type: ignore[return-value]
+            run_clustered(seeds, icc, sigma, lift, adjust, pre_queries, workers)
+            for adjust in (False, True)
+        )
+
+    for icc, sigma in CLUSTERED_CONDITIONS:
+        start = time.perf_counter()
+        plain, adjusted = both(icc, sigma, 0.0)
+        lines.append({
+            "bench": "experiment_simulations_clustered", "icc": icc, "activity_sigma": sigma,
+            "sims": sims, "false_decisions": _share(plain, "promote", "rollback"),
+            "promoted": _share(plain, "promote"), "rolled_back": _share(plain, "rollback"),
+            "false_decisions_adjusted": _share(adjusted, "promote", "rollback"),
+            "median_design_effect": round(float(np.nanmedian(
+                [r["design_effect"] for r in plain])), 2),
+            "seconds": round(time.perf_counter() - start, 1),
+        })  # fmt: skip
+    for name, icc in (("power", 0.1), ("adjustment", 0.3)):
+        start = time.perf_counter()
+        plain, adjusted = both(icc, 1.0, 0.05)
+        units = [_median_to_decision(runs, "units") for runs in (plain, adjusted)]
+        queries = [_median_to_decision(runs, "queries") for runs in (plain, adjusted)]
+        last = [_median_to_decision(runs, "last_step_units") for runs in (plain, adjusted)]
+        lines.append({
+            "bench": f"experiment_simulations_clustered_{name}", "icc": icc,
+            "activity_sigma": 1.0, "control": 0.50, "challenger": 0.55, "sims": sims,
+            "promoted": _share(plain, "promote"), "promoted_adjusted": _share(adjusted, "promote"),
+            "median_units_to_decision": units[0], "median_units_to_decision_adjusted": units[1],
+            "units_saved": round(1 - units[1] / units[0], 3) if all(units) else None,
+            "median_units_in_deciding_step": last[0],
+            "median_units_in_deciding_step_adjusted": last[1],
+            "units_in_deciding_step_saved": round(1 - last[1] / last[0], 3) if all(last) else None,
+            "median_queries_to_decision": queries[0],
+            "median_queries_to_decision_adjusted": queries[1],
+            "queries_saved": round(1 - queries[1] / queries[0], 3) if all(queries) else None,
+            "pre_queries": pre_queries,
+            "median_pre_correlation": round(float(np.nanmedian(
+                [r["pre_correlation"] for r in adjusted])), 3),
+            "median_variance_removed": round(float(np.median(
+                [r["variance_removed"] for r in adjusted])), 3),
+            "seconds": round(time.perf_counter() - start, 1),
+        })  # fmt: skip
+    return lines
+
+
 def main() -> None:
-    """Run every simulation and print one JSON line."""
+    """Run every simulation and print one JSON line (``--clustered``: one per condition)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=1000, help="simulated experiments per case")
     parser.add_argument("--tau", type=float, default=DEFAULT_TAU, help="sequential test's tau")
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument("--tune", action="store_true", help="also sweep a grid of tau values")
+    parser.add_argument(
+        "--clustered", action="store_true", help="unit-level analysis on clustered users"
+    )
+    parser.add_argument("--sims", type=int, default=500, help="--clustered: runs per condition")
+    parser.add_argument("--workers", type=int, default=2, help="--clustered: processes")
+    parser.add_argument(
+        "--pre-queries", type=int, default=5_000, help="--clustered: queries of the pre-period"
+    )
     args = parser.parse_args()
+    if args.clustered:
+        for line in clustered_report(args.sims, args.seed, args.workers, args.pre_queries):
+            print(json.dumps(line), flush=True)
+        return
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     report: dict[str, object] = {

@@ -8,7 +8,7 @@ Measured in the same run, with the one parser evaluator (`models.parser.evaluate
 - exact text overlap between the pool and querygen's 4,500 texts, and phrasing novelty
   (`userpool.phrasing_novelty`) of the pool against querygen, next to querygen's own test
   split against its train split;
-- the experiment loop's success rate (`storage.experiments.arm_metrics`) of simulated users
+- the experiment loop's success rate (`storage.experiments.unit_metrics`) of simulated users
   (`models.fit.users`, default behaviour) served by an oracle parser and by the rules;
 - with ``--model DIR``, a trained parser version on the same sets.
 
@@ -37,7 +37,7 @@ from models.fit.users import simulate_parser_traffic  # noqa: E402
 from models.parser.evaluate import evaluate  # noqa: E402
 from models.parser.serve import ParseResult, RuleParser, load_parser  # noqa: E402
 from storage.events import EventStore  # noqa: E402
-from storage.experiments import arm_metrics  # noqa: E402
+from storage.experiments import unit_metrics  # noqa: E402
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -75,22 +75,24 @@ def _success(traffic: list[userpool.UserQuery], parsers: dict[str, Any]) -> dict
         events = simulate_parser_traffic(traffic, parser, seed=11, model_version=version, arm=arm,
                                          start=START)  # fmt: skip
         for event in events:
-            body = dict(event)
+            # The same users face both versions: each arm's its own, as in an experiment.
+            body = dict(event) | ({"unit_id": f"{event['unit_id']}-{arm}"} if "unit_id" in event
+                                  else {})  # fmt: skip
             kind = body.pop("kind")
             row = EVENT_TYPES[kind].model_validate(body).to_row()
             tables[f"{kind}_events"].append(row | {"ingested_at": datetime.now(UTC)})
     with tempfile.TemporaryDirectory() as directory:
         store = EventStore(Path(directory) / "k.duckdb")
         store.write(dict(tables))
-        metrics = arm_metrics(store.cursor(), task="parser", champion=champion,
-                              challenger=challenger, start=START, end=None,
-                              attribution_s=86400.0)  # fmt: skip
+        metrics = unit_metrics(store.cursor(), task="parser", champion=champion,
+                               challenger=challenger, start=START, end=None,
+                               attribution_s=86400.0)  # fmt: skip
         store.close()
     out = {}
     for version, arm in ((champion, "champion"), (challenger, "challenger")):
-        n, successes, _ = metrics[arm]["success"]
-        out[version] = round(successes / n, 4)
-        out[f"{version}_corrections"] = metrics[arm]["correction_rate"][1]
+        units = metrics[arm]
+        out[version] = round(float(units["successes"].sum() / units["queries"].sum()), 4)
+        out[f"{version}_corrections"] = float(units["corrections"].sum())
     return out
 
 

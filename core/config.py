@@ -343,6 +343,19 @@ class ExperimentSettings(_Section):
     latency_budget_ms: float = Field(
         1000.0, gt=0, description="An answer slower than this counts as slow (slow_rate)."
     )
+    cuped: bool = Field(
+        True,
+        description="Adjust every metric with each unit's pre-period history (CUPED: the "
+        "unit's numerator and denominator before the experiment started, and whether it has "
+        "any), which removes the variance that history predicts; units without history are "
+        "handled without bias.",
+    )
+    cuped_window_days: float = Field(
+        28.0,
+        gt=0,
+        description="Days before an experiment's start whose queries make each unit's "
+        "pre-period history (with cuped).",
+    )
     shadow: bool = Field(
         False,
         description="While an experiment runs, the gateway also runs the challenger on "

@@ -352,13 +352,21 @@ def experiments_list(ctx: click.Context, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @click.pass_context
 def experiments_show(ctx: click.Context, experiment_id: str, fmt: str) -> None:
-    """The timeline of one experiment's decisions, with the numbers behind each."""
+    """The timeline of one experiment's decisions, with the numbers behind each: units (the
+    unit of randomisation) and queries per arm in the current step, the design effect (the
+    success variance over units against independent queries), whether the units' history
+    adjusted it and the share of variance that removed, and the effect with its interval."""
     from daemon.client import sql_query
     from daemon.versions import sql_literal
 
     query = (
         "SELECT strftime(decided_at, '%Y-%m-%d %H:%M:%S') AS decided, step, weight, "
-        "n_champion, n_challenger, round(champion_value, 4) AS champion, "
+        "n_champion AS units_champion, n_challenger AS units_challenger, "
+        "CAST(queries_champion AS BIGINT) AS queries_champion, "
+        "CAST(queries_challenger AS BIGINT) AS queries_challenger, "
+        "round(design_effect, 2) AS design_effect, adjusted, "
+        "round(variance_removed, 3) AS variance_removed, "
+        "round(champion_value, 4) AS champion, "
         "round(challenger_value, 4) AS challenger, round(effect, 4) AS effect, "
         "round(ci_lower, 4) AS ci_lower, round(ci_upper, 4) AS ci_upper, "
         "round(p_value, 5) AS p_value, gate, action, reason FROM experiment_decisions "

@@ -1,11 +1,13 @@
 """The experiment loop: from a challenger to a promotion or a rollback, one tick at a time.
 
 Every tick (APScheduler) it starts an experiment for each task whose registry names a
-challenger and has none running, then, for each running experiment, aggregates every ramp
-step's per-arm metrics in DuckDB, asks `models.experiments.policy.decide` for the action,
-appends the decision with its numbers to ``experiment_decisions``, and applies it: the next
-step's share in the routing bucket, or the registry's promotion or rollback with the routing
-back to one version.
+challenger and has none running (a task left without one takes the newest candidate that
+passed the offline gate against its champion while another was the challenger), then, for
+each running experiment, sums every ramp step's metrics per unit in DuckDB with each unit's
+pre-period history (`models.experiments.units`), asks `models.experiments.policy.decide` for
+the action, appends the decision with its numbers to ``experiment_decisions``, and applies
+it: the next step's share in the routing bucket, or the registry's promotion or rollback with
+the routing back to one version.
 
 Operators act through the same object (``kaizend promote|rollback|challenge|experiments
 pause|resume``):
@@ -18,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -31,9 +34,9 @@ from core.errors import KaizendError
 from daemon.ollama import publish_in_background
 from handlers.routing import Routing, put_routing
 from models.experiments.policy import Decision, Policy, StepData, decide
-from models.experiments.stats import SampleStats
+from models.experiments.units import step_data
 from storage.events import EventStore
-from storage.experiments import Experiment, ExperimentStore, arm_metrics
+from storage.experiments import Experiment, ExperimentStore, unit_metrics
 from storage.registry import Registry, Status, VersionRecord
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,7 @@ class ExperimentLoop:
         started = []
         with self.store.cursor() as con:
             registry, experiments = Registry(con), ExperimentStore(con)
+            _queue_next(con)
             tasks = [row[0] for row in con.execute(
                 "SELECT DISTINCT task FROM current_aliases WHERE alias = 'challenger' "
                 "AND version_id IS NOT NULL").fetchall()]  # fmt: skip
@@ -148,19 +152,20 @@ class ExperimentLoop:
         return started
 
     def _step_data(self, con: Any, experiment: Experiment) -> list[StepData]:
+        e = self.settings.experiments
+        pre_start = experiment.created_at - timedelta(days=e.cuped_window_days)
         data = []
         for step in ExperimentStore(con).steps(experiment.experiment_id):
-            arms = arm_metrics(
+            units = unit_metrics(
                 con, task=experiment.task, champion=experiment.champion,
                 challenger=experiment.challenger, start=step.started_at, end=step.ended_at,
-                attribution_s=self.settings.experiments.attribution_s,
-                latency_budget_ms=self.settings.experiments.latency_budget_ms,
+                attribution_s=e.attribution_s, latency_budget_ms=e.latency_budget_ms,
+                pre_start=pre_start if e.cuped else None, pre_end=experiment.created_at,
             )  # fmt: skip
             end = step.ended_at or _now()
-            data.append(StepData(
-                weight=step.weight, elapsed_s=(end - step.started_at).total_seconds(),
-                champion={k: SampleStats(*v) for k, v in arms["champion"].items()},
-                challenger={k: SampleStats(*v) for k, v in arms["challenger"].items()},
+            data.append(step_data(
+                units, weight=step.weight, elapsed_s=(end - step.started_at).total_seconds(),
+                adjust=e.cuped,
             ))  # fmt: skip
         return data
 
@@ -186,6 +191,10 @@ class ExperimentLoop:
                     "p_value": test.p_value if test else None,
                     "alpha": self.policy.alpha, "srm_p_value": decision.srm_p_value,
                     "gate": decision.gate, "action": decision.action, "reason": decision.reason,
+                    "queries_champion": current.queries[0],
+                    "queries_challenger": current.queries[1],
+                    "design_effect": _finite(current.design_effect),
+                    "adjusted": current.adjusted, "variance_removed": current.variance_removed,
                 })  # fmt: skip
                 out.append((experiment, decision))
                 _export(experiment.task, len(steps), current)
@@ -383,6 +392,28 @@ class ExperimentLoop:
             return previous
 
 
+_QUEUED = """
+SELECT g.task, g.version_id FROM gate_decisions g
+JOIN model_versions v USING (version_id)
+JOIN current_aliases c ON c.task = g.task AND c.alias = 'champion' AND c.version_id = g.champion
+WHERE g.passed AND v.status = 'candidate'
+  AND g.task NOT IN (SELECT task FROM current_aliases
+                     WHERE alias = 'challenger' AND version_id IS NOT NULL)
+  AND g.task NOT IN (SELECT task FROM experiments WHERE status IN ('running', 'paused'))
+QUALIFY row_number() OVER (PARTITION BY g.task ORDER BY g.decided_at DESC) = 1
+"""
+
+
+def _queue_next(con: duckdb.DuckDBPyConnection) -> None:
+    """A task whose experiment ended takes its next candidate: the newest that passed the
+    offline gate against the current champion while another was the challenger."""
+    registry = Registry(con)
+    for task, version_id in con.execute(_QUEUED).fetchall():
+        registry.make_challenger(version_id, "offline gate passed while another was the "
+                                 "challenger; the task is free")  # fmt: skip
+        log.info("%s: queued candidate %s is the challenger", task, version_id)
+
+
 def _export(task: str, step: int, current: StepData) -> None:
     """The running experiment's step, share and per-arm success as Prometheus gauges."""
     metrics.EXPERIMENT_STEP.labels(task).set(step)
@@ -392,6 +423,11 @@ def _export(task: str, step: int, current: StepData) -> None:
         metrics.EXPERIMENT_UNITS.labels(task, arm).set(success.n)
         if success.n:
             metrics.EXPERIMENT_SUCCESS_RATE.labels(task, arm).set(success.sum / success.n)
+
+
+def _finite(value: float) -> float | None:
+    """NULL in the decision log for an undefined number."""
+    return value if math.isfinite(value) else None
 
 
 def _now() -> datetime:

@@ -1,20 +1,28 @@
-"""Per-arm metrics of an experiment step, aggregated in DuckDB from the stored events.
+"""Per-unit metrics of an experiment step, aggregated in DuckDB from the stored events.
 
-A unit is a query answered by one of the experiment's two versions inside the step's time
-window, as the ``query_units`` macro of ``schema.sql`` defines it (the one definition that
-the quality views and the performance alarm share). Its metrics:
+The unit of analysis is the unit of randomisation: routing assigns an arm by ``unit_id``
+(sticky per user), so every metric is summed per unit within the step's time window, and
+the experiment tests compare arms over units (ratio metrics, see
+`models.experiments.stats.ratio_stats`). A query without a ``unit_id`` is a unit of its own;
+a unit answered by both arms within one step (its questions in flight while a new step's
+routing moved it to the challenger) is left out of that step.
 
-- ``success`` (primary): it got positive feedback (a rating >= 4 or thumbs up) and no
-  correction arrived within ``attribution_s`` of the query;
-- ``correction_rate``: a correction arrived within ``attribution_s``;
-- ``rating``: its mean rating (units with a rating only);
-- ``error_rate``: the query failed; ``fallback_rate``: the model's answer was replaced by
-  the fallback's (``fallback_used``); ``slow_rate``: its latency was over
-  ``latency_budget_ms`` (a tail-latency guardrail: a p95 within the budget keeps it under
-  5%); ``latency_ms``: its latency.
+A query is one answered by one of the experiment's two versions inside the window, as the
+``query_units`` macro of ``schema.sql`` defines it (the one definition that the quality views
+and the performance alarm share). Per unit, the columns of `UNIT_COLUMNS`:
 
-Each comes back as the summary statistics (count, sum, sum of squares) the experiment tests
-take, per arm, so no raw values leave the database.
+- ``queries``; ``successes`` (primary: positive feedback, a rating >= 4 or thumbs up, and no
+  correction within ``attribution_s``); ``corrections`` (one within ``attribution_s``);
+- ``rated`` (queries with a rating) and ``rating_sum``;
+- ``errors`` (the query failed); ``fallbacks`` (the model's answer was replaced by the
+  fallback's); ``slow`` (latency over ``latency_budget_ms``: a p95 within the budget keeps
+  its rate under 5%); ``latency_sum``;
+- each of these again with a ``pre_`` prefix: the unit's queries of the task in the
+  pre-period window before the experiment started (any version; shadow answers excluded),
+  the covariates of the history adjustment; zeros for a unit without history.
+
+`METRICS` names each metric's numerator and denominator: ``success`` is successes over
+queries, summed over the arm's units.
 """
 
 from __future__ import annotations
@@ -24,34 +32,73 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
+import numpy as np
 
-METRICS = (
-    "success", "correction_rate", "rating", "error_rate", "fallback_rate", "slow_rate",
-    "latency_ms",
+METRICS: dict[str, tuple[str, str]] = {
+    "success": ("successes", "queries"),
+    "correction_rate": ("corrections", "queries"),
+    "rating": ("rating_sum", "rated"),
+    "error_rate": ("errors", "queries"),
+    "fallback_rate": ("fallbacks", "queries"),
+    "slow_rate": ("slow", "queries"),
+    "latency_ms": ("latency_sum", "queries"),
+}
+"""Metric -> (numerator column, denominator column) of the per-unit table."""
+
+BINARY_METRICS = frozenset(
+    {"success", "correction_rate", "error_rate", "fallback_rate", "slow_rate"}
+)
+"""Metrics whose per-query value is 0 or 1 (rates), for which a design effect is defined."""
+
+VALUE_COLUMNS = (
+    "queries", "successes", "corrections", "rated", "rating_sum", "errors", "fallbacks", "slow",
+    "latency_sum",
 )  # fmt: skip
+UNIT_COLUMNS = (*VALUE_COLUMNS, *(f"pre_{c}" for c in VALUE_COLUMNS))
 
-_ARM_METRICS = """
-SELECT arm,
-       count(*) AS n,
-       sum(CAST(success AS DOUBLE)) AS success,
-       sum(CAST(corrected AS DOUBLE)) AS correction_rate,
-       count(rating) AS rating_n, sum(rating) AS rating_sum, sum(rating * rating) AS rating_sq,
-       sum(CAST(failed AS DOUBLE)) AS error_rate,
-       sum(CAST(fallback AS DOUBLE)) AS fallback_rate,
-       sum(CAST(latency_ms > $latency_budget AS DOUBLE)) AS slow_rate,
-       sum(latency_ms) AS latency_sum, sum(latency_ms * latency_ms) AS latency_sq
-FROM query_units($attribution)
-WHERE task = $task AND ts >= $start AND ($end IS NULL OR ts < $end)
-  AND ((arm = 'champion' AND model_version = $champion)
-       OR (arm = 'challenger' AND model_version = $challenger))
-GROUP BY arm
+UnitTable = dict[str, np.ndarray]
+"""One arm's units: a column name of `UNIT_COLUMNS` -> one value per unit."""
+
+
+def _sums(prefix: str) -> str:
+    """The per-unit sums of `VALUE_COLUMNS`, named with ``prefix``."""
+    return f"""
+       CAST(count(*) AS DOUBLE) AS {prefix}queries,
+       sum(CAST(success AS DOUBLE)) AS {prefix}successes,
+       sum(CAST(corrected AS DOUBLE)) AS {prefix}corrections,
+       CAST(count(rating) AS DOUBLE) AS {prefix}rated,
+       coalesce(sum(rating), 0) AS {prefix}rating_sum,
+       sum(CAST(failed AS DOUBLE)) AS {prefix}errors,
+       sum(CAST(fallback AS DOUBLE)) AS {prefix}fallbacks,
+       sum(CAST(latency_ms > $latency_budget AS DOUBLE)) AS {prefix}slow,
+       sum(latency_ms) AS {prefix}latency_sum"""
+
+
+_UNIT_METRICS = f"""
+WITH step AS (
+    SELECT arm, coalesce(unit_id, 'query:' || query_id) AS unit, {_sums("")}
+    FROM query_units($attribution)
+    WHERE task = $task AND ts >= $start AND ($end IS NULL OR ts < $end)
+      AND ((arm = 'champion' AND model_version = $champion)
+           OR (arm = 'challenger' AND model_version = $challenger))
+    GROUP BY arm, unit
+    -- A unit answered by both arms in one step (its questions in flight while the routing
+    -- changed its arm) measures neither version: left out.
+    QUALIFY count(*) OVER (PARTITION BY unit) = 1
+), pre AS (
+    SELECT unit_id AS unit, {_sums("pre_")}
+    FROM query_units($attribution)
+    WHERE $pre_start IS NOT NULL AND task = $task AND unit_id IS NOT NULL
+      AND ts >= $pre_start AND ts < $pre_end AND arm IS DISTINCT FROM 'shadow'
+    GROUP BY ALL
+)
+SELECT step.arm, {", ".join(f"CAST(coalesce({c}, 0) AS DOUBLE) AS {c}" for c in UNIT_COLUMNS)}
+FROM step LEFT JOIN pre USING (unit)
+ORDER BY step.arm, step.unit
 """
 
-Summary = tuple[float, float, float]
-"""(n, sum, sum of squares) of one metric."""
 
-
-def arm_metrics(
+def unit_metrics(
     con: duckdb.DuckDBPyConnection,
     *,
     task: str,
@@ -61,28 +108,22 @@ def arm_metrics(
     end: datetime | None,
     attribution_s: float,
     latency_budget_ms: float = float("inf"),
-) -> dict[str, dict[str, Summary]]:
-    """``{arm: {metric: (n, sum, sum_squares)}}`` for the window [start, end)."""
+    pre_start: datetime | None = None,
+    pre_end: datetime | None = None,
+) -> dict[str, UnitTable]:
+    """``{arm: {column: values per unit}}`` for the window [start, end); the ``pre_`` columns
+    cover [pre_start, pre_end) (all zero when ``pre_start`` is None)."""
     params = {
         "task": task, "champion": champion, "challenger": challenger, "start": start,
         "end": end, "attribution": attribution_s, "latency_budget": latency_budget_ms,
+        "pre_start": pre_start, "pre_end": pre_end or start,
     }  # fmt: skip
-    out: dict[str, dict[str, Summary]] = {
-        arm: {metric: (0.0, 0.0, 0.0) for metric in METRICS} for arm in ("champion", "challenger")
+    rows = con.execute(_UNIT_METRICS, params).fetchnumpy()
+    arms = np.asarray(rows["arm"], dtype=object)
+    return {
+        arm: {c: np.asarray(rows[c], dtype=float)[arms == arm] for c in UNIT_COLUMNS}
+        for arm in ("champion", "challenger")
     }
-    for row in con.execute(_ARM_METRICS, params).fetchall():
-        arm, n, success, corrected, r_n, r_sum, r_sq, failed, fell_back, slow, l_sum, l_sq = row
-        out[arm] = {
-            # A proportion's sum of squares is its number of successes.
-            "success": (n, success, success),
-            "correction_rate": (n, corrected, corrected),
-            "rating": (r_n, r_sum or 0.0, r_sq or 0.0),
-            "error_rate": (n, failed, failed),
-            "fallback_rate": (n, fell_back, fell_back),
-            "slow_rate": (n, slow, slow),
-            "latency_ms": (n, l_sum or 0.0, l_sq or 0.0),
-        }
-    return out
 
 
 @dataclass(frozen=True)

@@ -222,8 +222,20 @@ CREATE TABLE IF NOT EXISTS experiment_decisions (
     srm_p_value   DOUBLE,
     gate          VARCHAR NOT NULL,
     action        VARCHAR NOT NULL,     -- hold | advance | promote | rollback | inconclusive
-    reason        VARCHAR NOT NULL
+    reason        VARCHAR NOT NULL,
+    -- The unit view of the current step (n_* are units, the unit of randomisation):
+    queries_champion   DOUBLE,        -- queries per arm
+    queries_challenger DOUBLE,
+    design_effect      DOUBLE,        -- success variance over units / if queries were independent
+    adjusted           BOOLEAN,       -- success adjusted with the units' pre-period history
+    variance_removed   DOUBLE         -- share of its variance the adjustment removed
 );
+-- Files created before the unit view existed get its columns (NULL for their old rows).
+ALTER TABLE experiment_decisions ADD COLUMN IF NOT EXISTS queries_champion DOUBLE;
+ALTER TABLE experiment_decisions ADD COLUMN IF NOT EXISTS queries_challenger DOUBLE;
+ALTER TABLE experiment_decisions ADD COLUMN IF NOT EXISTS design_effect DOUBLE;
+ALTER TABLE experiment_decisions ADD COLUMN IF NOT EXISTS adjusted BOOLEAN;
+ALTER TABLE experiment_decisions ADD COLUMN IF NOT EXISTS variance_removed DOUBLE;
 
 -- One query as experiments, quality views and performance alarms see it: the single
 -- definition of success. A query succeeds when it got positive feedback (a rating >= 4 or
@@ -232,7 +244,7 @@ CREATE TABLE IF NOT EXISTS experiment_decisions (
 -- ("fallback_used": true, as `kaizend parse` writes it).
 CREATE OR REPLACE MACRO query_units(attribution_s) AS TABLE
 SELECT *, liked AND NOT corrected AS success FROM (
-    SELECT q.query_id, q.ts, q.task, q.model_version, q.arm, q.text, q.latency_ms,
+    SELECT q.query_id, q.ts, q.task, q.model_version, q.arm, q.unit_id, q.text, q.latency_ms,
            q.error IS NOT NULL AS failed,
            coalesce(q.fallback_used,
                     TRY_CAST(coalesce(q.output->>'fallback_used', q.extra->>'fallback_used')

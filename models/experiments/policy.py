@@ -1,8 +1,9 @@
 """The experiment loop's decision at one tick: the gates, in their fixed order.
 
-Pure: it takes what has been measured per ramp step and arm (summary statistics, see
-`models.experiments.stats`) and returns one `Decision`; the daemon gathers the numbers from
-DuckDB, applies the action (routing bucket, registry) and logs the decision.
+Pure: it takes what has been measured per ramp step and arm (summary statistics over units,
+the unit of randomisation: see `models.experiments.units`) and returns one `Decision`; the
+daemon gathers the numbers from DuckDB, applies the action (routing bucket, registry) and
+logs the decision.
 
 Order, a rollback winning over a hold:
 
@@ -10,13 +11,17 @@ Order, a rollback winning over a hold:
 2. a guardrail (error rate, fallback rate, share of slow answers; lower is better)
    significantly worse by more than its tolerance (the always-valid lower bound of the
    challenger's excess is above it) -> roll back;
-3. sample-ratio mismatch of the current step against its *configured* weight
-   (p < ``srm_alpha``) -> hold, and alert;
+3. sample-ratio mismatch of the current step's distinct units against its *configured*
+   weight (p < ``srm_alpha``) -> hold, and alert;
 4. the primary metric (success) significantly worse -> roll back;
 5. the current step below its minimum units or minimum duration -> hold;
 6. before the last comparison step -> advance to the next step; at the last one, the
    primary metric significantly better -> promote; past the step's maximum duration, neither
    better nor worse -> stop as inconclusive (the champion stays); otherwise hold.
+
+Every hold ends: a step held for no traffic, a sample-ratio mismatch or too few units that
+reaches its maximum duration stops as inconclusive, like a step that cannot decide, so the
+task is free for its next candidate.
 
 Every comparison uses the always-valid sequential test (looking at every tick does not
 inflate false decisions) over the steps so far as strata, never a pool across weights.
@@ -49,7 +54,17 @@ class StepData:
     elapsed_s: float
     """How long the step has run."""
     champion: Mapping[str, SampleStats]
+    """Per metric, the arm's units: ``n`` units, mean the metric's ratio over them."""
     challenger: Mapping[str, SampleStats]
+    queries: tuple[float, float] = (0.0, 0.0)
+    """Queries (the primary metric's denominator) of (champion, challenger): descriptive."""
+    design_effect: float = float("nan")
+    """Variance of the primary metric's difference over units, over what independent queries
+    would give (descriptive: how much the per-query analysis would understate it)."""
+    adjusted: bool = False
+    """Whether the primary metric was adjusted with the units' pre-period history."""
+    variance_removed: float = 0.0
+    """Share of the primary difference's variance that the adjustment removed."""
 
 
 @dataclass(frozen=True)
@@ -125,13 +140,15 @@ def decide(steps: Sequence[StepData], policy: Policy) -> Decision:
     last_step = policy.next_weight(current.weight) is None
     n_champion = current.champion[PRIMARY].n
     n_challenger = current.challenger[PRIMARY].n
+    expired = current.elapsed_s >= policy.max_duration_s
     if n_champion == 0 or n_challenger == 0:
-        return Decision(
-            "hold",
-            "traffic",
-            f"no traffic yet in step {len(steps)} "
-            f"({n_champion} champion, {n_challenger} challenger units)",
+        traffic = (
+            f"no traffic in step {len(steps)} "
+            f"({n_champion:.0f} champion, {n_challenger:.0f} challenger units)"
         )
+        if expired:
+            return Decision("inconclusive", "traffic", f"{traffic} by its maximum duration")
+        return Decision("hold", "traffic", traffic)
 
     for guardrail in policy.guardrails:
         test = _compare(steps, guardrail, policy, guardrail=True)
@@ -143,14 +160,17 @@ def decide(steps: Sequence[StepData], policy: Policy) -> Decision:
 
     srm = srm_pvalue([n_champion, n_challenger], [1 - current.weight, current.weight])
     if srm < policy.srm_alpha:
-        return Decision(
-            "hold",
-            "srm",
-            f"sample-ratio mismatch: {n_champion}/{n_challenger} units against a configured "
-            f"{1 - current.weight:.0%}/{current.weight:.0%} split (p={srm:.2g}); check the "
-            "producers' routing",
-            srm_p_value=srm,
+        mismatch = (
+            f"sample-ratio mismatch: {n_champion:.0f}/{n_challenger:.0f} units against a "
+            f"configured {1 - current.weight:.0%}/{current.weight:.0%} split (p={srm:.2g}); "
+            "check the producers' routing"
         )
+        if expired:
+            return Decision(
+                "inconclusive", "srm", f"{mismatch}; step {len(steps)} reached its maximum "
+                "duration", srm_p_value=srm,
+            )  # fmt: skip
+        return Decision("hold", "srm", mismatch, srm_p_value=srm)
 
     primary = _compare(steps, PRIMARY, policy)
     assert primary is not None
@@ -159,9 +179,9 @@ def decide(steps: Sequence[StepData], policy: Policy) -> Decision:
             "rollback", "primary", f"worse: {_describe(PRIMARY, primary)}", PRIMARY, primary, srm
         )
 
-    units = n_champion + n_challenger
+    units = int(n_champion + n_challenger)
     if units < policy.min_units or current.elapsed_s < policy.min_duration_s:
-        if current.elapsed_s >= policy.max_duration_s:
+        if expired:
             return Decision(
                 "inconclusive",
                 "duration",
@@ -194,7 +214,7 @@ def decide(steps: Sequence[StepData], policy: Policy) -> Decision:
         return Decision(
             "promote", "primary", f"better: {_describe(PRIMARY, primary)}", PRIMARY, primary, srm
         )
-    if current.elapsed_s >= policy.max_duration_s:
+    if expired:
         return Decision(
             "inconclusive",
             "duration",

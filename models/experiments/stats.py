@@ -11,6 +11,9 @@ Public face
     - :func:`sequential_ttest` -- always-valid test (normal-mixture mSPRT / asymptotic
       confidence sequence), for every decision taken while data is still arriving.
     - :func:`srm_pvalue` -- sample-ratio mismatch, chi-square against the configured weights.
+    - :func:`ratio_stats` -- a ratio metric over the units of randomisation (delta method),
+      optionally adjusted with each unit's pre-experiment values (CUPED), as ``SampleStats``
+      for the tests above.
     - :func:`required_sample_size` -- how many units (and days) an experiment likely needs.
 
 Conventions
@@ -404,6 +407,8 @@ def srm_pvalue(
     if keep.sum() < 2:
         return 1.0
     statistic = float(np.sum((c[keep] - expected[keep]) ** 2 / expected[keep]))
+    if keep.sum() == 2:  # one degree of freedom: the same tail, without scipy's overhead
+        return math.erfc(math.sqrt(statistic / 2.0))
     return float(sps.chi2.sf(statistic, int(keep.sum()) - 1))
 
 
@@ -492,6 +497,137 @@ def required_sample_size(
     treatment_units = math.ceil(total * share)
     control_units = math.ceil(total * (1 - share))
     return SampleSizePlan(control_units, treatment_units, alpha, power, sequential)
+
+
+# ---------------------------------------------------------------------------------------------
+# Unit-level ratio metrics and the adjustment with each unit's history
+
+
+@dataclass(frozen=True)
+class UnitValues:
+    """One arm's units (the units of randomisation) for one ratio metric.
+
+    The arm's metric is ``sum(numerator) / sum(denominator)`` over its units: a success rate
+    is successes over queries, each unit contributing however many queries it asked.
+    ``covariates`` (optional, shape ``(units, k)``) are values fixed before the experiment
+    started, such as each unit's pre-period numerator and denominator and a has-history
+    indicator; a unit without history has zeros (and indicator 0).
+    """
+
+    numerator: np.ndarray
+    denominator: np.ndarray
+    covariates: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RatioSummary:
+    """Both arms of one ratio metric summarised for the tests of this module."""
+
+    control: SampleStats
+    """``n`` units with mean the (adjusted) ratio and per-unit variance its delta-method
+    variance times ``n``: the Welch and sequential tests take it as they take any mean."""
+    treatment: SampleStats
+    adjusted: bool
+    """Whether the regression adjustment was applied (covariates given, enough units)."""
+    variance_removed: float
+    """Share of the variance of the difference between the arms that the adjustment removed
+    (0 when not adjusted)."""
+    design_effect: float
+    """Variance of the difference with units as the unit of analysis over the variance if
+    every query were independent (binary metrics only; NaN otherwise or when undefined)."""
+    units: tuple[int, int]
+    """Units in (control, treatment)."""
+    denominators: tuple[float, float]
+    """Sum of the denominator (queries, for a rate) in (control, treatment)."""
+
+
+def ratio_stats(
+    control: UnitValues, treatment: UnitValues, *, adjust: bool = True, binary: bool = False
+) -> RatioSummary:
+    """Summarise a ratio metric measured per unit in two arms, for :func:`ttest` and
+    :func:`sequential_ttest`.
+
+    Delta method (Deng, Knoblich & Lu, "Applying the Delta Method in Metric Analytics", KDD
+    2018): an arm's ratio ``R = sum(y)/sum(x)`` over its ``n`` units has variance
+    ``var(l)/n`` with the linearised unit values ``l_i = (y_i - R x_i) / mean(x)``; it is
+    returned as a ``SampleStats`` of ``n`` values with mean ``R`` and variance ``var(l)``, so
+    units, not queries, are what the tests count.
+
+    Adjustment (CUPED, Deng, Xu, Kohavi & Walker, WSDM 2013; for ratio metrics on the
+    linearised values as GrowthBook and Statsig do): with covariates ``z`` fixed before the
+    experiment, ``theta`` is the least-squares fit of ``l`` on ``z`` within arms, pooled over
+    both arms, and each arm's estimate becomes ``R - theta . (mean_arm(z) - mean_both(z))``
+    with per-unit variance ``var(l - theta . z)``. The covariates do not depend on the
+    assignment, so the estimate stays unbiased (units without history carry zeros and an
+    indicator); the always-valid test applied to it stays valid because it only sees a mean
+    and a variance. Not applied with fewer units than covariates + 2 per arm.
+    """
+    arms = []
+    for values in (control, treatment):
+        y = np.asarray(values.numerator, dtype=float).ravel()
+        x = np.asarray(values.denominator, dtype=float).ravel()
+        if y.shape != x.shape:
+            raise StatisticsError(
+                "denominator", f"{y.size} numerators but {x.size} denominators: one per unit"
+            )
+        z = None
+        if values.covariates is not None:
+            z = np.asarray(values.covariates, dtype=float)
+            z = z.reshape(y.size, z.shape[-1] if z.ndim > 1 else 1)
+        arms.append((y, x, z))
+    n = [y.size for y, _, _ in arms]
+    x_sum = [float(x.sum()) for _, x, _ in arms]
+    ratio, lin = [], []
+    for (y, x, _), nk, xs in zip(arms, n, x_sum, strict=True):
+        if nk == 0 or xs <= 0:
+            ratio.append(math.nan)
+            lin.append(np.zeros(nk))
+            continue
+        r = float(y.sum()) / xs
+        ratio.append(r)
+        lin.append((y - r * x) / (xs / nk))
+    var = [float(v.dot(v)) / (k - 1) if k >= 2 else 0.0 for v, k in zip(lin, n, strict=True)]
+    adj_ratio, adj_var = list(ratio), list(var)
+    k_cov = arms[0][2].shape[1] if arms[0][2] is not None else 0
+    adjusted = (
+        adjust
+        and k_cov > 0
+        and arms[1][2] is not None
+        and all(math.isfinite(r) for r in ratio)
+        and min(n) >= k_cov + 2
+    )
+    if adjusted:
+        zs = [z for _, _, z in arms]
+        centred = [z - z.mean(axis=0) for z in zs]
+        s_zz = sum(c.T @ c for c in centred)
+        s_zl = sum(c.T @ v for c, v in zip(centred, lin, strict=True))
+        theta = np.linalg.pinv(s_zz) @ s_zl
+        both = np.concatenate(zs).mean(axis=0)
+        for i in range(2):
+            resid = lin[i] - centred[i] @ theta
+            adj_ratio[i] = ratio[i] - float(theta @ (zs[i].mean(axis=0) - both))
+            adj_var[i] = float(resid.dot(resid)) / (n[i] - 1)
+    stats_out = []
+    for r, v, k in zip(adj_ratio, adj_var, n, strict=True):
+        if not math.isfinite(r):
+            stats_out.append(SampleStats.empty())  # no denominator: nothing measured
+            continue
+        stats_out.append(SampleStats(n=k, sum=k * r, sum_squares=max(k - 1, 0) * v + k * r * r))
+    removed, design = 0.0, math.nan
+    if min(n) >= 2:
+        before = var[0] / n[0] + var[1] / n[1]
+        after = adj_var[0] / n[0] + adj_var[1] / n[1]
+        if adjusted and before > 0:
+            removed = 1.0 - after / before
+        if binary and all(xs > 0 for xs in x_sum):
+            independent = sum(r * (1 - r) / xs for r, xs in zip(ratio, x_sum, strict=True))
+            if independent > 0:
+                design = before / independent
+    return RatioSummary(
+        control=stats_out[0], treatment=stats_out[1], adjusted=bool(adjusted),
+        variance_removed=removed, design_effect=design, units=(n[0], n[1]),
+        denominators=(x_sum[0], x_sum[1]),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -225,3 +225,63 @@ async def test_operators_pause_resume_promote_and_roll_back_from_the_command_lin
         assert [e["status"] for e in second] == ["promoted", "running"]
         busy = await kaizend(settings, "challenge", "parser", "parser-v0", ok=False)
         assert "parser-v0 is already the parser champion" in busy
+
+
+class ClusteredUsers(Users):
+    """Users who each like answers at a rate of their own (Beta, mean 0.5, intra-user
+    correlation 0.3) whatever the arm, one of them sending 40% of the questions: an A/A
+    experiment on traffic where one user's questions are far from independent."""
+
+    def __init__(self, daemon: RunningDaemon, users: int = 60, seed: int = 3) -> None:
+        super().__init__(daemon, {}, seed)
+        self.rates = {f"user-{i}": self.rng.betavariate(1.1667, 1.1667) for i in range(users)}
+        self.rates["heavy-user"] = 0.8
+
+    async def _one(self) -> None:
+        if self.rng.random() < 0.4:
+            unit = "heavy-user"
+        else:
+            unit = self.rng.choice([u for u in self.rates if u != "heavy-user"])
+        reply = await infer(self.daemon.nc, "parser", MEMORISE["text"], unit_id=unit)
+        liked = self.rng.random() < self.rates[unit]
+        await self.producer.feedback(reply["query_id"], rating=5 if liked else 2)
+
+
+async def test_clustered_users_and_a_heavy_user_neither_trip_the_srm_nor_promote_an_aa(
+    tmp_path: Path, nats_server: Any, memorised: Any
+) -> None:
+    settings = make_settings(
+        tmp_path / "data", nats_server.url,
+        experiments={"tick_s": 0.5, "min_units": 30, "max_step_s": 8, "attribution_s": 3600},
+        gateway={"batch_wait_ms": 5.0},
+    )  # fmt: skip
+    async with run_daemon(settings) as daemon:
+        users = ClusteredUsers(daemon)
+        await users.start()
+        try:
+            # Their history first, on the champion alone: the adjustment's covariates.
+            async def history() -> bool:
+                return await daemon.scalar("SELECT count(*) FROM query_events") >= 120
+
+            await eventually(history, timeout=60, interval=0.2)
+            register_challenger(daemon, memorised.path)
+            experiment = await finished(daemon)
+        finally:
+            await users.stop()
+        # No sample-ratio alarm, although 40% of the queries come from one unit (in one arm),
+        # and no promotion of a challenger that users like exactly as much as the champion.
+        assert experiment["status"] == "inconclusive", experiment["reason"]
+        log = await rows(daemon, "SELECT * FROM experiment_decisions ORDER BY decided_at")
+        assert {row["gate"] for row in log} <= {"traffic", "sample", "ramp", "primary",
+                                                "duration"}  # fmt: skip
+        assert min(row["srm_p_value"] for row in log if row["srm_p_value"] is not None) > 0.001
+        assert [row["weight"] for row in log if row["action"] == "advance"] == [0.10, 0.25]
+        # The decision log's unit view: units (at most the 61 users) against queries, the
+        # design effect of the heavy user, and the history adjustment.
+        last = log[-1]
+        assert last["n_champion"] + last["n_challenger"] <= 61
+        assert last["queries_champion"] + last["queries_challenger"] > 2 * 61
+        assert last["design_effect"] > 1.5
+        assert any(row["adjusted"] and row["variance_removed"] > 0 for row in log)
+        shown = await kaizend(settings, "experiments", "show", experiment["experiment_id"])
+        assert "design_effect" in shown and "queries_champion" in shown

@@ -138,3 +138,46 @@ async def test_a_worse_challenger_is_rolled_back(tmp_path: Path, nats_server) ->
     assert actions[-1] == "rollback" and status == "rolled_back" and champion == "parser-v0"
     assert log[-1][2] == "primary" and log[0][3] in ("hold", "rollback")
     assert (final.champion, final.challenger) == ("parser-v0", None)
+
+
+async def test_a_held_experiment_ends_and_the_next_candidate_takes_the_task(
+    tmp_path: Path, nats_server
+) -> None:
+    # No traffic at all: the first step holds, then ends inconclusive at max_step_s, and the
+    # candidate that passed the gate while parser-v1 was the challenger faces traffic next.
+    import asyncio
+    import json
+
+    settings = make_settings(tmp_path / "data", nats_server.url, experiments={"max_step_s": 1.0})
+    store = EventStore(tmp_path / "k.duckdb")
+    with store.cursor() as con:
+        registry = Registry(con)
+        registry.ensure_initial_champion("parser", base_model="rules", reason="v0")
+        registry.register("parser", base_model="smollm2", reason="trained")
+        registry.make_challenger("parser-v1", "passed the gate")
+        registry.register("parser", base_model="smollm2", reason="trained again")
+        registry.set_status("parser-v2", "candidate", "waits while parser-v1 is the challenger")
+        con.execute(
+            "INSERT INTO gate_decisions (version_id, task, champion, decided_at, passed, reason, "
+            "checks) VALUES ('parser-v2', 'parser', 'parser-v0', ?, true, 'passed', ?)",
+            [datetime.now(UTC), json.dumps({})],
+        )
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await routing_bucket(nc.jetstream(), create=True)
+        loop = ExperimentLoop(settings, store, kv)
+        first = list((await loop.tick()).values())
+        assert [(d.action, d.gate) for d in first] == [("hold", "traffic")]
+        await asyncio.sleep(1.2)
+        ended = list((await loop.tick()).values())
+        assert [(d.action, d.gate) for d in ended] == [("inconclusive", "traffic")]
+        await loop.tick()
+        entry = Routing.model_validate_json((await kv.get("parser")).value)
+    finally:
+        await nc.close()
+    assert (entry.challenger, entry.challenger_weight) == ("parser-v2", 0.10)
+    with store.cursor() as con:
+        experiments = con.execute(
+            "SELECT challenger, status FROM experiments ORDER BY created_at"
+        ).fetchall()
+    assert experiments == [("parser-v1", "inconclusive"), ("parser-v2", "running")]

@@ -1,4 +1,4 @@
-"""Per-arm experiment metrics aggregated from stored events in a real DuckDB file."""
+"""Per-unit experiment metrics aggregated from stored events in a real DuckDB file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from storage.events import EventStore
-from storage.experiments import arm_metrics
+from storage.experiments import UNIT_COLUMNS, unit_metrics
 
 T0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
 
@@ -45,26 +45,69 @@ def test_success_needs_positive_feedback_and_no_correction_within_the_window(
             signal("c2", "e", 130, corrected_output="{}"),
         ],
     })  # fmt: skip
-    metrics = arm_metrics(
+    metrics = unit_metrics(
         store.cursor(), task="parser", champion="v0", challenger="v1",
         start=T0, end=T0 + timedelta(minutes=60), attribution_s=3600,
     )  # fmt: skip
-    champion, challenger = metrics["champion"], metrics["challenger"]
-    assert champion["success"] == (3, 1.0, 1.0)
-    assert champion["correction_rate"] == (3, 1.0, 1.0)
-    assert champion["error_rate"] == (3, 1.0, 1.0)
-    assert champion["latency_ms"] == (3, 50.0, 1100.0)
-    assert champion["rating"] == (1, 5.0, 25.0)
+    # No unit_id: every query is a unit of its own.
+    champion, challenger = totals(metrics["champion"]), totals(metrics["challenger"])
+    assert metrics["champion"]["queries"].tolist() == [1, 1, 1]
+    assert (champion["queries"], champion["successes"], champion["corrections"]) == (3, 1, 1)
+    assert (champion["errors"], champion["latency_sum"]) == (1, 50.0)
+    assert (champion["rated"], champion["rating_sum"]) == (1, 5.0)
     # e's correction came after the attribution window: e counts as a success.
-    assert challenger["success"] == (2, 1.0, 1.0)
-    assert challenger["rating"] == (2, 6.0, 20.0)
-    assert challenger["correction_rate"] == (2, 0.0, 0.0)
+    assert (challenger["queries"], challenger["successes"], challenger["corrections"]) == (2, 1, 0)
+    assert (challenger["rated"], challenger["rating_sum"]) == (2, 6.0)
 
 
-def test_an_arm_without_units_has_empty_summaries(tmp_path: Path) -> None:
+def totals(units: dict) -> dict[str, float]:
+    return {column: float(values.sum()) for column, values in units.items()}
+
+
+def test_queries_are_summed_per_unit_with_the_units_pre_period_history(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "k.duckdb")
-    metrics = arm_metrics(
+    store.write({
+        "query_events": [
+            # Before the experiment (minutes < 0): u1's history, on the champion of then.
+            query("p1", "champion", "v-old", minutes=-30, unit_id="u1"),
+            query("p2", "champion", "v-old", minutes=-20, unit_id="u1", error="boom"),
+            query("p3", "shadow", "v1", minutes=-20, unit_id="u1"),   # shadow: not history
+            query("p4", "champion", "v-old", minutes=-5000, unit_id="u1"),  # outside the window
+            query("a1", "champion", "v0", unit_id="u1"),
+            query("a2", "champion", "v0", unit_id="u1", latency_ms=2000.0),
+            query("a3", "champion", "v0", unit_id="u1"),
+            query("b1", "challenger", "v1", unit_id="u2"),            # no history
+            query("c1", "challenger", "v1"),                           # no unit: its own unit
+            query("d1", "champion", "v0", unit_id="u3"),               # u3 in both arms:
+            query("d2", "challenger", "v1", unit_id="u3"),             # left out
+        ],
+        "feedback_events": [
+            signal("f1", "p1", -29, rating=5), signal("f2", "a1", 2, rating=5),
+            signal("f3", "a2", 2, thumbs="up"), signal("f4", "b1", 2, rating=1),
+        ],
+    })  # fmt: skip
+    metrics = unit_metrics(
+        store.cursor(), task="parser", champion="v0", challenger="v1", start=T0, end=None,
+        attribution_s=3600, latency_budget_ms=1000.0, pre_start=T0 - timedelta(days=1),
+    )  # fmt: skip
+    champion, challenger = metrics["champion"], metrics["challenger"]
+    assert set(champion) == set(UNIT_COLUMNS)
+    row = {column: values.tolist() for column, values in champion.items()}
+    assert (row["queries"], row["successes"], row["slow"], row["rated"]) == ([3], [2], [1], [1])
+    assert (row["pre_queries"], row["pre_successes"], row["pre_errors"]) == ([2], [1], [1])
+    assert challenger["queries"].tolist() == [1, 1]
+    assert challenger["pre_queries"].tolist() == [0, 0]
+    without = unit_metrics(
+        store.cursor(), task="parser", champion="v0", challenger="v1", start=T0, end=None,
+        attribution_s=3600,
+    )  # fmt: skip
+    assert without["champion"]["pre_queries"].tolist() == [0]
+
+
+def test_an_arm_without_units_has_no_rows(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "k.duckdb")
+    metrics = unit_metrics(
         store.cursor(), task="parser", champion="v0", challenger="v1",
         start=T0, end=None, attribution_s=60,
     )  # fmt: skip
-    assert metrics["challenger"]["success"] == (0.0, 0.0, 0.0)
+    assert metrics["challenger"]["queries"].size == 0

@@ -85,3 +85,17 @@ def test_the_last_step_promotes_only_a_significantly_better_challenger() -> None
     assert (same.action, same.gate) == ("hold", "primary")
     late = decide([*earlier, step(0.5, arm(1000, 600), arm(1000, 605), elapsed=90000)], POLICY)
     assert late.action == "inconclusive"
+
+
+def test_every_hold_ends_inconclusive_at_the_steps_maximum_duration() -> None:
+    late = POLICY.max_duration_s
+    no_traffic = decide([step(0.1, arm(50, 30), arm(0, 0), elapsed=late)], POLICY)
+    assert (no_traffic.action, no_traffic.gate) == ("inconclusive", "traffic")
+    mismatch = decide([step(0.1, arm(1800, 1080), arm(400, 240), elapsed=late)], POLICY)
+    assert (mismatch.action, mismatch.gate) == ("inconclusive", "srm")
+    assert mismatch.srm_p_value < 0.001 and "maximum duration" in mismatch.reason
+    too_few = decide([step(0.1, arm(450, 270), arm(50, 30), elapsed=late)], POLICY)
+    assert (too_few.action, too_few.gate) == ("inconclusive", "duration")
+    # Before the maximum, each of them holds.
+    for champion, challenger in ((arm(50, 30), arm(0, 0)), (arm(1800, 1080), arm(400, 240))):
+        assert decide([step(0.1, champion, challenger, elapsed=late - 1)], POLICY).action == "hold"
