@@ -70,7 +70,8 @@ def describe_validation_error(err: ValidationError) -> str:
     for e in err.errors(include_url=False):
         where = ".".join(str(p) for p in e["loc"]) or "payload"
         if e["type"] == "json_invalid":
-            parts.append(f"malformed JSON: {e['ctx'].get('error', e['msg'])}")
+            error = e["ctx"].get("error", e["msg"])
+            parts.append(f"malformed JSON: {error}{_json_hint(error)}")
         elif e["type"] == "missing":
             parts.append(f"missing field '{where}'")
         else:
@@ -81,6 +82,15 @@ def describe_validation_error(err: ValidationError) -> str:
                 msg = PATTERN_REASONS.get(e["ctx"]["pattern"], msg)
             parts.append(f"field '{where}': {msg} (got {shown})")
     return "; ".join(parts)
+
+
+def _json_hint(error: str) -> str:
+    # The parser's words for two hostile inputs do not name them.
+    if "hex escape" in error or "surrogate" in error:
+        return " (an escape of a lone surrogate, such as \\ud800, is not text)"
+    if "unicode code point" in error:
+        return " (the payload is not valid UTF-8)"
+    return ""
 
 
 def _bounded(reason: str) -> str:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import duckdb
 
 from handlers.publish import publish_events
-from tests.conftest import RunningDaemon, event, eventually, make_settings, outgoing, run_daemon
+from tests.conftest import (
+    RunningDaemon,
+    event,
+    eventually,
+    make_settings,
+    outgoing,
+    rows,
+    run_daemon,
+)
 
 TOTAL = (
     "SELECT (SELECT count(*) FROM query_events) + (SELECT count(*) FROM feedback_events)"
@@ -211,3 +220,171 @@ async def test_a_changed_consumer_setting_takes_effect_on_restart(tmp_path, nats
         async with run_daemon(settings) as daemon:
             info = await daemon.js.consumer_info("KAIZEN_EVENTS", "kaizend-ingest")
             assert (info.config.ack_wait, info.config.max_deliver) == (ack_wait, max_deliver)
+
+
+def _raw(kind: str, event_id: str, **fields: Any) -> bytes:
+    return json.dumps(event(kind, event_id, **fields)).encode()
+
+
+def _spliced(kind: str, event_id: str, name: str | bytes, raw_value: bytes) -> bytes:
+    """A valid event with ``"<name>": <raw_value>`` spliced in as raw JSON (non-standard
+    literals, invalid UTF-8, surrogate escapes that json.dumps cannot write)."""
+    body = _raw(kind, event_id)
+    name = name.encode() if isinstance(name, str) else name
+    return body[:-1] + b', "' + name + b'": ' + raw_value + b"}"
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b'"leaf"' + b"]" * depth
+
+
+# name: (subject suffix, payload, None if it must be stored harmlessly, else the words its
+# reason in rejected_events must contain). Each is published between two good events.
+HOSTILE: dict[str, tuple[str, bytes, str | None]] = {
+    # The integers of every integer column, past what the column holds.
+    "query schema_version 3e9": ("query", _raw("query", "h1", schema_version=3_000_000_000),
+                                 "schema_version"),
+    "feedback schema_version 2**63": ("feedback", _raw("feedback", "h2", schema_version=2**63),
+                                      "schema_version"),
+    "correction schema_version 10**40": ("correction",
+                                         _raw("correction", "h3", schema_version=10**40),
+                                         "schema_version"),
+    "negative schema_version": ("query", _raw("query", "h4", schema_version=-(2**40)),
+                                "schema_version"),
+    "rating 2**31": ("feedback", _raw("feedback", "h5", rating=2**31), "rating"),
+    "rating 10**400": ("feedback", _spliced("feedback", "h6", "rating", b"1" + b"0" * 400),
+                       "rating"),
+    # Infinities and NaN, in float fields and inside JSON values.
+    "latency 1e999": ("query", _spliced("query", "h7", "latency_ms", b"1e999"), "latency_ms"),
+    "latency NaN": ("query", _spliced("query", "h8", "latency_ms", b"NaN"), "latency_ms"),
+    "latency -Infinity": ("query", _spliced("query", "h9", "latency_ms", b"-Infinity"),
+                          "latency_ms"),
+    "output NaN": ("query", _spliced("query", "h10", "output", b'{"score": NaN}'),
+                   "field 'output': JSON numbers must be finite"),
+    "corrected Infinity": ("correction",
+                           _spliced("correction", "h11", "corrected_output", b"[Infinity]"),
+                           "field 'corrected_output'"),
+    "unknown field 1e999": ("feedback", _spliced("feedback", "h12", "weight", b"1e999"),
+                            "field 'weight'"),
+    # Timestamps outside what can be stored, or not timestamps.
+    "ts past 9999 in UTC": ("query", _raw("query", "h13", ts="9999-12-31T23:59:59-05:00"),
+                            "outside the years 1-9999"),
+    "ts before year 1 in UTC": ("feedback",
+                                _raw("feedback", "h14", ts="0001-01-01T00:00:00+05:00"),
+                                "outside the years 1-9999"),
+    "ts month 13": ("query", _raw("query", "h15", ts="2026-13-01T00:00:00Z"), "field 'ts'"),
+    "ts words": ("correction", _raw("correction", "h16", ts="yesterday"), "field 'ts'"),
+    "ts 1e20": ("query", _raw("query", "h17", ts=1e20), "field 'ts'"),
+    "ts year 10000": ("query", _raw("query", "h18", ts="10000-01-01T00:00:00Z"), "field 'ts'"),
+    "ts offset +25:00": ("query", _raw("query", "h19", ts="2026-11-23T10:00:00+25:00"),
+                         "field 'ts'"),
+    "ts offset +23:59": ("query", _raw("query", "h20", ts="2026-11-23T10:00:00+23:59"), None),
+    # NUL characters: refused in string columns, kept escaped inside JSON.
+    "NUL in event_id": ("query", _raw("query", "h21\x00x"), "control characters"),
+    "NUL in text": ("query", _raw("query", "h22", text="wind\x00sites"), "NUL"),
+    "NUL in comment": ("feedback", _raw("feedback", "h23", comment="ok\x00"), "NUL"),
+    "NUL in output": ("query", _raw("query", "h24", output={"k": "a\x00b"}), None),
+    # Bytes that are not UTF-8, and lone surrogates.
+    "invalid UTF-8 in text": ("query", _spliced("query", "h25", "text", b'"wind \xff\xfe"'),
+                              "malformed JSON"),
+    "invalid UTF-8 key": ("feedback", _spliced("feedback", "h26", b"k\xc3", b"1"),
+                          "malformed JSON"),
+    "lone surrogate in text": ("query", _spliced("query", "h27", "text", b'"a\\ud800b"'),
+                               "malformed JSON"),
+    "lone low surrogate in output": ("query",
+                                     _spliced("query", "h28", "output", b'["\\udfff"]'),
+                                     "malformed JSON"),
+    "surrogate in a key": ("correction", _spliced("correction", "h29", "\\ud83d", b"1"),
+                           "malformed JSON"),
+    "binary garbage": ("query", bytes(range(256)), "malformed JSON"),
+    # Deep nesting: within the parser's limit it is stored; past it, refused.
+    "output nested 150": ("query", _spliced("query", "h30", "output", _nested(150)), None),
+    "output nested 5000": ("query", _spliced("query", "h31", "output", _nested(5000)),
+                           "recursion limit"),
+    "unknown field nested 5000": ("feedback", _spliced("feedback", "h32", "deep", _nested(5000)),
+                                  "recursion limit"),
+    # Oversized strings.
+    "text of 10,001 characters": ("query", _raw("query", "h33", text="x" * 10_001),
+                                  "field 'text'"),
+    "event_id of 257 characters": ("feedback", _raw("feedback", "h" * 257), "field 'event_id'"),
+    "error of 10,001 characters": ("query", _raw("query", "h34", error="e" * 10_001),
+                                   "field 'error'"),
+    "oversized payload": ("correction", _raw("correction", "h35", author="a", pad="p" * 70_000),
+                          "oversized payload"),
+    # Empty identifiers.
+    "empty event_id": ("query", _raw("query", ""), "field 'event_id'"),
+    "blank event_id": ("feedback", _raw("feedback", "   "), "must not be blank"),
+    "empty query_id": ("correction", _raw("correction", "h36", query_id=""), "field 'query_id'"),
+    "empty task": ("query", _raw("query", "h37", task=""), "field 'task'"),
+    "newline model_version": ("query", _raw("query", "h38", model_version="v0\n"),
+                              "control characters"),
+}  # fmt: skip
+
+
+async def test_hostile_payloads_are_kept_harmlessly_and_every_good_event_is_stored_once(
+    running: RunningDaemon,
+) -> None:
+    seqs: dict[str, int] = {}
+    good: list[str] = []
+    for i, (name, (suffix, payload, _)) in enumerate(HOSTILE.items()):
+        await publish_events(running.js, [outgoing("query", event("query", f"g{i}", f"gq{i}"))])
+        good.append(f"g{i}")
+        seqs[name] = (await running.js.publish(f"kaizen.events.{suffix}", payload)).seq
+    await publish_events(running.js, [outgoing("feedback", event("feedback", "g-last"))])
+    good.append("g-last")
+    harmless = [name for name, (_, _, words) in HOSTILE.items() if words is None]
+
+    async def all_settled() -> bool:
+        rejected = await running.scalar("SELECT count(*) FROM rejected_events")
+        return rejected + len(harmless) == len(HOSTILE) and await running.scalar(TOTAL) == len(
+            good
+        ) + len(harmless)
+
+    await eventually(all_settled)
+    stored = await rows(
+        running,
+        "SELECT event_id, count(*) AS n FROM (SELECT event_id FROM query_events UNION ALL "
+        "SELECT event_id FROM feedback_events UNION ALL SELECT event_id FROM correction_events)"
+        " GROUP BY event_id",
+    )
+    assert {r["event_id"]: r["n"] for r in stored if r["event_id"].startswith("g")} == {
+        g: 1 for g in good
+    }
+    rejected = {
+        r["stream_seq"]: r
+        for r in await rows(
+            running, "SELECT stream_seq, subject, reason, raw_size, hex(raw) AS raw FROM "
+            "rejected_events"
+        )
+    }  # fmt: skip
+    for name, (suffix, payload, words) in HOSTILE.items():
+        if words is None:
+            assert seqs[name] not in rejected, (name, rejected.get(seqs[name]))
+            continue
+        row = rejected[seqs[name]]
+        assert words in row["reason"], (name, row["reason"])
+        assert row["subject"] == f"kaizen.events.{suffix}", name
+        assert row["raw_size"] == len(payload), name
+        kept = payload[: running.daemon.settings.ingest.max_payload_bytes]
+        assert bytes.fromhex(row["raw"]) == kept, name
+    # Stored harmlessly: a +23:59 offset as its UTC instant, a NUL escaped inside JSON, a
+    # 150-deep value that DuckDB's JSON functions read.
+    assert (
+        await running.scalar(
+            "SELECT strftime(timezone('UTC', ts), '%Y-%m-%d %H:%M') FROM query_events "
+            "WHERE event_id = 'h20'"
+        )
+        == "2026-11-22 10:01"
+    )
+    assert await running.scalar(
+        "SELECT output->>'k' = 'a' || chr(0) || 'b' FROM query_events WHERE event_id = 'h24'"
+    )
+    assert (
+        await running.scalar(
+            "SELECT json_array_length(output) FROM query_events WHERE event_id = 'h30'"
+        )
+        == 1
+    )
+    status = await running.status()
+    assert status["lag"] == {"num_pending": 0, "num_ack_pending": 0, "num_redelivered": 0}
+    assert status["storage_failures"] == 0
