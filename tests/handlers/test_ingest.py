@@ -8,6 +8,7 @@ from typing import Any
 import duckdb
 
 from handlers.publish import publish_events
+from storage.events import apply_schema
 from tests.conftest import (
     RunningDaemon,
     event,
@@ -388,3 +389,51 @@ async def test_hostile_payloads_are_kept_harmlessly_and_every_good_event_is_stor
     status = await running.status()
     assert status["lag"] == {"num_pending": 0, "num_ack_pending": 0, "num_redelivered": 0}
     assert status["storage_failures"] == 0
+
+
+async def test_an_event_the_database_refuses_is_isolated_and_its_batch_commits(
+    tmp_path, nats_server
+) -> None:
+    # Validation lets every storable value through, so the database must refuse something it
+    # alone checks: this file's query_events has a CHECK constraint (kept by the daemon's
+    # CREATE TABLE IF NOT EXISTS), as an operator's own rule would be.
+    # The events wait in the stream while no daemon runs; the next one fetches them in one
+    # batch (a fetch waits flush_interval_ms for the batch to fill).
+    settings = make_settings(
+        tmp_path / "data", nats_server.url, ingest={"batch_size": 500, "flush_interval_ms": 2000}
+    )
+    settings.db_path.parent.mkdir(parents=True)
+    with duckdb.connect() as scratch:
+        apply_schema(scratch)
+        ddl = scratch.execute(
+            "SELECT sql FROM duckdb_tables() WHERE table_name = 'query_events'"
+        ).fetchone()[0]
+    with duckdb.connect(str(settings.db_path)) as db:
+        db.execute(ddl.rstrip(");") + ", CHECK (text NOT LIKE '%poison%'))")
+    poison = json.dumps(event("query", "bad", text="a poison query")).encode()
+    async with run_daemon(settings) as first:  # creates the stream and the consumer
+        await first.stop()
+        before = [outgoing("query", event("query", f"a{i}")) for i in range(150)]
+        after = [outgoing("feedback", event("feedback", f"b{i}")) for i in range(150)]
+        await publish_events(first.js, before)
+        seq = (await first.js.publish("kaizen.events.query", poison)).seq
+        await publish_events(first.js, after)
+    async with run_daemon(settings) as daemon:
+
+        async def settled() -> bool:
+            return await daemon.scalar(TOTAL) == 300 and (
+                await daemon.scalar("SELECT count(*) FROM rejected_events") == 1
+            )
+
+        await eventually(settled)
+        row = (await rows(daemon, "SELECT stream_seq, reason, decode(raw) AS raw FROM "
+                                  "rejected_events"))[0]  # fmt: skip
+        assert row["stream_seq"] == seq
+        assert "query event refused by the database" in row["reason"]
+        assert "CHECK constraint failed" in row["reason"], row["reason"]
+        assert row["raw"].encode() == poison
+        status = await daemon.status()
+        assert status["batches"] == 1  # the poison shared its batch with the 300 good events
+        assert status["storage_failures"] == 0
+        assert status["lag"] == {"num_pending": 0, "num_ack_pending": 0, "num_redelivered": 0}
+        assert status["abandoned_stream_seqs"] == []
