@@ -59,14 +59,15 @@ def _column_max(column: str) -> int:
 
 def _json_text(field: str, value: Any) -> str:
     """``value`` as JSON text; refuses non-finite numbers, which are not JSON."""
-    text = to_json(value)
+    text = to_json(value).decode()
     # The second serialisation, which differs only where a float is not finite, runs only
-    # when the text holds the words at all (a string "NaN" also does).
-    if (b"NaN" in text or b"Infinity" in text) and to_json(value, inf_nan_mode="null") != text:
-        raise InvalidEvent(
-            field, "JSON numbers must be finite (NaN, Infinity or an overflow such as 1e999)"
-        )
-    return text.decode()
+    # when the text holds the letters at all (a string "NaN" also does).
+    if "NaN" in text or "Infinity" in text:
+        if to_json(value, inf_nan_mode="null").decode() != text:
+            raise InvalidEvent(
+                field, "JSON numbers must be finite (NaN, Infinity or an overflow such as 1e999)"
+            )
+    return text
 
 
 class Event(BaseModel):
@@ -86,6 +87,9 @@ class Event(BaseModel):
         # A timestamp without a zone is taken as UTC rather than as the daemon's local time.
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
+        # The store converts to UTC; only the first and last year can overflow doing so.
+        if 1 < value.year < 9999:
+            return value
         try:
             return value.astimezone(UTC)
         except OverflowError:
