@@ -10,14 +10,15 @@ hostile one is rejected with a reason, its bytes kept in ``rejected_events``):
   (:func:`storage.events.integer_ranges`; ``schema_version`` is an INTEGER);
 - floats: finite. NaN, Infinity and numbers that overflow a double (``1e999``) are refused,
   inside the JSON fields (``output``, ``corrected_output``, unknown fields) too;
-- timestamps: converted to UTC (one without a zone is taken as UTC) and within the years
-  1-9999 in UTC, which DuckDB's TIMESTAMPTZ stores and Python reads back;
+- timestamps: stored as their instant in UTC (one without a zone is taken as UTC), which must
+  fall within the years 1-9999: what DuckDB's TIMESTAMPTZ stores and Python reads back;
 - strings: identifiers (``event_id``, ``query_id``, ``task``, ``model_version``) are 1 to
-  :data:`MAX_ID_CHARS` characters, not blank, without control characters; other labels at most
-  :data:`MAX_ID_CHARS`, free text (``text``, ``comment``, ``error``) at most
-  :data:`MAX_TEXT_CHARS`; no string column holds a NUL character (C-string consumers of the
-  data and its exports would cut it there). Inside JSON values a NUL stays escaped (``\\u0000``)
-  and is harmless. The whole payload is bounded by ``ingest.max_payload_bytes``;
+  :data:`MAX_ID_CHARS` characters, not blank, without control characters; other labels are at
+  most :data:`MAX_ID_CHARS`, free text (``text``, ``comment``) at most :data:`MAX_TEXT_CHARS`,
+  and a query's ``error`` (the gateway copies it from an exception) only by the payload's size,
+  ``ingest.max_payload_bytes``. No string column holds a NUL character: C-string consumers of
+  the data and its exports would cut it there. Inside JSON values a NUL stays escaped
+  (``\\u0000``) and is harmless;
 - JSON: nesting deeper than the parser's limit (200 levels) is malformed JSON, and so are bytes
   that are not UTF-8 and escapes of lone surrogates (``"\\ud800"``).
 """
@@ -37,7 +38,7 @@ SCHEMA_VERSION = 1
 MAX_ID_CHARS = 256
 """Longest identifier or label (ids, task, model version, unit, service, document, author)."""
 MAX_TEXT_CHARS = 10_000
-"""Longest free text (a query's text and error, a feedback comment)."""
+"""Longest free text (a query's text, a feedback comment)."""
 
 _ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 _NO_NUL_PATTERN = r"^[^\x00]*$"
@@ -50,6 +51,7 @@ PATTERN_REASONS = {
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=_ID_PATTERN)]
 Label = Annotated[str, Field(max_length=MAX_ID_CHARS, pattern=_NO_NUL_PATTERN)]
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=_NO_NUL_PATTERN)]
+NoNul = Annotated[str, Field(pattern=_NO_NUL_PATTERN)]
 
 
 def _column_max(column: str) -> int:
@@ -129,7 +131,7 @@ class QueryEvent(Event):
     unit_id: Label | None = None
     output: Any = None
     latency_ms: float = Field(ge=0)
-    error: Text | None = None
+    error: NoNul | None = None
     service: Label | None = None
     fallback_used: bool | None = None
     """The model's answer failed validation and a fallback (the parser's rules) answered."""
