@@ -46,7 +46,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as NatsAckPolicy
 from pydantic import ValidationError
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 from core import metrics
 from core.config import IngestSettings, StreamSettings
@@ -93,6 +93,10 @@ def _json_hint(error: str) -> str:
     return ""
 
 
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def _bounded(reason: str) -> str:
     return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
 
@@ -103,11 +107,17 @@ def rejected_row(
     """The row of ``rejected_events`` keeping ``msg``'s bytes and why it was not stored.
 
     ``safe`` builds one that cannot fail to store, for a message whose first rejected row the
-    database refused: subject and reason in ASCII, no headers.
+    database refused: what is not text in subject and reason escaped, no headers.
     """
-    subject, headers = msg.subject, to_json(msg.headers).decode() if msg.headers else None
+    subject, headers = msg.subject, None
     if safe:
-        subject, reason, headers = ascii(subject), ascii(reason), None
+        subject, reason = _escaped(subject), _escaped(reason)
+    elif msg.headers:
+        try:
+            headers = to_json(msg.headers).decode()
+        except PydanticSerializationError:  # not text (a lone surrogate)
+            headers = to_json({_escaped(k): _escaped(str(v)) for k, v in msg.headers.items()})
+            headers = headers.decode()
     return {
         # Parsing the ack subject costs as much as validating an event, so only rejected
         # messages pay for it: their stream sequence is their key.
@@ -256,38 +266,40 @@ class Ingestor:
         if not refused:
             return
         now = datetime.now(UTC)
-        replacements = []
+        max_bytes = self.settings.max_payload_bytes
+        kept: dict[tuple[str, int], dict[str, Any]] = {}  # (table, index) -> rejected row
         for r in refused:
             msg = batch.msgs[r.table][r.index]
             if r.table == REJECTED_TABLE:  # its rejected row itself: keep a plainer one
-                reason = f"{batch.rows[r.table][r.index]['reason']} (stored plainly: {r.error})"
-            else:
-                kind = _KIND_OF_TABLE[r.table]
-                reason = f"{kind} event refused by the database: {r.error}"
-                log.warning(
-                    "event refused by the database, kept in rejected_events: stream sequence "
-                    "%d on %s: %s",
-                    msg.metadata.sequence.stream,
-                    msg.subject,
-                    r.error,
-                )
-            row = rejected_row(msg, reason, now, self.settings.max_payload_bytes, safe=True)
-            replacements.append((r, msg, row))
-        left = self.store.write_isolating({REJECTED_TABLE: [row for _, _, row in replacements]})
-        if left:
-            raise StorageError(
-                f"could not keep {len(left)} refused events in rejected_events: {left[0].error}"
+                reason = f"{batch.rows[r.table][r.index]['reason']} (kept plainly: {r.error})"
+                kept[r.table, r.index] = rejected_row(msg, reason, now, max_bytes, safe=True)
+                continue
+            log.warning(
+                "event refused by the database, kept in rejected_events: stream sequence %d "
+                "on %s: %s",
+                msg.metadata.sequence.stream,
+                msg.subject,
+                r.error,
             )
+            reason = f"{_KIND_OF_TABLE[r.table]} event refused by the database: {r.error}"
+            kept[r.table, r.index] = rejected_row(msg, reason, now, max_bytes)
+        keys = list(kept)
+        for again in self.store.write_isolating({REJECTED_TABLE: list(kept.values())}):
+            key = keys[again.index]
+            msg = batch.msgs[key[0]][key[1]]
+            kept[key] = rejected_row(msg, kept[key]["reason"], now, max_bytes, safe=True)
+            if self.store.write_isolating({REJECTED_TABLE: [kept[key]]}):
+                raise StorageError(f"could not keep a refused event in rejected_events: {again}")
         # The batch as stored: refused events move to the messages to terminate.
         gone: dict[str, set[int]] = {}
-        for r, msg, row in replacements:
-            if r.table == REJECTED_TABLE:
-                batch.rows[r.table][r.index] = row
+        for (table, index), row in kept.items():
+            if table == REJECTED_TABLE:
+                batch.rows[table][index] = row
                 continue
-            gone.setdefault(r.table, set()).add(r.index)
+            gone.setdefault(table, set()).add(index)
             batch.rows[REJECTED_TABLE].append(row)
-            batch.msgs[REJECTED_TABLE].append(msg)
-            batch.kinds[_KIND_OF_TABLE[r.table]] -= 1
+            batch.msgs[REJECTED_TABLE].append(batch.msgs[table][index])
+            batch.kinds[_KIND_OF_TABLE[table]] -= 1
             batch.kinds["rejected"] += 1
         for table, indexes in gone.items():
             keep = [i for i in range(len(batch.msgs[table])) if i not in indexes]

@@ -162,9 +162,17 @@ class EventStore:
         :class:`StorageError`; halves committed before it stay, and the primary keys make the
         retry of the whole batch store each row once.
         """
-        items = [(table, i) for table, rows in rows_by_table.items() for i in range(len(rows))]
+        try:
+            self.write(rows_by_table)
+            return []
+        except UnstorableData as err:
+            items = [(table, i) for table, rows in rows_by_table.items() for i in range(len(rows))]
+            if len(items) == 1:
+                return [RefusedRow(*items[0], str(err))]
         refused: list[RefusedRow] = []
-        self._bisect(rows_by_table, items, refused, whole=True)
+        mid = len(items) // 2
+        self._bisect(rows_by_table, items[:mid], refused)
+        self._bisect(rows_by_table, items[mid:], refused)
         return refused
 
     def _bisect(
@@ -172,22 +180,15 @@ class EventStore:
         rows_by_table: Mapping[str, Sequence[dict[str, Any]]],
         items: list[tuple[str, int]],
         refused: list[RefusedRow],
-        whole: bool = False,
     ) -> None:
-        if not items:
-            return
-        subset: Mapping[str, Sequence[dict[str, Any]]] = rows_by_table
-        if not whole:
-            picked: dict[str, list[dict[str, Any]]] = {}
-            for table, i in items:
-                picked.setdefault(table, []).append(rows_by_table[table][i])
-            subset = picked
+        subset: dict[str, list[dict[str, Any]]] = {}
+        for table, i in items:
+            subset.setdefault(table, []).append(rows_by_table[table][i])
         try:
             self.write(subset)
         except UnstorableData as err:
             if len(items) == 1:
-                table, i = items[0]
-                refused.append(RefusedRow(table, i, str(err)))
+                refused.append(RefusedRow(*items[0], str(err)))
                 return
             mid = len(items) // 2
             self._bisect(rows_by_table, items[:mid], refused)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import duckdb
 
+from core.config import IngestSettings
+from handlers.ingest import Ingestor, classify
 from handlers.publish import publish_events
-from storage.events import apply_schema
+from storage.events import EventStore, apply_schema, stored_summary
 from tests.conftest import (
     RunningDaemon,
     event,
@@ -436,3 +439,36 @@ async def test_an_event_the_database_refuses_is_isolated_and_its_batch_commits(
         assert status["storage_failures"] == 0
         assert status["lag"] == {"num_pending": 0, "num_ack_pending": 0, "num_redelivered": 0}
         assert status["abandoned_stream_seqs"] == []
+
+
+def test_the_rejected_events_path_keeps_a_message_it_cannot_store_as_is(tmp_path) -> None:
+    # A subject and headers that are not text (nats-py would not hand these over, but the path
+    # must not depend on it): headers are kept escaped; the row of a subject that is not text
+    # is refused by the store, and a plainer one kept.
+    def msg(seq: int, subject: str, data: bytes, headers: dict | None = None) -> Any:
+        meta = SimpleNamespace(sequence=SimpleNamespace(stream=seq))
+        return SimpleNamespace(subject=subject, data=data, headers=headers, metadata=meta)
+
+    msgs = [
+        msg(1, "kaizen.events.query", json.dumps(event("query", "ok1")).encode()),
+        msg(2, "kaizen.events.\udcff", b"\xff\x00 not json"),
+        msg(3, "kaizen.events.feedback", b"{", {"X-Trace": "\ud800"}),
+        msg(4, "kaizen.events.feedback", json.dumps(event("feedback", "ok2")).encode()),
+    ]
+    store = EventStore(tmp_path / "k.duckdb")
+    ingestor = Ingestor(store, IngestSettings(), "kaizen.events")
+    batch = classify(msgs, "kaizen.events", 65536)  # type: ignore[arg-type]
+    ingestor._store(batch)
+    assert [m.metadata.sequence.stream for m in batch.accepted] == [1, 4]
+    assert [m.metadata.sequence.stream for m in batch.rejected] == [2, 3]
+    got = (
+        store.cursor()
+        .execute("SELECT stream_seq, subject, reason, raw, headers FROM rejected_events ORDER BY 1")
+        .fetchall()
+    )
+    assert got[0][:2] == (2, "kaizen.events.\\udcff")
+    assert "unknown subject" in got[0][2] and "kept plainly" in got[0][2]
+    assert (got[0][3], got[0][4]) == (b"\xff\x00 not json", None)
+    assert got[1][:2] == (3, "kaizen.events.feedback")
+    assert json.loads(got[1][4]) == {"X-Trace": "\\ud800"}
+    assert stored_summary(store.cursor())["counts"]["query_events"] == 1
