@@ -68,6 +68,22 @@ class StorageError(KaizendError, OSError):
     """The event store could not commit (disk full, lock, I/O error); the batch is retried."""
 
 
+class UnstorableData(KaizendError, ValueError):
+    """The database refused a value of a batch (a conversion, a constraint), not the storage.
+
+    Ingestion splits such a batch until the refused event is alone and keeps it, with this
+    error and its bytes, in ``rejected_events``; its neighbours commit.
+    """
+
+
+class InvalidEvent(KaizendError, ValueError):
+    """A payload parsed, but a value cannot be stored as it is; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"field '{field}': {message}")
+        self.field = field
+
+
 class StatisticsError(KaizendError, ValueError):
     """An argument to a statistical function is invalid; ``argument`` names it."""
 

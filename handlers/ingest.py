@@ -5,8 +5,12 @@ row has committed, and the store's primary keys make a redelivered row a no-op, 
 effect is exactly-once. A message that can never become an event (bad JSON, wrong types,
 out-of-range values, an unknown subject, an oversized payload) is stored in
 ``rejected_events`` with its bytes and the reason, in the same transaction, and then
-terminated so JetStream does not redeliver it. When the store itself fails, the whole batch is
-negatively acknowledged with a growing delay, up to the consumer's ``max_deliver``.
+terminated so JetStream does not redeliver it. An event that passed validation but whose
+values the database still refuses (a conversion, a constraint) is isolated: the store splits
+the batch until it is alone, its neighbours commit, and it goes to ``rejected_events`` with
+the database's error. Only a storage fault (I/O, a full disk, a closed database, a missing
+table) fails a batch: then the whole batch is negatively acknowledged with a growing delay, up
+to the consumer's ``max_deliver``.
 
 Committing runs in a worker thread and overlaps with fetching the next batch: the subscriber
 hands a validated batch to a single writer task, which commits, then acks. When batches queue
@@ -42,12 +46,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as NatsAckPolicy
 from pydantic import ValidationError
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 from core import metrics
 from core.config import IngestSettings, StreamSettings
-from core.errors import StorageError
-from handlers.events import EVENT_TYPES
+from core.errors import InvalidEvent, StorageError
+from handlers.events import EVENT_TYPES, PATTERN_REASONS
 from storage.events import EVENT_TABLES, REJECTED_TABLE, EventStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,9 @@ log = logging.getLogger(__name__)
 _MAX_NAK_DELAY_S = 300.0
 QUEUED_BATCHES = 4
 """Validated batches waiting for the writer, at most; the subscriber waits beyond that."""
+MAX_REASON_CHARS = 2000
+"""Longest stored reason of a rejection; a longer one is cut, marked with an ellipsis."""
+_KIND_OF_TABLE = {table: kind for kind, table in EVENT_TABLES.items()}
 
 
 def describe_validation_error(err: ValidationError) -> str:
@@ -63,31 +70,93 @@ def describe_validation_error(err: ValidationError) -> str:
     for e in err.errors(include_url=False):
         where = ".".join(str(p) for p in e["loc"]) or "payload"
         if e["type"] == "json_invalid":
-            parts.append(f"malformed JSON: {e['ctx'].get('error', e['msg'])}")
+            error = e["ctx"].get("error", e["msg"])
+            parts.append(f"malformed JSON: {error}{_json_hint(error)}")
         elif e["type"] == "missing":
             parts.append(f"missing field '{where}'")
         else:
             given = e.get("input")
             shown = repr(given)[:80] if not isinstance(given, dict) else "an object"
-            parts.append(f"field '{where}': {e['msg']} (got {shown})")
+            msg = e["msg"]
+            if e["type"] == "string_pattern_mismatch":
+                msg = PATTERN_REASONS.get(e["ctx"]["pattern"], msg)
+            parts.append(f"field '{where}': {msg} (got {shown})")
     return "; ".join(parts)
+
+
+def _json_hint(error: str) -> str:
+    # The parser's words for two hostile inputs do not name them.
+    if "hex escape" in error or "surrogate" in error:
+        return " (an escape of a lone surrogate, such as \\ud800, is not text)"
+    if "unicode code point" in error:
+        return " (the payload is not valid UTF-8)"
+    return ""
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
+def _bounded(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+
+
+def rejected_row(
+    msg: Msg, reason: str, now: datetime, max_payload_bytes: int, safe: bool = False
+) -> dict[str, Any]:
+    """The row of ``rejected_events`` keeping ``msg``'s bytes and why it was not stored.
+
+    ``safe`` builds one that cannot fail to store, for a message whose first rejected row the
+    database refused: what is not text in subject and reason escaped, no headers.
+    """
+    subject, headers = msg.subject, None
+    if safe:
+        subject, reason = _escaped(subject), _escaped(reason)
+    elif msg.headers:
+        try:
+            headers = to_json(msg.headers).decode()
+        except PydanticSerializationError:  # not text (a lone surrogate)
+            headers = to_json({_escaped(k): _escaped(str(v)) for k, v in msg.headers.items()})
+            headers = headers.decode()
+    return {
+        # Parsing the ack subject costs as much as validating an event, so only rejected
+        # messages pay for it: their stream sequence is their key.
+        "stream_seq": msg.metadata.sequence.stream,
+        "subject": subject,
+        "reason": _bounded(reason),
+        "raw": bytes(msg.data[:max_payload_bytes]),
+        "raw_size": len(msg.data),
+        "headers": headers,
+        "received_at": now,
+    }
 
 
 @dataclass
 class Classified:
-    """A fetched batch split into storable rows and the messages to ack or terminate."""
+    """A fetched batch split into storable rows and the messages to ack or terminate.
+
+    ``msgs[table][i]`` is the message of ``rows[table][i]``: those of event tables are acked
+    once committed, those of ``rejected_events`` terminated.
+    """
 
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    accepted: list[Msg] = field(default_factory=list)
-    rejected: list[Msg] = field(default_factory=list)
+    msgs: dict[str, list[Msg]] = field(default_factory=dict)
     kinds: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def accepted(self) -> list[Msg]:
+        return [m for table, msgs in self.msgs.items() if table != REJECTED_TABLE for m in msgs]
+
+    @property
+    def rejected(self) -> list[Msg]:
+        return self.msgs.get(REJECTED_TABLE, [])
 
     def absorb(self, other: Classified) -> None:
         """Append ``other``'s rows and messages, to commit both in one transaction."""
         for table, rows in other.rows.items():
             self.rows.setdefault(table, []).extend(rows)
-        self.accepted.extend(other.accepted)
-        self.rejected.extend(other.rejected)
+        for table, msgs in other.msgs.items():
+            self.msgs.setdefault(table, []).extend(msgs)
         self.kinds.update(other.kinds)
 
 
@@ -96,7 +165,8 @@ def classify(
 ) -> Classified:
     """Validate each message and turn it into a row of its event table or of rejected_events."""
     now = now or datetime.now(UTC)
-    out = Classified(rows={table: [] for table in (*EVENT_TABLES.values(), REJECTED_TABLE)})
+    tables = (*EVENT_TABLES.values(), REJECTED_TABLE)
+    out = Classified(rows={t: [] for t in tables}, msgs={t: [] for t in tables})
     dot_prefix = subject_prefix + "."
     for msg in msgs:
         data = msg.data
@@ -117,26 +187,17 @@ def classify(
                 row = event_type.model_validate_json(data).to_row()
             except ValidationError as err:
                 reason = f"invalid {kind} event: {describe_validation_error(err)}"
+            except InvalidEvent as err:
+                reason = f"invalid {kind} event: {err}"
             else:
                 row["ingested_at"] = now
-                out.rows[EVENT_TABLES[kind]].append(row)
-                out.accepted.append(msg)
+                table = EVENT_TABLES[kind]
+                out.rows[table].append(row)
+                out.msgs[table].append(msg)
                 out.kinds[kind] += 1
                 continue
-        out.rows[REJECTED_TABLE].append(
-            {
-                # Parsing the ack subject costs as much as validating an event, so only
-                # rejected messages pay for it: their stream sequence is their key.
-                "stream_seq": msg.metadata.sequence.stream,
-                "subject": msg.subject,
-                "reason": reason,
-                "raw": data[:max_payload_bytes],
-                "raw_size": len(data),
-                "headers": to_json(msg.headers).decode() if msg.headers else None,
-                "received_at": now,
-            }
-        )
-        out.rejected.append(msg)
+        out.rows[REJECTED_TABLE].append(rejected_row(msg, reason, now, max_payload_bytes))
+        out.msgs[REJECTED_TABLE].append(msg)
         out.kinds["rejected"] += 1
     return out
 
@@ -198,10 +259,57 @@ class Ingestor:
                 # Never let the writer die: the batch stays unacknowledged and is redelivered.
                 log.exception("could not settle a batch of %d messages", sum(batch.kinds.values()))
 
+    def _store(self, batch: Classified) -> None:
+        """Commit the batch (in the writer's thread); move each event the database refuses
+        into ``rejected_events``, with the database's error. Raises :class:`StorageError`."""
+        refused = self.store.write_isolating(batch.rows)
+        if not refused:
+            return
+        now = datetime.now(UTC)
+        max_bytes = self.settings.max_payload_bytes
+        kept: dict[tuple[str, int], dict[str, Any]] = {}  # (table, index) -> rejected row
+        for r in refused:
+            msg = batch.msgs[r.table][r.index]
+            if r.table == REJECTED_TABLE:  # its rejected row itself: keep a plainer one
+                reason = f"{batch.rows[r.table][r.index]['reason']} (kept plainly: {r.error})"
+                kept[r.table, r.index] = rejected_row(msg, reason, now, max_bytes, safe=True)
+                continue
+            log.warning(
+                "event refused by the database, kept in rejected_events: stream sequence %d "
+                "on %s: %s",
+                msg.metadata.sequence.stream,
+                msg.subject,
+                r.error,
+            )
+            reason = f"{_KIND_OF_TABLE[r.table]} event refused by the database: {r.error}"
+            kept[r.table, r.index] = rejected_row(msg, reason, now, max_bytes)
+        keys = list(kept)
+        for again in self.store.write_isolating({REJECTED_TABLE: list(kept.values())}):
+            key = keys[again.index]
+            msg = batch.msgs[key[0]][key[1]]
+            kept[key] = rejected_row(msg, kept[key]["reason"], now, max_bytes, safe=True)
+            if self.store.write_isolating({REJECTED_TABLE: [kept[key]]}):
+                raise StorageError(f"could not keep a refused event in rejected_events: {again}")
+        # The batch as stored: refused events move to the messages to terminate.
+        gone: dict[str, set[int]] = {}
+        for (table, index), row in kept.items():
+            if table == REJECTED_TABLE:
+                batch.rows[table][index] = row
+                continue
+            gone.setdefault(table, set()).add(index)
+            batch.rows[REJECTED_TABLE].append(row)
+            batch.msgs[REJECTED_TABLE].append(batch.msgs[table][index])
+            batch.kinds[_KIND_OF_TABLE[table]] -= 1
+            batch.kinds["rejected"] += 1
+        for table, indexes in gone.items():
+            keep = [i for i in range(len(batch.msgs[table])) if i not in indexes]
+            batch.msgs[table] = [batch.msgs[table][i] for i in keep]
+            batch.rows[table] = [batch.rows[table][i] for i in keep]
+
     async def _commit(self, batch: Classified) -> None:
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(self.store.write, batch.rows)
+            await asyncio.to_thread(self._store, batch)
         except StorageError as err:
             self.stats.storage_failures += 1
             metrics.STORAGE_FAILURES.inc()

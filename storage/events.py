@@ -4,14 +4,22 @@ Writes go through Arrow: a batch becomes one Arrow table per event table and one
 ``INSERT OR IGNORE ... BY NAME`` each, all in one transaction. The primary keys (``event_id``;
 ``stream_seq`` for rejected messages) make a redelivered batch a no-op, so at-least-once
 delivery stores every event exactly once.
+
+Two kinds of failure are told apart. A *data error* is a value the database refuses (an Arrow
+conversion, a constraint, an invalid input): :meth:`EventStore.write_isolating` splits the batch
+until each refused row is alone and reports it, and everything else commits. Any other error is
+a *storage fault* (I/O, a full disk, a closed database, a missing table): the whole batch fails
+with :class:`StorageError` and is retried later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +27,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from core.errors import StorageError
+from core.errors import StorageError, UnstorableData
 from storage.readonly import CONNECT_CONFIG, confine
 
 log = logging.getLogger(__name__)
@@ -32,10 +40,58 @@ EVENT_TABLES: dict[str, str] = {
 REJECTED_TABLE = "rejected_events"
 TABLES = (*EVENT_TABLES.values(), REJECTED_TABLE)
 
+DATA_ERRORS: tuple[type[duckdb.Error], ...] = (
+    duckdb.DataError,  # conversion, out of range, type mismatch
+    duckdb.IntegrityError,  # NOT NULL, CHECK, a key (outside INSERT OR IGNORE)
+    duckdb.InvalidInputException,
+)
+"""DuckDB errors caused by a row's values. Every other DuckDB error is a storage fault."""
+
+# Errors of pa.Table.from_pylist: it only converts values in memory, so each is a data error
+# (ArrowInvalid "too large to fit", UnicodeEncodeError of a lone surrogate, a wrong type).
+_CONVERSION_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
+
 
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables and views that do not exist yet."""
     con.execute(resources.files("storage").joinpath("schema.sql").read_text())
+
+
+def arrow_schemas(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Schema]:
+    """The Arrow schema of each event table, read back from DuckDB: the DDL stays the only
+    definition of the columns."""
+    return {
+        table: con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema for table in TABLES
+    }
+
+
+@functools.cache
+def integer_ranges() -> dict[str, dict[str, tuple[int, int]]]:
+    """The values each integer column of each event table can hold: ``{table: {column:
+    (min, max)}}``, derived from the DDL (an in-memory database with the schema applied)."""
+    with duckdb.connect() as con:
+        apply_schema(con)
+        schemas = arrow_schemas(con)
+    ranges: dict[str, dict[str, tuple[int, int]]] = {}
+    for table, schema in schemas.items():
+        ranges[table] = {}
+        for column in schema:
+            if pa.types.is_integer(column.type):
+                bits = column.type.bit_width
+                if pa.types.is_signed_integer(column.type):
+                    ranges[table][column.name] = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+                else:
+                    ranges[table][column.name] = (0, 2**bits - 1)
+    return ranges
+
+
+@dataclass(frozen=True)
+class RefusedRow:
+    """A row the database would not store, alone in its transaction, and why."""
+
+    table: str
+    index: int  # in ``rows_by_table[table]``
+    error: str
 
 
 def stored_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
@@ -68,34 +124,82 @@ class EventStore:
         confine(self._con, [export_dir] if export_dir else [])
         self.path = path
         apply_schema(self._con)
-        # The Arrow schema of each table, read back from DuckDB so the DDL stays the only
-        # definition of the columns.
-        self._arrow_schemas = {
-            table: self._con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
-            for table in TABLES
-        }
+        self._arrow_schemas = arrow_schemas(self._con)
 
     def write(self, rows_by_table: Mapping[str, Sequence[dict[str, Any]]]) -> int:
         """Insert every row of the batch in one transaction; rows already stored are skipped.
 
-        Returns the number of rows offered. Raises :class:`StorageError` if nothing could be
-        committed; the caller then leaves the messages unacknowledged for redelivery.
+        Returns the number of rows offered. Nothing is committed when it raises:
+        :class:`UnstorableData` when the database refuses a value (see :meth:`write_isolating`),
+        :class:`StorageError` on a storage fault (the caller leaves the messages
+        unacknowledged for redelivery).
         """
-        tables = {
-            table: pa.Table.from_pylist(list(rows), schema=self._arrow_schemas[table])
-            for table, rows in rows_by_table.items()
-            if rows
-        }
+        tables = {}
+        for table, rows in rows_by_table.items():
+            if rows:
+                try:
+                    tables[table] = pa.Table.from_pylist(
+                        list(rows), schema=self._arrow_schemas[table]
+                    )
+                except _CONVERSION_ERRORS as err:
+                    raise UnstorableData(f"{table}: {type(err).__name__}: {err}") from err
         try:
             try:
                 self._insert(tables, "INSERT")
             except duckdb.ConstraintException:
                 # A redelivered or re-published event. A plain INSERT is the common case and
                 # costs less; only a batch holding a known event id pays for the skipping one.
+                # (A CHECK or NOT NULL violation fails this one too.)
                 self._insert(tables, "INSERT OR IGNORE")
-        except (duckdb.Error, pa.ArrowException) as err:
+        except DATA_ERRORS as err:
+            raise UnstorableData(f"{type(err).__name__}: {err}") from err
+        except duckdb.Error as err:
             raise StorageError(f"could not commit a batch: {err}") from err
         return sum(len(t) for t in tables.values())
+
+    def write_isolating(
+        self, rows_by_table: Mapping[str, Sequence[dict[str, Any]]]
+    ) -> list[RefusedRow]:
+        """Commit every row the database accepts; return each one it refuses, with its error.
+
+        The whole batch is one transaction when every value is accepted (the common case, as
+        cheap as :meth:`write`). When the database refuses a value, the batch is split in
+        halves, each committed on its own, until every refused row is alone: one bad row among
+        n costs about 2 log2(n) extra transactions. A storage fault raises
+        :class:`StorageError`; halves committed before it stay, and the primary keys make the
+        retry of the whole batch store each row once.
+        """
+        try:
+            self.write(rows_by_table)
+            return []
+        except UnstorableData as err:
+            items = [(table, i) for table, rows in rows_by_table.items() for i in range(len(rows))]
+            if len(items) == 1:
+                return [RefusedRow(*items[0], str(err))]
+        refused: list[RefusedRow] = []
+        mid = len(items) // 2
+        self._bisect(rows_by_table, items[:mid], refused)
+        self._bisect(rows_by_table, items[mid:], refused)
+        return refused
+
+    def _bisect(
+        self,
+        rows_by_table: Mapping[str, Sequence[dict[str, Any]]],
+        items: list[tuple[str, int]],
+        refused: list[RefusedRow],
+    ) -> None:
+        subset: dict[str, list[dict[str, Any]]] = {}
+        for table, i in items:
+            subset.setdefault(table, []).append(rows_by_table[table][i])
+        try:
+            self.write(subset)
+        except UnstorableData as err:
+            if len(items) == 1:
+                refused.append(RefusedRow(*items[0], str(err)))
+                return
+            mid = len(items) // 2
+            self._bisect(rows_by_table, items[:mid], refused)
+            self._bisect(rows_by_table, items[mid:], refused)
 
     def _insert(self, tables: Mapping[str, pa.Table], verb: str) -> None:
         """One transaction: every table's rows, or none of them."""

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+from typing import Any
 
 import duckdb
 
+from core.config import IngestSettings
+from handlers.ingest import Ingestor, classify
 from handlers.publish import publish_events
-from tests.conftest import RunningDaemon, event, eventually, make_settings, outgoing, run_daemon
+from storage.events import EventStore, apply_schema, stored_summary
+from tests.conftest import (
+    RunningDaemon,
+    event,
+    eventually,
+    make_settings,
+    outgoing,
+    rows,
+    run_daemon,
+)
 
 TOTAL = (
     "SELECT (SELECT count(*) FROM query_events) + (SELECT count(*) FROM feedback_events)"
@@ -211,3 +224,251 @@ async def test_a_changed_consumer_setting_takes_effect_on_restart(tmp_path, nats
         async with run_daemon(settings) as daemon:
             info = await daemon.js.consumer_info("KAIZEN_EVENTS", "kaizend-ingest")
             assert (info.config.ack_wait, info.config.max_deliver) == (ack_wait, max_deliver)
+
+
+def _raw(kind: str, event_id: str, **fields: Any) -> bytes:
+    return json.dumps(event(kind, event_id, **fields)).encode()
+
+
+def _spliced(kind: str, event_id: str, name: str | bytes, raw_value: bytes) -> bytes:
+    """A valid event with ``"<name>": <raw_value>`` spliced in as raw JSON (non-standard
+    literals, invalid UTF-8, surrogate escapes that json.dumps cannot write)."""
+    body = _raw(kind, event_id)
+    name = name.encode() if isinstance(name, str) else name
+    return body[:-1] + b', "' + name + b'": ' + raw_value + b"}"
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b'"leaf"' + b"]" * depth
+
+
+# name: (subject suffix, payload, None if it must be stored harmlessly, else the words its
+# reason in rejected_events must contain). Each is published between two good events.
+HOSTILE: dict[str, tuple[str, bytes, str | None]] = {
+    # The integers of every integer column, past what the column holds.
+    "query schema_version 3e9": ("query", _raw("query", "h1", schema_version=3_000_000_000),
+                                 "schema_version"),
+    "feedback schema_version 2**63": ("feedback", _raw("feedback", "h2", schema_version=2**63),
+                                      "schema_version"),
+    "correction schema_version 10**40": ("correction",
+                                         _raw("correction", "h3", schema_version=10**40),
+                                         "schema_version"),
+    "negative schema_version": ("query", _raw("query", "h4", schema_version=-(2**40)),
+                                "schema_version"),
+    "rating 2**31": ("feedback", _raw("feedback", "h5", rating=2**31), "rating"),
+    "rating 10**400": ("feedback", _spliced("feedback", "h6", "rating", b"1" + b"0" * 400),
+                       "rating"),
+    # Infinities and NaN, in float fields and inside JSON values.
+    "latency 1e999": ("query", _spliced("query", "h7", "latency_ms", b"1e999"), "latency_ms"),
+    "latency NaN": ("query", _spliced("query", "h8", "latency_ms", b"NaN"), "latency_ms"),
+    "latency -Infinity": ("query", _spliced("query", "h9", "latency_ms", b"-Infinity"),
+                          "latency_ms"),
+    "output NaN": ("query", _spliced("query", "h10", "output", b'{"score": NaN}'),
+                   "field 'output': JSON numbers must be finite"),
+    "corrected Infinity": ("correction",
+                           _spliced("correction", "h11", "corrected_output", b"[Infinity]"),
+                           "field 'corrected_output'"),
+    "unknown field 1e999": ("feedback", _spliced("feedback", "h12", "weight", b"1e999"),
+                            "field 'weight'"),
+    # Timestamps outside what can be stored, or not timestamps.
+    "ts past 9999 in UTC": ("query", _raw("query", "h13", ts="9999-12-31T23:59:59-05:00"),
+                            "outside the years 1-9999"),
+    "ts before year 1 in UTC": ("feedback",
+                                _raw("feedback", "h14", ts="0001-01-01T00:00:00+05:00"),
+                                "outside the years 1-9999"),
+    "ts month 13": ("query", _raw("query", "h15", ts="2026-13-01T00:00:00Z"), "field 'ts'"),
+    "ts words": ("correction", _raw("correction", "h16", ts="yesterday"), "field 'ts'"),
+    "ts 1e20": ("query", _raw("query", "h17", ts=1e20), "field 'ts'"),
+    "ts year 10000": ("query", _raw("query", "h18", ts="10000-01-01T00:00:00Z"), "field 'ts'"),
+    "ts offset +25:00": ("query", _raw("query", "h19", ts="2026-11-23T10:00:00+25:00"),
+                         "field 'ts'"),
+    "ts offset +23:59": ("query", _raw("query", "h20", ts="2026-11-23T10:00:00+23:59"), None),
+    # NUL characters: refused in string columns, kept escaped inside JSON.
+    "NUL in event_id": ("query", _raw("query", "h21\x00x"), "control characters"),
+    "NUL in text": ("query", _raw("query", "h22", text="wind\x00sites"), "NUL"),
+    "NUL in comment": ("feedback", _raw("feedback", "h23", comment="ok\x00"), "NUL"),
+    "NUL in output": ("query", _raw("query", "h24", output={"k": "a\x00b"}), None),
+    # Bytes that are not UTF-8, and lone surrogates.
+    "invalid UTF-8 in text": ("query", _spliced("query", "h25", "text", b'"wind \xff\xfe"'),
+                              "malformed JSON"),
+    "invalid UTF-8 key": ("feedback", _spliced("feedback", "h26", b"k\xc3", b"1"),
+                          "malformed JSON"),
+    "lone surrogate in text": ("query", _spliced("query", "h27", "text", b'"a\\ud800b"'),
+                               "malformed JSON"),
+    "lone low surrogate in output": ("query",
+                                     _spliced("query", "h28", "output", b'["\\udfff"]'),
+                                     "malformed JSON"),
+    "surrogate in a key": ("correction", _spliced("correction", "h29", "\\ud83d", b"1"),
+                           "malformed JSON"),
+    "binary garbage": ("query", bytes(range(256)), "malformed JSON"),
+    # Deep nesting: within the parser's limit it is stored; past it, refused.
+    "output nested 150": ("query", _spliced("query", "h30", "output", _nested(150)), None),
+    "output nested 5000": ("query", _spliced("query", "h31", "output", _nested(5000)),
+                           "recursion limit"),
+    "unknown field nested 5000": ("feedback", _spliced("feedback", "h32", "deep", _nested(5000)),
+                                  "recursion limit"),
+    # Oversized strings.
+    "text of 10,001 characters": ("query", _raw("query", "h33", text="x" * 10_001),
+                                  "field 'text'"),
+    "event_id of 257 characters": ("feedback", _raw("feedback", "h" * 257), "field 'event_id'"),
+    "NUL in error": ("query", _raw("query", "h34", error="boom\x00"), "NUL"),
+    "oversized payload": ("correction", _raw("correction", "h35", author="a", pad="p" * 70_000),
+                          "oversized payload"),
+    # Empty identifiers.
+    "empty event_id": ("query", _raw("query", ""), "field 'event_id'"),
+    "blank event_id": ("feedback", _raw("feedback", "   "), "must not be blank"),
+    "empty query_id": ("correction", _raw("correction", "h36", query_id=""), "field 'query_id'"),
+    "empty task": ("query", _raw("query", "h37", task=""), "field 'task'"),
+    "newline model_version": ("query", _raw("query", "h38", model_version="v0\n"),
+                              "control characters"),
+}  # fmt: skip
+
+
+async def test_hostile_payloads_are_kept_harmlessly_and_every_good_event_is_stored_once(
+    running: RunningDaemon,
+) -> None:
+    seqs: dict[str, int] = {}
+    good: list[str] = []
+    for i, (name, (suffix, payload, _)) in enumerate(HOSTILE.items()):
+        await publish_events(running.js, [outgoing("query", event("query", f"g{i}", f"gq{i}"))])
+        good.append(f"g{i}")
+        seqs[name] = (await running.js.publish(f"kaizen.events.{suffix}", payload)).seq
+    await publish_events(running.js, [outgoing("feedback", event("feedback", "g-last"))])
+    good.append("g-last")
+    harmless = [name for name, (_, _, words) in HOSTILE.items() if words is None]
+
+    async def all_settled() -> bool:
+        rejected = await running.scalar("SELECT count(*) FROM rejected_events")
+        return rejected + len(harmless) == len(HOSTILE) and await running.scalar(TOTAL) == len(
+            good
+        ) + len(harmless)
+
+    await eventually(all_settled)
+    stored = await rows(
+        running,
+        "SELECT event_id, count(*) AS n FROM (SELECT event_id FROM query_events UNION ALL "
+        "SELECT event_id FROM feedback_events UNION ALL SELECT event_id FROM correction_events)"
+        " GROUP BY event_id",
+    )
+    assert {r["event_id"]: r["n"] for r in stored if r["event_id"].startswith("g")} == {
+        g: 1 for g in good
+    }
+    rejected = {
+        r["stream_seq"]: r
+        for r in await rows(
+            running, "SELECT stream_seq, subject, reason, raw_size, hex(raw) AS raw FROM "
+            "rejected_events"
+        )
+    }  # fmt: skip
+    for name, (suffix, payload, words) in HOSTILE.items():
+        if words is None:
+            assert seqs[name] not in rejected, (name, rejected.get(seqs[name]))
+            continue
+        row = rejected[seqs[name]]
+        assert words in row["reason"], (name, row["reason"])
+        assert row["subject"] == f"kaizen.events.{suffix}", name
+        assert row["raw_size"] == len(payload), name
+        kept = payload[: running.daemon.settings.ingest.max_payload_bytes]
+        assert bytes.fromhex(row["raw"]) == kept, name
+    # Stored harmlessly: a +23:59 offset as its UTC instant, a NUL escaped inside JSON, a
+    # 150-deep value that DuckDB's JSON functions read.
+    assert (
+        await running.scalar(
+            "SELECT strftime(timezone('UTC', ts), '%Y-%m-%d %H:%M') FROM query_events "
+            "WHERE event_id = 'h20'"
+        )
+        == "2026-11-22 10:01"
+    )
+    assert await running.scalar(
+        "SELECT output->>'k' = 'a' || chr(0) || 'b' FROM query_events WHERE event_id = 'h24'"
+    )
+    assert (
+        await running.scalar(
+            "SELECT json_array_length(output) FROM query_events WHERE event_id = 'h30'"
+        )
+        == 1
+    )
+    status = await running.status()
+    assert status["lag"] == {"num_pending": 0, "num_ack_pending": 0, "num_redelivered": 0}
+    assert status["storage_failures"] == 0
+
+
+async def test_an_event_the_database_refuses_is_isolated_and_its_batch_commits(
+    tmp_path, nats_server
+) -> None:
+    # Validation lets every storable value through, so the database must refuse something it
+    # alone checks: this file's query_events has a CHECK constraint (kept by the daemon's
+    # CREATE TABLE IF NOT EXISTS), as an operator's own rule would be.
+    # The events wait in the stream while no daemon runs; the next one fetches them in one
+    # batch (a fetch waits flush_interval_ms for the batch to fill).
+    settings = make_settings(
+        tmp_path / "data", nats_server.url, ingest={"batch_size": 500, "flush_interval_ms": 2000}
+    )
+    settings.db_path.parent.mkdir(parents=True)
+    with duckdb.connect() as scratch:
+        apply_schema(scratch)
+        ddl = scratch.execute(
+            "SELECT sql FROM duckdb_tables() WHERE table_name = 'query_events'"
+        ).fetchone()[0]
+    with duckdb.connect(str(settings.db_path)) as db:
+        db.execute(ddl.rstrip(");") + ", CHECK (text NOT LIKE '%poison%'))")
+    poison = json.dumps(event("query", "bad", text="a poison query")).encode()
+    async with run_daemon(settings) as first:  # creates the stream and the consumer
+        await first.stop()
+        before = [outgoing("query", event("query", f"a{i}")) for i in range(150)]
+        after = [outgoing("feedback", event("feedback", f"b{i}")) for i in range(150)]
+        await publish_events(first.js, before)
+        seq = (await first.js.publish("kaizen.events.query", poison)).seq
+        await publish_events(first.js, after)
+    async with run_daemon(settings) as daemon:
+
+        async def settled() -> bool:
+            return await daemon.scalar(TOTAL) == 300 and (
+                await daemon.scalar("SELECT count(*) FROM rejected_events") == 1
+            )
+
+        await eventually(settled)
+        row = (await rows(daemon, "SELECT stream_seq, reason, decode(raw) AS raw FROM "
+                                  "rejected_events"))[0]  # fmt: skip
+        assert row["stream_seq"] == seq
+        assert "query event refused by the database" in row["reason"]
+        assert "CHECK constraint failed" in row["reason"], row["reason"]
+        assert row["raw"].encode() == poison
+        status = await daemon.status()
+        assert status["batches"] == 1  # the poison shared its batch with the 300 good events
+        assert status["storage_failures"] == 0
+        assert status["lag"] == {"num_pending": 0, "num_ack_pending": 0, "num_redelivered": 0}
+        assert status["abandoned_stream_seqs"] == []
+
+
+def test_the_rejected_events_path_keeps_a_message_it_cannot_store_as_is(tmp_path) -> None:
+    # A subject and headers that are not text (nats-py would not hand these over, but the path
+    # must not depend on it): headers are kept escaped; the row of a subject that is not text
+    # is refused by the store, and a plainer one kept.
+    def msg(seq: int, subject: str, data: bytes, headers: dict | None = None) -> Any:
+        meta = SimpleNamespace(sequence=SimpleNamespace(stream=seq))
+        return SimpleNamespace(subject=subject, data=data, headers=headers, metadata=meta)
+
+    msgs = [
+        msg(1, "kaizen.events.query", json.dumps(event("query", "ok1")).encode()),
+        msg(2, "kaizen.events.\udcff", b"\xff\x00 not json"),
+        msg(3, "kaizen.events.feedback", b"{", {"X-Trace": "\ud800"}),
+        msg(4, "kaizen.events.feedback", json.dumps(event("feedback", "ok2")).encode()),
+    ]
+    store = EventStore(tmp_path / "k.duckdb")
+    ingestor = Ingestor(store, IngestSettings(), "kaizen.events")
+    batch = classify(msgs, "kaizen.events", 65536)  # type: ignore[arg-type]
+    ingestor._store(batch)
+    assert [m.metadata.sequence.stream for m in batch.accepted] == [1, 4]
+    assert [m.metadata.sequence.stream for m in batch.rejected] == [2, 3]
+    got = (
+        store.cursor()
+        .execute("SELECT stream_seq, subject, reason, raw, headers FROM rejected_events ORDER BY 1")
+        .fetchall()
+    )
+    assert got[0][:2] == (2, "kaizen.events.\\udcff")
+    assert "unknown subject" in got[0][2] and "kept plainly" in got[0][2]
+    assert (got[0][3], got[0][4]) == (b"\xff\x00 not json", None)
+    assert got[1][:2] == (3, "kaizen.events.feedback")
+    assert json.loads(got[1][4]) == {"X-Trace": "\\ud800"}
+    assert stored_summary(store.cursor())["counts"]["query_events"] == 1
