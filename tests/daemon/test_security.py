@@ -32,7 +32,7 @@ from handlers.connection import connect_options
 from handlers.jobs import JobResult, result_subject
 from handlers.permissions import inbox_prefix, role_permissions, subject_matches
 from handlers.publish import Outgoing, publish_events
-from tests.conftest import eventually, make_settings
+from tests.conftest import event, eventually, make_settings, outgoing
 
 
 def embedded_settings(data_dir: Path, **sections: dict[str, Any]) -> Settings:
@@ -102,12 +102,7 @@ async def embedded_daemon(settings: Settings) -> AsyncIterator[Clients]:
 
 
 def query_event(i: int) -> Outgoing:
-    body = {
-        "event_id": f"e{i}", "query_id": f"q{i}", "ts": "2026-11-23T10:00:00Z",
-        "task": "parser", "text": f"hydro in wales {i}", "model_version": "parser-v0",
-        "output": {"technology": "Hydro"}, "latency_ms": 30.0,
-    }  # fmt: skip
-    return Outgoing("query", f"e{i}", json.dumps(body).encode())
+    return outgoing("query", event("query", f"e{i}", f"q{i}"))
 
 
 async def refused(nc: nats.NATS, subject: str, payload: bytes = b"{}") -> bool:
@@ -163,8 +158,12 @@ async def test_only_the_operator_reaches_admin_and_sql_and_the_service_publishes
             await routing.put("parser", b'{"task": "parser", "champion": "parser-v666"}')
         # ... nor listen in on the operator's replies or impersonate the daemon.
         overheard: list[bytes] = []
-        await service.subscribe("_INBOX.>", cb=lambda msg: overheard.append(msg.data))
-        await service.subscribe(f"{admin}.>", cb=lambda msg: overheard.append(msg.data))
+
+        async def overhear(msg: Any) -> None:
+            overheard.append(msg.data)
+
+        await service.subscribe("_INBOX.>", cb=overhear)
+        await service.subscribe(f"{admin}.>", cb=overhear)
         await service.flush()
 
         # The service's own business: events are stored, the gateway answers.
