@@ -22,7 +22,7 @@ from core.errors import (
 )
 from daemon.credentials import missing_credentials_hint, role_credentials
 from daemon.runtime import daemon_nats_url
-from handlers.connection import make_broker
+from handlers.connection import is_authorization_error, make_broker
 from handlers.permissions import inbox_prefix
 from handlers.publish import Outgoing, PublishReport, publish_events
 from storage.events import stored_summary
@@ -38,12 +38,12 @@ async def _connected(settings: Settings, url: str, role: Role):  # noqa: ANN202
     )  # fmt: skip
     try:
         await broker.connect()
-    except nats.errors.AuthorizationError as err:
-        raise NotAuthorized(
-            f"NATS at {url} refused the {role} role's credentials: "
-            f"{missing_credentials_hint(settings, role)}"
-        ) from err
     except Exception as err:  # noqa: BLE001 - any connection failure means the same here
+        if is_authorization_error(err):
+            raise NotAuthorized(
+                f"NATS at {url} refused the {role} role's credentials: "
+                f"{missing_credentials_hint(settings, role)}"
+            ) from err
         raise DaemonUnavailable(f"cannot connect to NATS at {url}: {err}") from err
     try:
         yield broker.connection

@@ -22,7 +22,7 @@ from core.config import Role, Settings
 from core.errors import DaemonUnavailable, NotAuthorized
 from daemon.credentials import missing_credentials_hint, role_credentials
 from daemon.runtime import daemon_nats_url
-from handlers.connection import connect_options
+from handlers.connection import connect_options, is_authorization_error
 from handlers.permissions import PROBE_TOKEN, Probe, inbox_prefix, probes, role_permissions
 
 PROBE_TIMEOUT_S = 2.0
@@ -60,7 +60,7 @@ async def check_role(
             **connect_options(settings.nats, role_credentials(settings, role), inbox_prefix(role)),
         )  # fmt: skip
     except nats.errors.Error as err:
-        if isinstance(err, nats.errors.AuthorizationError) or "uthorization" in str(err):
+        if is_authorization_error(err):
             raise NotAuthorized(
                 f"NATS at {url} refused the {role} role: {missing_credentials_hint(settings, role)}"
             ) from err

@@ -77,16 +77,27 @@ def connect_options(
     return options
 
 
-def _error_logger() -> Callable[[Exception], Awaitable[None]]:
+def is_authorization_error(err: BaseException) -> bool:
+    """Whether the server refused the credentials (nats-py raises a plain ``Error`` with the
+    server's message on a first connection, ``AuthorizationError`` on later ones)."""
+    import nats.errors
+
+    return isinstance(err, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(err).lower()
+    )
+
+
+def _error_logger(retrying: bool) -> Callable[[Exception], Awaitable[None]]:
     """nats-py reports every failed (re)connection attempt; say each new problem once."""
     last = ""
+    problem = "NATS connection problem (retrying)" if retrying else "NATS connection problem"
 
     async def log_error(err: Exception) -> None:
         nonlocal last
         text = f"{type(err).__name__}: {err}"
         if text != last:
             last = text
-            logging.getLogger(__name__).warning("NATS connection problem (retrying): %s", text)
+            logging.getLogger(__name__).warning("%s: %s", problem, text)
 
     return log_error
 
@@ -119,7 +130,7 @@ def make_broker(
         reconnect_time_wait=1.0,
         graceful_timeout=graceful_timeout,
         closed_cb=closed_cb,
-        error_cb=_error_logger(),
+        error_cb=_error_logger(reconnect_forever),
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,
     )
