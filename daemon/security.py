@@ -56,7 +56,7 @@ async def check_role(
 
     try:
         nc = await nats.connect(
-            url, error_cb=on_error, name=f"kaizend-security-check-{role}",
+            url, error_cb=on_error, name=f"kaizend-security-check-{role}", allow_reconnect=False,
             **connect_options(settings.nats, role_credentials(settings, role), inbox_prefix(role)),
         )  # fmt: skip
     except nats.errors.Error as err:

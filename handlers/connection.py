@@ -60,7 +60,6 @@ def connect_options(
     options: dict[str, object] = {
         "connect_timeout": settings.connect_timeout_s,
         "inbox_prefix": inbox_prefix,
-        "allow_reconnect": False,
     }
     if (tls := _ssl_context(settings)) is not None:
         options["tls"] = tls
