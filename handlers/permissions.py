@@ -21,6 +21,7 @@ publish permission on inboxes.
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -199,7 +200,7 @@ def nats_users_config(
             "permissions": permissions[role].to_nats(),
         }
         # JSON is valid nats-server configuration syntax, and quotes every subject.
-        users.append("    " + json.dumps(user))
+        users.append(textwrap.indent(json.dumps(user, indent=2), "    "))
     return "authorization {\n  users = [\n" + ",\n".join(users) + "\n  ]\n}\n"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -297,3 +298,14 @@ def test_permissions_follow_renamed_subjects(tmp_path: Path) -> None:
     assert perms["operator"].allows("publish", "acme.ctl.sql")
     assert not perms["service"].allows("publish", "acme.ctl.sql")
     assert subject_matches("a.*.c", "a.b.c") and not subject_matches("a.>", "a")
+
+
+def test_docs_show_every_permission_the_code_grants() -> None:
+    """docs/security.md lists, per role, exactly the subjects `role_permissions` grants."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    sections = doc.split("\n### ")[1:]
+    for role, perms in role_permissions(Settings()).items():
+        (section,) = [s for s in sections if s.startswith(f"{role}\n")]
+        rows = [line for line in section.splitlines() if line.startswith(("| publish", "| sub"))]
+        shown = set(re.findall(r"`([^`]+)`", "\n".join(rows)))
+        assert shown == {*perms.publish, *perms.subscribe, *perms.subscribe_deny}, role
