@@ -20,8 +20,9 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
+from pydantic import SecretStr
 
-from core.config import ROLES, Role, Settings
+from core.config import ROLES, NatsCredentials, Role, Settings
 from core.errors import EmbeddedNatsError, PathOutsideRoot
 from daemon.app import Daemon
 from daemon.credentials import credentials_file, role_credentials
@@ -32,6 +33,7 @@ from daemon.serving import predictor_loader
 from handlers.connection import connect_options
 from handlers.jobs import JobResult, result_subject
 from handlers.permissions import inbox_prefix, role_permissions, subject_matches
+from handlers.producer import Producer
 from handlers.publish import Outgoing, publish_events
 from tests.conftest import event, eventually, make_settings, outgoing
 
@@ -155,6 +157,9 @@ async def test_only_the_operator_reaches_admin_and_sql_and_the_service_publishes
             )  # fmt: skip
         routing = await js.key_value("kaizen_routing")  # readable, for client-side routing
         assert (await routing.get("parser")).value
+        producer = await Producer.start(service, service="test")  # watches the bucket
+        assert producer.routes["parser"].champion == "parser-v0"
+        await producer.stop()
         with pytest.raises(nats.errors.TimeoutError):
             await routing.put("parser", b'{"task": "parser", "champion": "parser-v666"}')
         # ... nor listen in on the operator's replies or impersonate the daemon.
@@ -309,3 +314,17 @@ def test_docs_show_every_permission_the_code_grants() -> None:
         rows = [line for line in section.splitlines() if line.startswith(("| publish", "| sub"))]
         shown = set(re.findall(r"`([^`]+)`", "\n".join(rows)))
         assert shown == {*perms.publish, *perms.subscribe, *perms.subscribe_deny}, role
+
+
+def test_a_role_authenticates_one_way_and_its_secret_stays_hidden() -> None:
+    with pytest.raises(ValueError, match="set one of"):
+        NatsCredentials(user="u", token=SecretStr("t"))
+    with pytest.raises(ValueError, match="password needs a user"):
+        NatsCredentials(password=SecretStr("p"))
+    settings = Settings(
+        nats={"url": "nats://x:4222", "user": "everyone", "password": "shared-secret",
+              "roles": {"operator": {"user": "op", "password": "op-secret"}}},
+    )  # fmt: skip
+    assert role_credentials(settings, "operator").user == "op"
+    assert role_credentials(settings, "worker").user == "everyone"  # the top-level fallback
+    assert "secret" not in repr(settings) and "secret" not in str(settings.nats)
