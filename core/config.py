@@ -81,10 +81,6 @@ class NatsCredentials(_Section):
             raise ValueError("password needs a user")
         return self
 
-    @property
-    def empty(self) -> bool:
-        return self.user is None and self.token is None and self.creds_file is None
-
 
 class NatsRoles(_Section):
     """Credentials per role on an external cluster; a role left out uses ``nats.user`` /

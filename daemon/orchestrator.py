@@ -373,7 +373,8 @@ class Orchestrator:
         try:
             job = self._matching_job(job, result)
         except (ForgedResult, PathOutsideRoot) as err:
-            log.warning("training result for %s refused: %s", result.job_id, err)
+            reason = err.reason if isinstance(err, ForgedResult) else err
+            log.warning("training result for %s refused: %s", result.job_id, reason)
             return
         if not result.succeeded or result.result is None:
             jobs.finished(

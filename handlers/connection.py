@@ -19,11 +19,14 @@ from core.config import NatsCredentials, NatsSettings
 
 def configured_credentials(settings: NatsSettings) -> NatsCredentials | None:
     """The top-level ``nats.user`` / ``password`` / ``token`` / ``creds_file``, if any."""
-    found = NatsCredentials(
-        user=settings.user, password=settings.password, token=settings.token,
-        creds_file=settings.creds_file,
-    )  # fmt: skip
-    return None if found.empty else found
+    # The precedence these keys always had: a creds file, else a token, else user/password.
+    if settings.creds_file:
+        return NatsCredentials(creds_file=settings.creds_file)
+    if settings.token:
+        return NatsCredentials(token=settings.token)
+    if settings.user:
+        return NatsCredentials(user=settings.user, password=settings.password)
+    return None
 
 
 def _ssl_context(settings: NatsSettings) -> ssl.SSLContext | None:
