@@ -51,12 +51,13 @@ class Permissions:
 
     def to_nats(self) -> dict[str, object]:
         """The ``permissions`` block of a nats-server user."""
+        subscribe: dict[str, list[str]] = {"allow": list(self.subscribe)}
+        if self.subscribe_deny:
+            subscribe["deny"] = list(self.subscribe_deny)
         block: dict[str, object] = {
             "publish": {"allow": list(self.publish)},
-            "subscribe": {"allow": list(self.subscribe)},
+            "subscribe": subscribe,
         }
-        if self.subscribe_deny:
-            block["subscribe"]["deny"] = list(self.subscribe_deny)  # type: ignore[index]
         if self.allow_responses:
             block["allow_responses"] = True
         return block
