@@ -46,6 +46,58 @@ class DaemonSettings(_Section):
     )
 
 
+Role = Literal["service", "worker", "operator", "daemon"]
+"""Who connects to NATS: see ``handlers.permissions`` for what each may do."""
+
+ROLES: tuple[Role, ...] = ("service", "worker", "operator", "daemon")
+
+
+class NatsCredentials(_Section):
+    """How one role authenticates to an external NATS cluster (one method at most)."""
+
+    user: str | None = Field(None, description="User name for user/password authentication.")
+    password: SecretStr | None = Field(
+        None, description="Password for user/password authentication."
+    )
+    token: SecretStr | None = Field(None, description="Token authentication.")
+    creds_file: Path | None = Field(
+        None, description="NATS credentials file (JWT + NKey seed), as `nsc` writes it."
+    )
+
+    @model_validator(mode="after")
+    def _one_method(self) -> NatsCredentials:
+        methods = [
+            name
+            for name, used in (
+                ("user", self.user is not None),
+                ("token", self.token is not None),
+                ("creds_file", self.creds_file is not None),
+            )
+            if used
+        ]
+        if len(methods) > 1:
+            raise ValueError(f"set one of user/password, token or creds_file, not {methods}")
+        if self.password is not None and self.user is None:
+            raise ValueError("password needs a user")
+        return self
+
+
+class NatsRoles(_Section):
+    """Credentials per role on an external cluster; a role left out uses ``nats.user`` /
+    ``nats.password`` / ``nats.token`` / ``nats.creds_file``."""
+
+    service: NatsCredentials | None = Field(
+        None, description="`kaizend publish` and `kaizend infer` (publish events, ask the gateway)."
+    )
+    worker: NatsCredentials | None = Field(
+        None, description="`kaizend worker` (take jobs, report progress and results)."
+    )
+    operator: NatsCredentials | None = Field(
+        None, description="The operator's commands: sql, status, check, train, models, drift."
+    )
+    daemon: NatsCredentials | None = Field(None, description="`kaizend run` and `kaizend gateway`.")
+
+
 class NatsSettings(_Section):
     url: str = Field(
         "", description="NATS server URL(s), comma-separated. Empty: start an embedded nats-server."
@@ -56,6 +108,10 @@ class NatsSettings(_Section):
     )
     token: SecretStr | None = Field(None, description="Token authentication.")
     creds_file: Path | None = Field(None, description="NATS credentials file (JWT + NKey).")
+    roles: NatsRoles = Field(
+        NatsRoles(),
+        description="Credentials per role for an external cluster ([nats.roles.operator] ...).",
+    )
     tls_ca_file: Path | None = Field(
         None, description="CA bundle to verify the server's TLS certificate."
     )
@@ -66,6 +122,12 @@ class NatsSettings(_Section):
     )
     embedded_port: int = Field(
         4222, ge=0, le=65535, description="Port of the embedded nats-server; 0 picks a free one."
+    )
+    embedded_auth: bool = Field(
+        True,
+        description="Start the embedded nats-server with authorization: one user per role, "
+        "credentials generated under <data_dir>/secrets. False is refused unless "
+        "nats.embedded_host is a loopback address.",
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of one connection attempt.")
     request_timeout_s: float = Field(
@@ -704,6 +766,17 @@ class Settings(BaseSettings):
     @property
     def export_path(self) -> Path:
         return self.path(self.storage.export_dir)
+
+    @property
+    def runs_path(self) -> Path:
+        """Where training runs (snapshots, checkpoints, versions) live; resolved, because
+        every directory a job or a routing entry names is checked to lie under it."""
+        return self.path(Path("runs")).resolve()
+
+    @property
+    def secrets_path(self) -> Path:
+        """Owner-only directory of the embedded nats-server's generated credentials."""
+        return self.path(Path("secrets"))
 
     @property
     def runtime_file(self) -> Path:

@@ -90,3 +90,31 @@ class StatisticsError(KaizendError, ValueError):
     def __init__(self, argument: str, message: str) -> None:
         super().__init__(message)
         self.argument = argument
+
+
+class PathOutsideRoot(KaizendError, PermissionError):
+    """A directory named by a message (a job, a result, a routing entry) lies outside the
+    directory it must be in; ``key`` says which field named it."""
+
+    def __init__(self, key: str, path: str, root: str) -> None:
+        super().__init__(
+            f"refused: {key} {path!r} does not lie under {root}; only directories the daemon "
+            "created under its data directory's runs are used (check daemon.data_dir, which "
+            "must name the same shared storage on every machine)"
+        )
+        self.key = key
+        self.path = path
+        self.root = root
+
+
+class ForgedResult(KaizendError, PermissionError):
+    """A training result that matches no job the daemon queued; ``job_id`` names its claim."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"training result for {job_id!r} refused: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+
+
+class NotAuthorized(KaizendError, PermissionError):
+    """NATS refused the credentials of a role (or there were none to offer)."""

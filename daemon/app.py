@@ -27,6 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.config import Settings
 from core.metrics import MetricsServer, serve_metrics
+from daemon.credentials import ensure_embedded_credentials, role_credentials
 from daemon.drift import DriftMonitor
 from daemon.experiments import ExperimentLoop
 from daemon.nats_server import EmbeddedNats
@@ -44,6 +45,7 @@ from handlers.ingest import (
     tolerate_fetch_timeouts,
     watch_abandoned,
 )
+from handlers.permissions import inbox_prefix, nats_users_config
 from handlers.producer import Producer
 from handlers.routing import routing_bucket
 from models.tasks import TASK_NAMES, build_task
@@ -116,9 +118,14 @@ class Daemon:
         embedded: EmbeddedNats | None = None
         url = s.nats.url
         if not url:
+            authorization = None
+            if s.nats.embedded_auth:
+                passwords = ensure_embedded_credentials(s)
+                authorization = nats_users_config(s, passwords)
             embedded = EmbeddedNats(
-                s.path(Path("nats")), host=s.nats.embedded_host, port=s.nats.embedded_port
-            )
+                s.path(Path("nats")), host=s.nats.embedded_host, port=s.nats.embedded_port,
+                authorization=authorization,
+            )  # fmt: skip
             await asyncio.to_thread(embedded.start)
             url = embedded.url
 
@@ -141,6 +148,8 @@ class Daemon:
             graceful_timeout=s.daemon.shutdown_grace_s,
             reconnect_forever=True,
             closed_cb=self._connection_closed,
+            credentials=role_credentials(s, "daemon"),
+            inbox_prefix=inbox_prefix("daemon"),
         )
         subscriber = subscribe(broker, s.stream, s.ingest, ingestor)
         watch_abandoned(broker, s.stream, s.ingest, ingestor)

@@ -1060,5 +1060,66 @@ def simulate_parser(
     _write_events(out, events)
 
 
+_ROLE = click.Choice(["service", "worker", "operator", "daemon"])
+
+
+@cli.group()
+def security() -> None:
+    """Who may do what on NATS: the roles' permissions, and what credentials reach."""
+
+
+@security.command(name="permissions")
+@click.option("--role", "roles", type=_ROLE, multiple=True, help="Only this role (repeatable).")
+@click.pass_context
+def security_permissions(ctx: click.Context, roles: tuple[str, ...]) -> None:
+    """Print the nats-server `authorization` block for kaizend's roles, from this
+    configuration's subjects, streams and bucket (replace the password placeholders)."""
+    from core.config import ROLES
+    from handlers.permissions import nats_users_config
+
+    chosen = tuple(role for role in ROLES if not roles or role in roles)
+    click.echo(nats_users_config(_settings(ctx), roles=chosen), nl=False)
+
+
+@security.command(name="check")
+@click.option("--role", "roles", type=_ROLE, multiple=True, help="Only this role (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per probe.")
+@click.pass_context
+def security_check(ctx: click.Context, roles: tuple[str, ...], as_json: bool) -> None:
+    """Try each of kaizend's subjects with each role's credentials; report allowed/denied.
+
+    Exit status 1 when a role can do something its permissions do not give it, or cannot do
+    something they do (the NATS cluster's permissions differ from `security permissions`).
+    """
+    from core.config import ROLES
+    from daemon.security import check_role
+
+    settings = _settings(ctx)
+    mismatches = 0
+    for role in (r for r in ROLES if not roles or r in roles):
+        try:
+            results = asyncio.run(check_role(settings, role))
+        except KaizendError as err:
+            click.echo(f"{role}: cannot connect: {err}")
+            mismatches += 1
+            continue
+        for r in results:
+            mark = (
+                ""
+                if r.allowed == r.expected
+                else "  <- expected " + ("allowed" if r.expected else "denied")
+            )
+            mismatches += r.allowed != r.expected
+            if as_json:
+                click.echo(json.dumps({
+                    "role": role, "what": r.probe.what, "action": r.probe.action,
+                    "subject": r.probe.subject, "result": r.verdict, "expected": r.expected,
+                }))  # fmt: skip
+            else:
+                click.echo(f"{role:9} {r.verdict:8} {r.probe.what} ({r.probe.action} "
+                           f"{r.probe.subject}){mark}")  # fmt: skip
+    sys.exit(1 if mismatches else 0)
+
+
 def main() -> None:
     cli()

@@ -12,21 +12,38 @@ import duckdb
 import nats.errors
 from faststream.nats import NatsBroker
 
-from core.config import Settings
-from core.errors import DaemonTimeout, DaemonUnavailable, KaizendError, StorageError
+from core.config import Role, Settings
+from core.errors import (
+    DaemonTimeout,
+    DaemonUnavailable,
+    KaizendError,
+    NotAuthorized,
+    StorageError,
+)
+from daemon.credentials import missing_credentials_hint, role_credentials
 from daemon.runtime import daemon_nats_url
-from handlers.connection import make_broker
+from handlers.connection import is_authorization_error, make_broker
+from handlers.permissions import inbox_prefix
 from handlers.publish import Outgoing, PublishReport, publish_events
 from storage.events import stored_summary
 from storage.readonly import CONNECT_CONFIG, confine, run_read_only
 
 
 @asynccontextmanager
-async def _connected(settings: Settings, url: str):  # noqa: ANN202
-    broker: NatsBroker = make_broker(settings.nats, url, name="kaizend-cli")
+async def _connected(settings: Settings, url: str, role: Role):  # noqa: ANN202
+    """A connection as ``role`` (its credentials and inbox prefix)."""
+    broker: NatsBroker = make_broker(
+        settings.nats, url, name=f"kaizend-cli-{role}",
+        credentials=role_credentials(settings, role), inbox_prefix=inbox_prefix(role),
+    )  # fmt: skip
     try:
         await broker.connect()
     except Exception as err:  # noqa: BLE001 - any connection failure means the same here
+        if is_authorization_error(err):
+            raise NotAuthorized(
+                f"NATS at {url} refused the {role} role's credentials: "
+                f"{missing_credentials_hint(settings, role)}"
+            ) from err
         raise DaemonUnavailable(f"cannot connect to NATS at {url}: {err}") from err
     try:
         yield broker.connection
@@ -44,7 +61,7 @@ async def request_daemon(
         raise DaemonUnavailable(f"no running daemon (no {settings.runtime_file})")
     subject = f"{settings.admin.subject_prefix}.{what}"
     timeout = timeout or settings.nats.request_timeout_s
-    async with _connected(settings, url) as nc:
+    async with _connected(settings, url, "operator") as nc:
         try:
             reply = await nc.request(subject, json.dumps(payload).encode(), timeout=timeout)
         except nats.errors.NoRespondersError as err:
@@ -111,7 +128,7 @@ async def infer(settings: Settings, task: str, text: str, unit_id: str | None) -
     url = daemon_nats_url(settings)
     if url is None:
         raise DaemonUnavailable("no NATS to ask: start the daemon or set nats.url")
-    async with _connected(settings, url) as nc:
+    async with _connected(settings, url, "service") as nc:
         try:
             return await ask(
                 nc, task, text, unit_id=unit_id, timeout=settings.nats.request_timeout_s,
@@ -131,7 +148,7 @@ async def publish_file(settings: Settings, events: Sequence[Outgoing]) -> Publis
     url = daemon_nats_url(settings)
     if url is None:
         raise DaemonUnavailable("no NATS to publish to: start the daemon or set nats.url")
-    async with _connected(settings, url) as nc:
+    async with _connected(settings, url, "service") as nc:
         with Progress(transient=True) as progress:
             bar = progress.add_task("publishing", total=len(events))
             return await publish_events(

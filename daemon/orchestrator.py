@@ -35,8 +35,10 @@ from pydantic import ValidationError
 
 from core import metrics
 from core.config import Settings
-from core.errors import KaizendError
+from core.errors import ForgedResult, KaizendError, PathOutsideRoot
+from core.paths import confined
 from handlers.jobs import (
+    RESULTS_CONSUMER,
     ChampionRef,
     JobResult,
     JobSpec,
@@ -56,7 +58,6 @@ from storage.snapshots import export_snapshot
 
 log = logging.getLogger(__name__)
 
-RESULTS_CONSUMER = "kaizend-results"
 PROGRESS_LOG_INTERVAL_S = 30.0
 SIGNAL_KINDS = ("feedback", "correction")
 
@@ -292,7 +293,7 @@ class Orchestrator:
             job_id=job.job_id, run_id=job.run_id, task=job.task, attempt=job.attempt,
             run_dir=job.run_dir, champion=champion, fresh_share=self.training.fresh_share,
             benchmark_max_examples=self.training.gate_benchmark_max_examples,
-            timeout_s=self.training.job_timeout_s,
+            timeout_s=self.training.job_timeout_s, snapshot=job.snapshot,
         )  # fmt: skip
         await self.nc.jetstream().publish(
             train_subject(self.training),
@@ -367,8 +368,14 @@ class Orchestrator:
     def _record_result(self, con: duckdb.DuckDBPyConnection, *, result: JobResult) -> None:
         jobs = JobStore(con)
         job = jobs.find(result.job_id)
-        if job is None or job.state in ("succeeded", "failed"):
-            return  # not ours, or a redelivered result already recorded
+        if job is not None and job.state in ("succeeded", "failed"):
+            return  # a redelivered result already recorded
+        try:
+            job = self._matching_job(job, result)
+        except (ForgedResult, PathOutsideRoot) as err:
+            reason = err.reason if isinstance(err, ForgedResult) else err
+            log.warning("training result for %s refused: %s", result.job_id, reason)
+            return
         if not result.succeeded or result.result is None:
             jobs.finished(
                 job.job_id, succeeded=False, error=result.error, retryable=result.retryable
@@ -383,6 +390,28 @@ class Orchestrator:
         version_id = self._register(con, job, result.result)
         jobs.finished(job.job_id, succeeded=True, version_id=version_id)
         _count_finished(job, "succeeded")
+
+    def _matching_job(self, job: Job | None, result: JobResult) -> Job:
+        """``job`` when ``result`` is its report: same task, attempt and snapshot, and a
+        version directory inside the job's run directory (which lies under the runs)."""
+        if job is None:
+            raise ForgedResult(result.job_id, "no job with this id was queued")
+        for name, queued, reported in (
+            ("task", job.task, result.task),
+            ("attempt", job.attempt, result.attempt),
+            ("snapshot", job.snapshot, result.snapshot),
+        ):
+            if queued != reported:
+                raise ForgedResult(result.job_id, f"its {name} {reported!r} is not {queued!r}")
+        if result.succeeded and result.result is not None:
+            run_dir = confined(job.run_dir, self.settings.runs_path, key="job.run_dir")
+            version_dir = confined(
+                str(result.result.get("version_dir")), run_dir, key="result.version_dir"
+            )
+            if not version_dir.is_dir():
+                raise ForgedResult(result.job_id, f"its version directory {version_dir} is missing")
+            result.result["version_dir"] = str(version_dir)
+        return job
 
     def _register_version(
         self, con: duckdb.DuckDBPyConnection, job: Job, outcome: dict[str, Any], champion: str

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import Settings
+import nats.errors
+
+from core.config import Role, Settings
 
 
 def write_runtime(settings: Settings, nats_url: str) -> None:
@@ -52,11 +54,16 @@ def daemon_nats_url(settings: Settings) -> str | None:
     return info["nats_url"] if _alive(int(info["pid"])) else None
 
 
-async def connect_beside_daemon(settings: Settings, name: str, purpose: str) -> Any | None:
+async def connect_beside_daemon(
+    settings: Settings, name: str, purpose: str, role: Role
+) -> Any | None:
     """A started FastStream NATS broker on the daemon's NATS for a helper process (``kaizend
-    worker``, ``kaizend gateway``), reconnecting forever; None, logged, when there is none.
-    SIGTERM and SIGINT are the caller's to handle (`on_stop_signals`)."""
+    worker``, ``kaizend gateway``) with ``role``'s credentials, reconnecting forever; None,
+    logged, when there is none. SIGTERM and SIGINT are the caller's to handle
+    (`on_stop_signals`)."""
+    from daemon.credentials import missing_credentials_hint, role_credentials
     from handlers.connection import make_broker
+    from handlers.permissions import inbox_prefix
 
     url = daemon_nats_url(settings)
     if url is None:
@@ -64,8 +71,19 @@ async def connect_beside_daemon(settings: Settings, name: str, purpose: str) -> 
             "no NATS to %s: set nats.url, or run it beside a running daemon", purpose
         )
         return None
-    broker = make_broker(settings.nats, url, name=name, reconnect_forever=True)
-    await broker.connect()
+    credentials = role_credentials(settings, role)
+    broker = make_broker(
+        settings.nats, url, name=name, reconnect_forever=True, credentials=credentials,
+        inbox_prefix=inbox_prefix(role),
+    )  # fmt: skip
+    try:
+        await broker.connect()
+    except nats.errors.Error as err:
+        logging.getLogger(__name__).error(
+            "cannot connect to NATS at %s as the %s role: %s; %s",
+            url, role, err, missing_credentials_hint(settings, role),
+        )  # fmt: skip
+        return None
     return broker
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import Settings
+from core.paths import confined
 from handlers.gateway import Predictor, PredictorLoader
 from models.tasks import build_task
 
@@ -19,6 +20,9 @@ def predictor_loader(settings: Settings) -> PredictorLoader:
     tasks = {}
 
     def load(task: str, version_id: str, artifact: str | None) -> Predictor:
+        if artifact:
+            # The routing bucket names the directory: only versions the daemon trained.
+            artifact = str(confined(artifact, settings.runs_path, key=f"routing {version_id}"))
         if task not in tasks:
             if settings.gateway.threads is not None and not tasks:
                 import torch
@@ -48,7 +52,7 @@ async def run_gateway(settings: Settings) -> int:
     from handlers.gateway import Gateway
     from handlers.producer import Producer
 
-    broker = await connect_beside_daemon(settings, "kaizend-gateway", "serve on")
+    broker = await connect_beside_daemon(settings, "kaizend-gateway", "serve on", "daemon")
     if broker is None:
         return 1
     stop = asyncio.Event()

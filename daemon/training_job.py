@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         channel.write(json.dumps({"type": kind, **fields}, default=str) + "\n")
 
     from core.config import Settings
+    from core.errors import PathOutsideRoot
+    from core.paths import confined
     from daemon.logs import setup_logging
     from handlers.jobs import JobSpec
     from models.task import NotEnoughSignal
@@ -71,9 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.model_validate_json(args.settings.read_text())
         setup_logging(settings.daemon.log_level)
         spec = JobSpec.model_validate_json(args.spec.read_text())
+        spec.checked_run_dir(settings.runs_path)
         artifact = spec.champion.artifact
         builtin = build_task(settings, spec.task).builtin_version
-        champion = artifact if artifact == builtin else Path(artifact)
+        champion = (
+            artifact
+            if artifact == builtin
+            else confined(artifact, settings.runs_path, key="job.champion.artifact")
+        )
         task = build_task(settings, spec.task, serving=champion, halve_batch=args.halve_batch)
         result = run_training(
             task,
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=lambda report: emit("progress", **asdict(report)),
             phase=lambda name: emit("phase", phase=name),
         )
-    except NotEnoughSignal as err:
+    except (NotEnoughSignal, PathOutsideRoot) as err:
         emit("error", error=str(err), out_of_memory=False, retryable=False)
         return EXIT_NOT_RETRYABLE
     except BaseException as err:  # noqa: BLE001 - reported to the worker, then exit non-zero

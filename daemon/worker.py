@@ -36,6 +36,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
 from core.config import Settings
+from core.errors import PathOutsideRoot
 from daemon.process import die_with_parent
 from daemon.training_job import EXIT_OUT_OF_MEMORY
 from handlers.jobs import (
@@ -151,6 +152,15 @@ class Worker:
             log.error("dropping a malformed training job: %s", err)
             await msg.term()
             return
+        try:
+            spec.checked_run_dir(self.settings.runs_path)
+        except PathOutsideRoot as err:
+            # Not a job the daemon queued here (or this box's data_dir is not the shared
+            # storage): nothing is written, nothing runs.
+            log.warning("training job %s refused: %s", spec.job_id, err)
+            await self._report(spec, succeeded=False, error=str(err), retryable=False)
+            await msg.term()
+            return
         started = time.perf_counter()
         log.info("training job %s (%s) started on %s", spec.job_id, spec.task, self.name)
         heartbeat = asyncio.create_task(self._heartbeat(msg))
@@ -168,18 +178,11 @@ class Worker:
             await msg.nak()
             log.info("training job %s interrupted; back in the queue", spec.job_id)
             return
-        result = JobResult(
-            job_id=spec.job_id, task=spec.task, worker=self.name,
-            succeeded=attempt.result is not None, error=attempt.error,
+        result = await self._report(
+            spec, succeeded=attempt.result is not None, error=attempt.error,
             out_of_memory=attempt.out_of_memory, retryable=attempt.retryable,
             result=attempt.result,
         )  # fmt: skip
-        js = self.nc.jetstream()
-        await js.publish(
-            result_subject(self.training),
-            result.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": f"{spec.job_id}:result"},
-        )
         await msg.ack()
         self.jobs_done += 1
         log.info(
@@ -189,6 +192,19 @@ class Worker:
             time.perf_counter() - started,
             "" if result.succeeded else f": {result.error}",
         )
+
+    async def _report(self, spec: JobSpec, **outcome: Any) -> JobResult:
+        """Publish how ``spec`` ended, with its attempt and snapshot for the daemon's check."""
+        result = JobResult(
+            job_id=spec.job_id, task=spec.task, worker=self.name, attempt=spec.attempt,
+            snapshot=spec.snapshot, **outcome,
+        )  # fmt: skip
+        await self.nc.jetstream().publish(
+            result_subject(self.training),
+            result.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": f"{spec.job_id}:result"},
+        )
+        return result
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:
@@ -278,7 +294,7 @@ async def run_worker(settings: Settings, name: str | None = None) -> int:
     """``kaizend worker``: connect to the daemon's NATS and take jobs until SIGTERM/SIGINT."""
     from daemon.runtime import connect_beside_daemon, on_stop_signals
 
-    broker = await connect_beside_daemon(settings, "kaizend-worker", "take jobs from")
+    broker = await connect_beside_daemon(settings, "kaizend-worker", "take jobs from", "worker")
     if broker is None:
         return 1
     worker = Worker(settings, broker.connection, name=name)

@@ -40,7 +40,10 @@ from rich.table import Table
 from rich.text import Text
 
 from core.config import load_config
+from daemon.credentials import role_credentials
 from examples.fit_service import FitSearch
+from handlers.connection import connect_options
+from handlers.permissions import inbox_prefix
 from handlers.producer import InferenceFailed
 from models.fit import userpool
 from models.fit.users import UserBehaviour, is_right, react
@@ -290,8 +293,18 @@ class Demo:
             shutil.rmtree(options.data_dir)
         daemon = DaemonProcess(options.data_dir)
         url = await daemon.start()
-        nc = await nats.connect(url)
-        probe = Probe(nc)
+        # Two of the daemon's roles: the operator asks it, the service publishes and infers.
+        settings = self.config.model_copy(
+            update={"daemon": self.config.daemon.model_copy(update={"data_dir": options.data_dir})}
+        )
+        operator = await nats.connect(
+            url, **connect_options(settings.nats, role_credentials(settings, "operator"),
+                                   inbox_prefix("operator")),
+        )  # fmt: skip
+        nc = await nats.connect(
+            url, **connect_options(settings.nats, role_credentials(settings, "service"))
+        )
+        probe = Probe(operator)
         service = await FitSearch.start(nc)
         users = Users(service, seed=options.seed, concurrency=options.concurrency)
         try:
@@ -301,6 +314,7 @@ class Demo:
             await users.stop()
             await service.stop()
             await nc.close()
+            await operator.close()
             daemon.stop()
         self.result.elapsed_s = round(self.elapsed(), 1)
         return self.result

@@ -7,14 +7,26 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsCredentials as FaststreamCreds
 from faststream.nats.security import (
-    NatsCredentials,
     NatsSecurity,
     NatsToken,
     NatsUserPassword,
 )
 
-from core.config import NatsSettings
+from core.config import NatsCredentials, NatsSettings
+
+
+def configured_credentials(settings: NatsSettings) -> NatsCredentials | None:
+    """The top-level ``nats.user`` / ``password`` / ``token`` / ``creds_file``, if any."""
+    # The precedence these keys always had: a creds file, else a token, else user/password.
+    if settings.creds_file:
+        return NatsCredentials(creds_file=settings.creds_file)
+    if settings.token:
+        return NatsCredentials(token=settings.token)
+    if settings.user:
+        return NatsCredentials(user=settings.user, password=settings.password)
+    return None
 
 
 def _ssl_context(settings: NatsSettings) -> ssl.SSLContext | None:
@@ -31,28 +43,63 @@ def _ssl_context(settings: NatsSettings) -> ssl.SSLContext | None:
     return context
 
 
-def _security(settings: NatsSettings) -> NatsSecurity | None:
+def _security(settings: NatsSettings, credentials: NatsCredentials | None) -> NatsSecurity | None:
     tls = _ssl_context(settings)
-    if settings.creds_file:
-        return NatsCredentials(str(settings.creds_file), ssl_context=tls)
-    if settings.token:
-        return NatsToken(settings.token.get_secret_value(), ssl_context=tls)
-    if settings.user:
-        password = settings.password.get_secret_value() if settings.password else ""
-        return NatsUserPassword(settings.user, password, ssl_context=tls)
-    return NatsSecurity(ssl_context=tls) if tls else None
+    if credentials is None:
+        return NatsSecurity(ssl_context=tls) if tls else None
+    if credentials.creds_file:
+        return FaststreamCreds(str(credentials.creds_file), ssl_context=tls)
+    if credentials.token:
+        return NatsToken(credentials.token.get_secret_value(), ssl_context=tls)
+    password = credentials.password.get_secret_value() if credentials.password else ""
+    return NatsUserPassword(credentials.user or "", password, ssl_context=tls)
 
 
-def _error_logger() -> Callable[[Exception], Awaitable[None]]:
+def connect_options(
+    settings: NatsSettings, credentials: NatsCredentials | None, inbox_prefix: str = "_INBOX"
+) -> dict[str, object]:
+    """Keyword arguments of ``nats.connect`` for these credentials (a plain nats-py client,
+    as ``kaizend security check`` uses)."""
+    options: dict[str, object] = {
+        "connect_timeout": settings.connect_timeout_s,
+        "inbox_prefix": inbox_prefix,
+    }
+    if (tls := _ssl_context(settings)) is not None:
+        options["tls"] = tls
+    if credentials is not None:
+        if credentials.creds_file:
+            options["user_credentials"] = str(credentials.creds_file)
+        elif credentials.token:
+            options["token"] = credentials.token.get_secret_value()
+        else:
+            options["user"] = credentials.user
+            options["password"] = (
+                credentials.password.get_secret_value() if credentials.password else ""
+            )
+    return options
+
+
+def is_authorization_error(err: BaseException) -> bool:
+    """Whether the server refused the credentials (nats-py raises a plain ``Error`` with the
+    server's message on a first connection, ``AuthorizationError`` on later ones)."""
+    import nats.errors
+
+    return isinstance(err, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(err).lower()
+    )
+
+
+def _error_logger(retrying: bool) -> Callable[[Exception], Awaitable[None]]:
     """nats-py reports every failed (re)connection attempt; say each new problem once."""
     last = ""
+    problem = "NATS connection problem (retrying)" if retrying else "NATS connection problem"
 
     async def log_error(err: Exception) -> None:
         nonlocal last
         text = f"{type(err).__name__}: {err}"
         if text != last:
             last = text
-            logging.getLogger(__name__).warning("NATS connection problem (retrying): %s", text)
+            logging.getLogger(__name__).warning("%s: %s", problem, text)
 
     return log_error
 
@@ -65,8 +112,11 @@ def make_broker(
     reconnect_forever: bool = False,
     name: str = "kaizend",
     closed_cb: Callable[[], Awaitable[None]] | None = None,
+    credentials: NatsCredentials | None = None,
+    inbox_prefix: str = "_INBOX",
 ) -> NatsBroker:
-    """A broker for ``url`` with the configured credentials and TLS.
+    """A broker for ``url`` with ``credentials`` (a role's, see `daemon.credentials`) and
+    the configured TLS; replies arrive on inboxes under ``inbox_prefix``.
 
     The daemon reconnects forever (``reconnect_forever``): a NATS outage must pause ingestion,
     not end it. Command-line clients give up after the connect timeout.
@@ -74,14 +124,15 @@ def make_broker(
     return NatsBroker(
         [u.strip() for u in url.split(",") if u.strip()],
         name=name,
-        security=_security(settings),
+        security=_security(settings, credentials),
+        inbox_prefix=inbox_prefix,
         connect_timeout=settings.connect_timeout_s,
         allow_reconnect=reconnect_forever,
         max_reconnect_attempts=-1 if reconnect_forever else 0,
         reconnect_time_wait=1.0,
         graceful_timeout=graceful_timeout,
         closed_cb=closed_cb,
-        error_cb=_error_logger(),
+        error_cb=_error_logger(reconnect_forever),
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,
     )

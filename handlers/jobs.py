@@ -15,6 +15,7 @@ the job's ``run_dir``; a worker on another machine needs that path on shared sto
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from nats.js import JetStreamContext
@@ -23,6 +24,7 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict
 
 from core.config import TrainingSettings
+from core.paths import confined
 
 
 class _Message(BaseModel):
@@ -47,6 +49,13 @@ class JobSpec(_Message):
     fresh_share: float
     benchmark_max_examples: int
     timeout_s: float
+    snapshot: dict[str, int] | None = None
+    """Rows per table of the snapshot the daemon exported; the result echoes it."""
+
+    def checked_run_dir(self, runs: Path) -> Path:
+        """The run directory, resolved, when it lies under ``runs``; else `PathOutsideRoot`
+        (a job naming a directory elsewhere is not the daemon's)."""
+        return confined(self.run_dir, runs, key="job.run_dir")
 
     @property
     def snapshot_dir(self) -> str:
@@ -72,6 +81,9 @@ class JobResult(_Message):
     job_id: str
     task: str
     worker: str
+    attempt: int | None = None
+    snapshot: dict[str, int] | None = None
+    """The job's attempt and snapshot, echoed: the daemon checks them against its queue."""
     succeeded: bool
     error: str | None = None
     out_of_memory: bool = False
@@ -80,6 +92,10 @@ class JobResult(_Message):
     result: dict[str, Any] | None = None
     """On success: ``version_dir``, ``training`` metrics, ``reports`` per evaluation set,
     ``event_ids`` / ``fresh_event_ids`` by kind, ``skipped``, ``batch_size``."""
+
+
+RESULTS_CONSUMER = "kaizend-results"
+"""The daemon's durable consumer of ``<prefix>.result``."""
 
 
 def train_subject(settings: TrainingSettings) -> str:

@@ -205,7 +205,8 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> 
     state_file = path / "state.pt"
     if not state_file.is_file():
         return None
-    state = torch.load(state_file, weights_only=False)
+    # Tensors, numbers and containers only: a checkpoint cannot run code when it loads.
+    state = torch.load(state_file, weights_only=True)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state["adapter"].items():

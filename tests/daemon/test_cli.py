@@ -221,3 +221,42 @@ def test_version_and_configuration_errors(tmp_path: Path) -> None:
     assert "ingest.batch_size" in bad.stderr
     missing = kaizend(tmp_path, "--config", "nope.toml", "status")
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_the_embedded_server_asks_who_is_asking(
+    tmp_path: Path, daemon: subprocess.Popen[str]
+) -> None:
+    """`kaizend run` starts its nats-server with authorization: the commands above worked
+    with the generated credentials; without them nothing gets in."""
+    import asyncio
+
+    import nats
+
+    url = json.loads((tmp_path / "var" / "run" / "daemon.json").read_text())["nats_url"]
+    with pytest.raises(Exception, match="Authorization Violation"):  # noqa: PT011 - nats-py's
+        asyncio.run(nats.connect(url, allow_reconnect=False, connect_timeout=2))
+    # The same daemon, addressed as an external cluster without credentials.
+    outsider = kaizend(
+        tmp_path, "sql", "SELECT count(*) FROM query_events",
+        env=cli_env(tmp_path, KAIZEND_NATS__URL=url),
+    )  # fmt: skip
+    assert outsider.returncode == 1 and "refused the operator role" in outsider.stderr
+    assert "nats.roles.operator" in outsider.stderr
+
+    checked = kaizend(tmp_path, "security", "check", "--json")
+    assert checked.returncode == 0, checked.stdout
+    results = [json.loads(line) for line in checked.stdout.splitlines()]
+    allowed = {(r["role"], r["what"]) for r in results if r["result"] == "allowed"}
+    assert ("operator", "send admin requests and SQL") in allowed
+    assert ("service", "send admin requests and SQL") not in allowed
+    assert ("service", "write the routing bucket") not in allowed
+    assert ("worker", "queue training jobs") not in allowed
+
+    snippet = kaizend(tmp_path, "security", "permissions", "--role", "service", check=True)
+    assert '"user": "kaizend-service"' in snippet.stdout and "kaizen.events.>" in snippet.stdout
+    assert "kaizend-operator" not in snippet.stdout
+    secrets = tmp_path / "var" / "secrets"
+    password = json.loads((secrets / "nats-service.json").read_text())["password"]
+    daemon.send_signal(signal.SIGTERM)
+    _, log = daemon.communicate(timeout=30)
+    assert password not in log  # no secret in a log line

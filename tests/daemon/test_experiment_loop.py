@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,17 @@ def experiment_settings(tmp_path: Path, url: str) -> Any:
     )  # fmt: skip
 
 
+def in_runs(daemon: RunningDaemon, artifact: Path) -> Path:
+    """A copy of a version under the daemon's runs, the only place the gateway loads from."""
+    copy = daemon.daemon.settings.runs_path / "test-run" / "version"
+    if not copy.exists():
+        shutil.copytree(artifact, copy)
+    return copy
+
+
 def register_challenger(daemon: RunningDaemon, artifact: Path) -> str:
     """A trained version that passed the gate, as the orchestrator would register it."""
+    artifact = in_runs(daemon, artifact)
     with daemon.daemon.store.cursor() as con:
         registry = Registry(con)
         record = registry.register(
@@ -126,7 +136,7 @@ async def test_a_better_challenger_is_promoted_through_the_ramp(
         }  # fmt: skip
         routing = await entry(daemon)
         assert (routing.champion, routing.challenger) == (version, None)
-        assert routing.champion_artifact == str(memorised.path)
+        assert routing.champion_artifact == str(in_runs(daemon, memorised.path))
 
         async def served_by_new_champion() -> bool:
             reply = await infer(daemon.nc, "parser", "solar in kent", unit_id="late-user")

@@ -212,7 +212,9 @@ async def test_a_failing_training_on_a_separate_worker_is_retried_and_ingestion_
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "KAIZEND_NATS__URL": nats_server.url,
-        "KAIZEND_DAEMON__DATA_DIR": str(tmp_path / "worker"),
+        # The daemon's data directory, as shared storage would give it: a worker takes only
+        # jobs whose run directory lies under its own data directory's runs.
+        "KAIZEND_DAEMON__DATA_DIR": str(tmp_path / "data"),
         "KAIZEND_PARSER__BASE_MODEL": str(tmp_path / "no-such-base"),
         "KAIZEND_TRAINING__HEARTBEAT_S": "1",
     }

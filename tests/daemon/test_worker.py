@@ -32,8 +32,17 @@ sys.exit(3)
 HANGS = "import time\ntime.sleep(600)\n"
 
 
-async def run_one_job(tmp_path: Path, url: str, program: str, timeout_s: float) -> JobResult:
-    """Queue one job, let a worker running ``program`` take it, and return its result."""
+async def run_one_job(
+    tmp_path: Path,
+    url: str,
+    program: str,
+    timeout_s: float,
+    *,
+    run_dir: Path | None = None,
+    job: str = "parser-run.1",
+) -> JobResult:
+    """Queue one job (in ``run_dir``, default under the runs), let a worker running
+    ``program`` take it, and return its result."""
     script = tmp_path / "program.py"
     script.write_text(program)
     settings = make_settings(tmp_path / "data", url, training={"heartbeat_s": 1})
@@ -43,10 +52,10 @@ async def run_one_job(tmp_path: Path, url: str, program: str, timeout_s: float) 
     results = await js.pull_subscribe(
         result_subject(settings.training), durable="test", stream=settings.training.stream
     )
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    run_dir = run_dir or settings.runs_path / "parser-run"
+    run_dir.mkdir(parents=True, exist_ok=True)
     spec = JobSpec(
-        job_id="parser-run.1", run_id="parser-run", task="parser", attempt=1,
+        job_id=job, run_id=job.rsplit(".", 1)[0], task="parser", attempt=1,
         run_dir=str(run_dir), champion=ChampionRef(version_id="parser-v0", artifact="rules"),
         fresh_share=0.2, benchmark_max_examples=0, timeout_s=timeout_s,
     )  # fmt: skip

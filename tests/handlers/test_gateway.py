@@ -6,6 +6,7 @@ Champion: the rule parser (version 0); challenger: a tiny LoRA version trained i
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,14 @@ async def route(daemon: RunningDaemon, **fields: Any) -> Routing:
     return entry
 
 
+def in_runs(daemon: RunningDaemon, version: Any) -> str:
+    """A copy of ``version`` under the daemon's runs: the gateway loads only from there."""
+    target = daemon.daemon.settings.runs_path / "test-run" / "version"
+    if not target.exists():
+        shutil.copytree(version.path, target)
+    return str(target)
+
+
 async def stored(daemon: RunningDaemon, count: int, where: str = "true") -> list[dict]:
     query = f"SELECT * FROM query_events WHERE {where} ORDER BY query_id"
 
@@ -57,7 +66,7 @@ async def test_requests_are_routed_answered_in_batches_and_recorded(
 ) -> None:
     entry = await route(
         gateway_daemon, challenger="parser-v1", challenger_weight=0.5, salt="s1",
-        challenger_artifact=str(memorised.path),
+        challenger_artifact=in_runs(gateway_daemon, memorised),
     )  # fmt: skip
     served = metrics.SERVING_REQUESTS.labels("parser", "parser-v1")
     served_before = served._value.get()  # the registry is the process's: count the difference
@@ -96,7 +105,7 @@ async def test_requests_are_routed_answered_in_batches_and_recorded(
 
 
 async def test_bad_requests_and_unloadable_versions_are_clear_errors(
-    gateway_daemon: RunningDaemon, tmp_path: Path
+    gateway_daemon: RunningDaemon,
 ) -> None:
     nc = gateway_daemon.nc
     reply = await nc.request("kaizen.infer.parser", b"not json", timeout=10)
@@ -107,7 +116,7 @@ async def test_bad_requests_and_unloadable_versions_are_clear_errors(
 
     await route(
         gateway_daemon, challenger="parser-v9", challenger_weight=1.0, salt="s2",
-        challenger_artifact=str(tmp_path / "gone"),
+        challenger_artifact=str(gateway_daemon.daemon.settings.runs_path / "gone"),
     )  # fmt: skip
     with pytest.raises(InferenceFailed, match="503.*parser-v9 cannot be loaded") as failed:
         await infer(nc, "parser", "wind in devon", unit_id="u1")
@@ -125,7 +134,7 @@ async def test_shadow_mode_runs_the_challenger_unanswered_on_champion_traffic(
 ) -> None:
     await route(
         gateway_daemon, challenger="parser-v1", challenger_weight=0.0, salt="s3", shadow=True,
-        challenger_artifact=str(memorised.path),
+        challenger_artifact=in_runs(gateway_daemon, memorised),
     )  # fmt: skip
     replies = [
         await infer(gateway_daemon.nc, "parser", text, unit_id=f"shadow-user-{i}", timeout=30)
