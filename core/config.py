@@ -471,6 +471,15 @@ class TrainingSettings(_Section):
     retry_backoff_s: float = Field(
         60.0, ge=0, description="Wait before the second attempt; doubles for each further one."
     )
+    publish_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        le=3600.0,
+        description="A queued job whose message did not reach the work queue (NATS down, the "
+        "jobs stream missing) is published again at every trigger check; after this long it "
+        "fails with the publish error, and its retry follows. At most the jobs stream's "
+        "duplicate window (3600 s), so a job published again is never queued twice.",
+    )
     fresh_share: float = Field(
         0.2,
         ge=0,
