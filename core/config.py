@@ -101,6 +101,14 @@ class StreamSettings(_Section):
         gt=0,
         description="Window in which a re-published Nats-Msg-Id is dropped by the server.",
     )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Copies of the events stream on the NATS cluster: 1 on a single server (the "
+        "embedded one must use 1); 3 on a NATS cluster survives the loss of a node. Checked at "
+        "start: an existing stream with another count is updated, or the start fails saying why.",
+    )
 
 
 class IngestSettings(_Section):
@@ -338,6 +346,24 @@ class ExperimentSettings(_Section):
     )
 
 
+class RoutingSettings(_Section):
+    bucket: str = Field(
+        "kaizen_routing",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="NATS key-value bucket of the routing entries (key = task), written by the "
+        "daemon and watched by producers and the gateway; deployments sharing a NATS account "
+        "each need their own.",
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Copies of the routing bucket on the NATS cluster: 1 on a single server (the "
+        "embedded one must use 1); 3 on a NATS cluster survives the loss of a node. Checked at "
+        "start: an existing bucket with another count is updated, or the start fails saying why.",
+    )
+
+
 class GatewaySettings(_Section):
     enabled: bool = Field(
         True, description="Run the inference gateway (kaizen.infer.<task>) inside the daemon."
@@ -443,6 +469,14 @@ class TrainingSettings(_Section):
     subject_prefix: str = Field(
         "kaizen.jobs",
         description="Jobs are queued on <prefix>.train; workers report on <prefix>.result.",
+    )
+    stream_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Copies of the jobs stream on the NATS cluster: 1 on a single server (the "
+        "embedded one must use 1); 3 on a NATS cluster survives the loss of a node. Checked at "
+        "start: an existing stream with another count is updated, or the start fails saying why.",
     )
     status_subject: str = Field(
         "kaizen.status.training",
@@ -634,6 +668,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     triggers: TriggersSettings = TriggersSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    routing: RoutingSettings = RoutingSettings()
     gateway: GatewaySettings = GatewaySettings()
     ollama: OllamaSettings = OllamaSettings()
     drift: DriftSettings = DriftSettings()
@@ -658,6 +693,23 @@ class Settings(BaseSettings):
                 "config key 'gateway.backend' is 'ollama' but 'ollama.url' is empty: set the "
                 "URL of the Ollama server, or use the 'local' backend"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _embedded_server_has_one_copy(self) -> Settings:
+        if self.nats.url:
+            return self
+        for key, replicas in (
+            ("stream.replicas", self.stream.replicas),
+            ("training.stream_replicas", self.training.stream_replicas),
+            ("routing.replicas", self.routing.replicas),
+        ):
+            if replicas != 1:
+                raise ValueError(
+                    f"config key {key!r} is {replicas} but 'nats.url' is empty: the embedded "
+                    "nats-server is a single node and keeps one copy; set it to 1, or set "
+                    "nats.url to a NATS cluster"
+                )
         return self
 
     def path(self, relative: Path) -> Path:

@@ -321,6 +321,8 @@ async def test_a_failing_training_on_a_separate_worker_is_retried_and_ingestion_
     assert "training worker gpu-box-2 stopped" in log_file.read_text()
 
 
+# Two trainings, each loading the model: on a loaded 2-core machine past the 300 s default.
+@pytest.mark.timeout(900)
 async def test_a_killed_training_fails_then_its_retry_resumes_and_registers(
     tmp_path: Path, nats_server: Any, tiny_base: Path, small_splits: dict
 ) -> None:
@@ -361,6 +363,8 @@ async def test_a_killed_training_fails_then_its_retry_resumes_and_registers(
         await eventually(all_stored, timeout=30)
 
 
+# Two trainings, each loading the model: on a loaded 2-core machine past the 300 s default.
+@pytest.mark.timeout(900)
 async def test_a_training_stopped_with_the_daemon_resumes_from_its_checkpoint_on_restart(
     tmp_path: Path, nats_server: Any, tiny_base: Path, small_splits: dict
 ) -> None:
