@@ -3,7 +3,8 @@
 Precedence, highest first: ``KAIZEND_<SECTION>__<KEY>`` environment variables (for example
 ``KAIZEND_NATS__URL``), then the TOML file, then the defaults defined here (which
 ``config.toml`` at the repository root documents). Unknown keys are errors, so a typo never
-passes silently. Relative paths are resolved against ``daemon.data_dir``.
+passes silently. ``daemon.data_dir`` is made absolute at load (a file's relative value against
+the file's directory); the other relative paths are resolved against it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -34,7 +36,13 @@ class _Section(BaseModel):
 class DaemonSettings(_Section):
     data_dir: Path = Field(
         Path("var"),
-        description="Where the database, the embedded NATS store, exports and models live.",
+        validate_default=True,
+        description="Where the database, the embedded NATS store, exports and models live. "
+        "Relative in a configuration file (or left at its default while a file is read): "
+        "against that file's directory, so `kaizend --config /etc/kaizend/config.toml` finds "
+        "the same directory from anywhere. Relative in KAIZEND_DAEMON__DATA_DIR, or with no "
+        "file: against the current directory, as for any path given on a command line. "
+        "Always absolute once loaded.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the daemon."
@@ -44,6 +52,12 @@ class DaemonSettings(_Section):
         gt=0,
         description="On SIGTERM: at most this long to flush, ack and checkpoint before exiting.",
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # load_config has already anchored a file's relative value to the file's directory.
+        return value.expanduser().absolute()
 
 
 class NatsSettings(_Section):
@@ -744,6 +758,19 @@ def _shown(error: Any) -> str:
     return repr(error.get("input"))
 
 
+def _anchor_data_dir(data: dict[str, Any], directory: Path) -> None:
+    """A relative ``daemon.data_dir`` of a configuration file (or the default, when the file
+    names none) lies in the file's directory, wherever kaizend is started from."""
+    daemon = data.get("daemon")
+    if daemon is None:
+        daemon = data["daemon"] = {}
+    if not isinstance(daemon, dict):
+        return  # not a table: the validation names the key
+    value = daemon.get("data_dir", str(DaemonSettings.model_fields["data_dir"].default))
+    if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+        daemon["data_dir"] = str(directory / value)
+
+
 def load_config(path: Path | None = None) -> Settings:
     """Load the configuration from ``path`` (default ``./config.toml`` if present).
 
@@ -758,6 +785,7 @@ def load_config(path: Path | None = None) -> Settings:
             data = tomllib.loads(source.read_text())
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(str(source), f"{source} is not valid TOML: {err}") from err
+        _anchor_data_dir(data, source.absolute().parent)
     try:
         return Settings(**data)
     except ValidationError as err:
