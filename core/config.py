@@ -709,22 +709,22 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
-    def _embedded_server_has_one_copy(self) -> Settings:
-        if self.nats.url:
-            return self
+    def check_embedded_nats(self) -> None:
+        """Refuse what the embedded nats-server cannot hold; the daemon calls this before it
+        starts one. (Not a validator: training subprocesses get the settings without the
+        ``nats`` section, so ``nats.url`` is empty there whatever the daemon uses.)"""
         for key, replicas in (
             ("stream.replicas", self.stream.replicas),
             ("training.stream_replicas", self.training.stream_replicas),
             ("routing.replicas", self.routing.replicas),
         ):
             if replicas != 1:
-                raise ValueError(
+                raise ConfigError(
+                    key,
                     f"config key {key!r} is {replicas} but 'nats.url' is empty: the embedded "
                     "nats-server is a single node and keeps one copy; set it to 1, or set "
-                    "nats.url to a NATS cluster"
+                    "nats.url to a NATS cluster",
                 )
-        return self
 
     def path(self, relative: Path) -> Path:
         """Resolve a configured path against the data directory."""

@@ -120,6 +120,7 @@ class Daemon:
         embedded: EmbeddedNats | None = None
         url = s.nats.url
         if not url:
+            s.check_embedded_nats()
             embedded = EmbeddedNats(
                 s.path(Path("nats")), host=s.nats.embedded_host, port=s.nats.embedded_port
             )

@@ -16,7 +16,8 @@ import nats
 import pytest
 from nats.js.errors import BucketNotFoundError
 
-from core.config import ConfigError, load_config
+from core.config import ConfigError
+from daemon.app import Daemon
 from daemon.nats_server import find_binary
 from handlers.producer import Producer
 from handlers.streams import ReplicasRefused
@@ -137,11 +138,11 @@ async def test_a_single_server_refuses_three_replicas_with_the_key_named(
     assert "at most the number of JetStream servers" in str(refused.value)
 
 
-def test_the_embedded_server_keeps_one_copy(tmp_path: Path) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text("[routing]\nreplicas = 3\n")
+async def test_the_embedded_server_keeps_one_copy(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", "", routing={"replicas": 3})
     with pytest.raises(ConfigError, match="'routing.replicas' is 3 but 'nats.url' is empty"):
-        load_config(config)
+        await Daemon(settings).run()
+    assert not (tmp_path / "data" / "nats").exists()  # refused before the server started
 
 
 async def test_two_deployments_share_a_nats_account_with_their_own_routing_buckets(
