@@ -121,7 +121,7 @@ class Orchestrator:
     async def start(self, nc: NATS) -> None:
         self.nc = nc
         js = nc.jetstream()
-        await ensure_jobs_stream(js, self.training)
+        await ensure_jobs_stream(js, self.training, owner=True)
         self._status_sub = await nc.subscribe(self.training.status_subject, cb=self._on_status)
         results = await js.pull_subscribe(
             result_subject(self.training),

@@ -90,9 +90,12 @@ def result_subject(settings: TrainingSettings) -> str:
     return f"{settings.subject_prefix}.result"
 
 
-async def ensure_jobs_stream(js: JetStreamContext, settings: TrainingSettings) -> None:
-    """Create the work-queue stream of jobs and results if it does not exist; check its
-    replicas against ``training.stream_replicas``."""
+async def ensure_jobs_stream(
+    js: JetStreamContext, settings: TrainingSettings, *, owner: bool = False
+) -> None:
+    """Create the work-queue stream of jobs and results if it does not exist; the daemon
+    (``owner``) also brings its replicas to ``training.stream_replicas``, a worker leaves an
+    existing stream as it is."""
     config = StreamConfig(
         name=settings.stream,
         subjects=[train_subject(settings), result_subject(settings)],
@@ -101,4 +104,4 @@ async def ensure_jobs_stream(js: JetStreamContext, settings: TrainingSettings) -
         duplicate_window=3600.0,
         num_replicas=settings.stream_replicas,
     )
-    await ensure_stream(js, config, key="training.stream_replicas")
+    await ensure_stream(js, config, key="training.stream_replicas", check_replicas=owner)

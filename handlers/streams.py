@@ -83,14 +83,17 @@ async def _placed(
         await asyncio.sleep(0.25)
 
 
-async def ensure_stream(js: JetStreamContext, config: StreamConfig, *, key: str) -> StreamInfo:
+async def ensure_stream(
+    js: JetStreamContext, config: StreamConfig, *, key: str, check_replicas: bool = True
+) -> StreamInfo:
     """Create the stream ``config`` describes, or check an existing one's replicas against
-    ``config.num_replicas`` (configuration ``key``); other settings of an existing stream are
-    left as they are."""
+    ``config.num_replicas`` (configuration ``key``; not with ``check_replicas`` false, for a
+    client that is not the stream's owner); other settings of an existing stream are left as
+    they are."""
     assert config.name is not None
     replicas = config.num_replicas or 1
     try:
-        await js.stream_info(config.name)
+        info = await js.stream_info(config.name)
     except NotFoundError:
         try:
             return await js.add_stream(config)
@@ -98,4 +101,6 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig, *, key: str)
             if replicas == 1:
                 raise
             raise ReplicasRefused(config.name, key, replicas, None, err.description) from err
+    if not check_replicas:
+        return info
     return await ensure_replicas(js, config.name, replicas, key=key)

@@ -16,9 +16,10 @@ import nats
 import pytest
 from nats.js.errors import BucketNotFoundError
 
-from core.config import ConfigError
+from core.config import ConfigError, TrainingSettings
 from daemon.app import Daemon
 from daemon.nats_server import find_binary
+from handlers.jobs import ensure_jobs_stream
 from handlers.producer import Producer
 from handlers.streams import ReplicasRefused
 from tests.conftest import eventually, make_settings, run_daemon
@@ -126,6 +127,9 @@ async def test_the_streams_and_the_routing_bucket_get_the_configured_replicas(
         # The data survived the update: the routing entries are still there.
         kv = await daemon.js.key_value("kaizen_routing")
         assert (await kv.get("parser")).value
+        # A worker configured otherwise does not scale the daemon's jobs stream down.
+        await ensure_jobs_stream(daemon.js, TrainingSettings(stream_replicas=1))
+        assert await _replicas(daemon.js, "KAIZEN_JOBS") == 3
 
 
 async def test_a_single_server_refuses_three_replicas_with_the_key_named(
