@@ -3,7 +3,8 @@
 Precedence, highest first: ``KAIZEND_<SECTION>__<KEY>`` environment variables (for example
 ``KAIZEND_NATS__URL``), then the TOML file, then the defaults defined here (which
 ``config.toml`` at the repository root documents). Unknown keys are errors, so a typo never
-passes silently. Relative paths are resolved against ``daemon.data_dir``.
+passes silently. ``daemon.data_dir`` is made absolute at load (a file's relative value against
+the file's directory); the other relative paths are resolved against it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -34,7 +36,13 @@ class _Section(BaseModel):
 class DaemonSettings(_Section):
     data_dir: Path = Field(
         Path("var"),
-        description="Where the database, the embedded NATS store, exports and models live.",
+        validate_default=True,
+        description="Where the database, the embedded NATS store, exports and models live. "
+        "Relative in a configuration file (or left at its default while a file is read): "
+        "against that file's directory, so `kaizend --config /etc/kaizend/config.toml` finds "
+        "the same directory from anywhere. Relative in KAIZEND_DAEMON__DATA_DIR, or with no "
+        "file: against the current directory, as for any path given on a command line. "
+        "Always absolute once loaded.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the daemon."
@@ -44,6 +52,12 @@ class DaemonSettings(_Section):
         gt=0,
         description="On SIGTERM: at most this long to flush, ack and checkpoint before exiting.",
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # load_config has already anchored a file's relative value to the file's directory.
+        return value.expanduser().absolute()
 
 
 Role = Literal["service", "worker", "operator", "daemon"]
@@ -162,6 +176,14 @@ class StreamSettings(_Section):
         120.0,
         gt=0,
         description="Window in which a re-published Nats-Msg-Id is dropped by the server.",
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Copies of the events stream on the NATS cluster: 1 on a single server (the "
+        "embedded one must use 1); 3 on a NATS cluster survives the loss of a node. Checked at "
+        "start: an existing stream with another count is updated, or the start fails saying why.",
     )
 
 
@@ -425,6 +447,24 @@ class ExperimentSettings(_Section):
     )
 
 
+class RoutingSettings(_Section):
+    bucket: str = Field(
+        "kaizen_routing",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="NATS key-value bucket of the routing entries (key = task), written by the "
+        "daemon and watched by producers and the gateway; deployments sharing a NATS account "
+        "each need their own.",
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Copies of the routing bucket on the NATS cluster: 1 on a single server (the "
+        "embedded one must use 1); 3 on a NATS cluster survives the loss of a node. Checked at "
+        "start: an existing bucket with another count is updated, or the start fails saying why.",
+    )
+
+
 class GatewaySettings(_Section):
     enabled: bool = Field(
         True, description="Run the inference gateway (kaizen.infer.<task>) inside the daemon."
@@ -531,6 +571,14 @@ class TrainingSettings(_Section):
         "kaizen.jobs",
         description="Jobs are queued on <prefix>.train; workers report on <prefix>.result.",
     )
+    stream_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Copies of the jobs stream on the NATS cluster: 1 on a single server (the "
+        "embedded one must use 1); 3 on a NATS cluster survives the loss of a node. Checked at "
+        "start: an existing stream with another count is updated, or the start fails saying why.",
+    )
     status_subject: str = Field(
         "kaizen.status.training",
         description="Progress of running jobs: <subject>.<task> (core NATS, not stored).",
@@ -557,6 +605,15 @@ class TrainingSettings(_Section):
     )
     retry_backoff_s: float = Field(
         60.0, ge=0, description="Wait before the second attempt; doubles for each further one."
+    )
+    publish_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        le=3600.0,
+        description="A queued job whose message did not reach the work queue (NATS down, the "
+        "jobs stream missing) is published again at every trigger check; after this long it "
+        "fails with the publish error, and its retry follows. At most the jobs stream's "
+        "duplicate window (3600 s), so a job published again is never queued twice.",
     )
     fresh_share: float = Field(
         0.2,
@@ -729,6 +786,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     triggers: TriggersSettings = TriggersSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    routing: RoutingSettings = RoutingSettings()
     gateway: GatewaySettings = GatewaySettings()
     ollama: OllamaSettings = OllamaSettings()
     drift: DriftSettings = DriftSettings()
@@ -754,6 +812,23 @@ class Settings(BaseSettings):
                 "URL of the Ollama server, or use the 'local' backend"
             )
         return self
+
+    def check_embedded_nats(self) -> None:
+        """Refuse what the embedded nats-server cannot hold; the daemon calls this before it
+        starts one. (Not a validator: training subprocesses get the settings without the
+        ``nats`` section, so ``nats.url`` is empty there whatever the daemon uses.)"""
+        for key, replicas in (
+            ("stream.replicas", self.stream.replicas),
+            ("training.stream_replicas", self.training.stream_replicas),
+            ("routing.replicas", self.routing.replicas),
+        ):
+            if replicas != 1:
+                raise ConfigError(
+                    key,
+                    f"config key {key!r} is {replicas} but 'nats.url' is empty: the embedded "
+                    "nats-server is a single node and keeps one copy; set it to 1, or set "
+                    "nats.url to a NATS cluster",
+                )
 
     def path(self, relative: Path) -> Path:
         """Resolve a configured path against the data directory."""
@@ -798,6 +873,19 @@ def _shown(error: Any) -> str:
     return repr(error.get("input"))
 
 
+def _anchor_data_dir(data: dict[str, Any], directory: Path) -> None:
+    """A relative ``daemon.data_dir`` of a configuration file (or the default, when the file
+    names none) lies in the file's directory, wherever kaizend is started from."""
+    daemon = data.get("daemon")
+    if daemon is None:
+        daemon = data["daemon"] = {}
+    if not isinstance(daemon, dict):
+        return  # not a table: the validation names the key
+    value = daemon.get("data_dir", str(DaemonSettings.model_fields["data_dir"].default))
+    if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+        daemon["data_dir"] = str(directory / value)
+
+
 def load_config(path: Path | None = None) -> Settings:
     """Load the configuration from ``path`` (default ``./config.toml`` if present).
 
@@ -812,6 +900,7 @@ def load_config(path: Path | None = None) -> Settings:
             data = tomllib.loads(source.read_text())
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(str(source), f"{source} is not valid TOML: {err}") from err
+        _anchor_data_dir(data, source.absolute().parent)
     try:
         return Settings(**data)
     except ValidationError as err:

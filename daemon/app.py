@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -41,6 +42,7 @@ from handlers.gateway import Gateway
 from handlers.ingest import (
     Ingestor,
     apply_consumer_config,
+    events_stream,
     subscribe,
     tolerate_fetch_timeouts,
     watch_abandoned,
@@ -48,6 +50,7 @@ from handlers.ingest import (
 from handlers.permissions import inbox_prefix, nats_users_config
 from handlers.producer import Producer
 from handlers.routing import routing_bucket
+from handlers.streams import ensure_stream
 from models.tasks import TASK_NAMES, build_task
 from storage.events import EventStore
 from storage.export import export_parquet
@@ -118,6 +121,7 @@ class Daemon:
         embedded: EmbeddedNats | None = None
         url = s.nats.url
         if not url:
+            s.check_embedded_nats()
             authorization = None
             if s.nats.embedded_auth:
                 passwords = ensure_embedded_credentials(s)
@@ -175,19 +179,32 @@ class Daemon:
         try:
             ingestor.start()
             log.info("connecting to NATS at %s", url)
-            if not await self._until_stopped(broker.start()):
+            if not await self._until_stopped(broker.connect()):
                 return self._exit_code
+            # Before the subscriber binds to it: created, or its replicas checked.
+            events = events_stream(s.stream)
+            await ensure_stream(
+                broker.connection.jetstream(),
+                dataclasses.replace(events.config, subjects=list(events.subjects)),
+                key="stream.replicas",
+            )
+            await broker.start()
             tolerate_fetch_timeouts(subscriber)
             admin.js = broker.connection.jetstream()
             await apply_consumer_config(admin.js, s.stream, subscriber)
             await orchestrator.start(broker.connection)
-            routing = await routing_bucket(admin.js, create=True)
+            routing = await routing_bucket(
+                admin.js, s.routing.bucket, create=True, replicas=s.routing.replicas
+            )
             experiments = ExperimentLoop(s, store, routing)
             admin.experiments = experiments
             await experiments.sync_routing(tasks)
             if s.gateway.enabled:
                 producer = await Producer.start(
-                    broker.connection, subject_prefix=s.stream.subject_prefix, service="gateway"
+                    broker.connection,
+                    subject_prefix=s.stream.subject_prefix,
+                    service="gateway",
+                    bucket=s.routing.bucket,
                 )
                 gateway = self.gateway = Gateway(
                     s.gateway, broker.connection, producer, predictor_loader(s)

@@ -13,7 +13,8 @@ Operators act through the same object (``kaizend promote|rollback|challenge|expe
 pause|resume``):
 a paused experiment sends all traffic to the champion and takes no decisions; resuming opens
 a new step at the paused step's share (its data is a stratum of its own). The registry is the
-source of truth for routing: `sync_routing` rewrites every task's entry from it at start-up.
+source of truth for routing: `sync_routing` writes every task's entry from it at start-up,
+and every tick rewrites an entry that differs from it (deleted, or changed by another writer).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from pydantic import ValidationError
 
 from core import metrics
 from core.config import Settings
@@ -64,6 +67,7 @@ class ExperimentLoop:
         self.routing = routing
         self.policy = policy_from(settings)
         self._lock = asyncio.Lock()
+        self._tasks: tuple[str, ...] = ()
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -105,14 +109,34 @@ class ExperimentLoop:
         return routing
 
     async def sync_routing(self, tasks: Iterable[str]) -> None:
-        """Write every task's entry from the registry and its active experiment (start-up)."""
-        for task in tasks:
+        """Make every task's entry what the registry and its active experiment call for
+        (start-up); every tick then reconciles the same ``tasks`` (`_reconcile`)."""
+        self._tasks = tuple(tasks)
+        await self._reconcile(startup=True)
 
-            def active(task: str = task) -> Experiment | None:
+    async def _reconcile(self, *, startup: bool = False) -> None:
+        """Rewrite each task's routing entry that differs from the registry's (deleted,
+        unreadable, or changed by another writer); an entry that agrees is left alone."""
+        for task in self._tasks:
+
+            def wanted(task: str = task) -> Routing:
                 with self.store.cursor() as con:
-                    return ExperimentStore(con).active_for(task)
+                    return self._entry(con, task, ExperimentStore(con).active_for(task))
 
-            await self._route(task, await asyncio.to_thread(active))
+            routing = await asyncio.to_thread(wanted)
+            try:
+                entry = await self.routing.get(task)
+                stored: Routing | str = Routing.model_validate_json(entry.value or b"")
+            except KeyNotFoundError:  # never written, or deleted
+                stored = "no entry"
+            except ValidationError as err:
+                stored = f"an unreadable entry ({err.error_count()} errors)"
+            if stored == routing:
+                continue
+            await put_routing(self.routing, routing)
+            if not startup:
+                log.warning("routing of %s restored from the registry: the bucket held %s",
+                            task, stored)  # fmt: skip
 
     # -- the tick ---------------------------------------------------------------------------
 
@@ -130,6 +154,7 @@ class ExperimentLoop:
             for experiment, decision in await asyncio.to_thread(self._decide_all):
                 decisions[experiment.experiment_id] = decision
                 await self._apply(experiment, decision)
+            await self._reconcile()
             return decisions
 
     def _start_new(self) -> list[Experiment]:

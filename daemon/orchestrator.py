@@ -5,7 +5,10 @@ and on the scheduler's interval), queues a training job when one fires, follows 
 progress, registers each trained candidate with its lineage, and runs the offline gate on the
 numbers the training subprocess measured. A failed job is retried with backoff on the same
 snapshot (resuming its checkpoint). Only one job per task is queued or running at a time;
-the workers run one training at a time each.
+the workers run one training at a time each. A job is recorded before it is published: one
+whose publish failed is published again at every check (its job id is the message id, so
+JetStream keeps one copy), or fails after ``training.publish_timeout_s``; it never blocks its
+task.
 
 The daemon is the only writer of DuckDB: workers report over NATS and this module records.
 """
@@ -90,6 +93,7 @@ class Orchestrator:
         self._closed = False
         self._results_sub: Any = None
         self._logged_at: dict[str, float] = {}
+        self._publish_errors: dict[str, str] = {}
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -118,7 +122,7 @@ class Orchestrator:
     async def start(self, nc: NATS) -> None:
         self.nc = nc
         js = nc.jetstream()
-        await ensure_jobs_stream(js, self.training)
+        await ensure_jobs_stream(js, self.training, owner=True)
         self._status_sub = await nc.subscribe(self.training.status_subject, cb=self._on_status)
         results = await js.pull_subscribe(
             result_subject(self.training),
@@ -213,6 +217,10 @@ class Orchestrator:
             reason = training_reason(getattr(self.settings.triggers, name), state, now)
             return None, reason
 
+        unpublished = await self._db(lambda con: JobStore(con).unpublished(name))
+        if unpublished is not None:
+            await self._publish_again(unpublished)
+            return
         retry, reason = await self._db(facts)
         if retry is not None:
             await self._queue_retry(retry)
@@ -247,14 +255,11 @@ class Orchestrator:
         cutoff = datetime.now(UTC)
         run_id = f"{name}-{cutoff:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}"
         run_dir = self.settings.path(Path("runs") / run_id).resolve()
-        task = self.tasks[name]
 
-        def record(con: duckdb.DuckDBPyConnection) -> tuple[Job, ChampionRef]:
+        def record(con: duckdb.DuckDBPyConnection) -> Job:
             started = time.perf_counter()
             snapshot = export_snapshot(con, name, cutoff, run_dir / "snapshot")
-            registry = Registry(con)
-            champion = registry.alias(name, "champion") or f"{name}-v0"
-            artifact = registry.get(champion).artifact_path or task.builtin_version
+            champion = Registry(con).alias(name, "champion") or f"{name}-v0"
             job = JobStore(con).create(
                 run_id=run_id, task=name, attempt=1, reason=reason, cutoff=cutoff,
                 snapshot=snapshot, champion=champion, run_dir=str(run_dir),
@@ -263,43 +268,82 @@ class Orchestrator:
                 "training %s queued (%s): snapshot %s in %.0f ms, champion %s",
                 job.job_id, reason, snapshot, (time.perf_counter() - started) * 1e3, champion,
             )  # fmt: skip
-            return job, ChampionRef(version_id=champion, artifact=str(artifact))
+            return job
 
-        job, champion = await self._db(record)
-        await self._publish(job, champion)
+        job = await self._db(record)
+        await self._publish(job)
         return job
 
     async def _queue_retry(self, failed: Job) -> None:
-        def record(con: duckdb.DuckDBPyConnection) -> tuple[Job, ChampionRef]:
-            champion = failed.champion or f"{failed.task}-v0"
-            artifact = Registry(con).get(champion).artifact_path
-            job = JobStore(con).create(
+        def record(con: duckdb.DuckDBPyConnection) -> Job:
+            return JobStore(con).create(
                 run_id=failed.run_id, task=failed.task, attempt=failed.attempt + 1,
                 reason=f"retry {failed.attempt + 1}/{self.training.max_attempts} after: "
                 f"{failed.error}",
-                cutoff=failed.cutoff, snapshot=failed.snapshot, champion=champion,
-                run_dir=failed.run_dir,
+                cutoff=failed.cutoff, snapshot=failed.snapshot,
+                champion=failed.champion or f"{failed.task}-v0", run_dir=failed.run_dir,
             )  # fmt: skip
-            builtin = self.tasks[failed.task].builtin_version
-            return job, ChampionRef(version_id=champion, artifact=str(artifact or builtin))
 
-        job, champion = await self._db(record)
+        job = await self._db(record)
         log.warning("training %s queued: %s", job.job_id, job.reason)
-        await self._publish(job, champion)
+        await self._publish(job)
 
-    async def _publish(self, job: Job, champion: ChampionRef) -> None:
+    async def _publish(self, job: Job) -> bool:
+        """Put the queued ``job`` on the work queue; record that JetStream has it.
+
+        A failure is logged and left to the trigger checks, which publish the job again
+        (`_publish_again`): the row is written first, so the job is never lost, and its id is
+        the message id, so JetStream drops a second copy.
+        """
         assert self.nc is not None
+
+        def champion_ref(con: duckdb.DuckDBPyConnection) -> ChampionRef:
+            champion = job.champion or f"{job.task}-v0"
+            artifact = Registry(con).get(champion).artifact_path
+            builtin = self.tasks[job.task].builtin_version
+            return ChampionRef(version_id=champion, artifact=str(artifact or builtin))
+
         spec = JobSpec(
             job_id=job.job_id, run_id=job.run_id, task=job.task, attempt=job.attempt,
-            run_dir=job.run_dir, champion=champion, fresh_share=self.training.fresh_share,
+            run_dir=job.run_dir, champion=await self._db(champion_ref),
+            fresh_share=self.training.fresh_share,
             benchmark_max_examples=self.training.gate_benchmark_max_examples,
             timeout_s=self.training.job_timeout_s, snapshot=job.snapshot,
         )  # fmt: skip
-        await self.nc.jetstream().publish(
-            train_subject(self.training),
-            spec.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": job.job_id},
+        try:
+            await self.nc.jetstream().publish(
+                train_subject(self.training),
+                spec.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": job.job_id},
+            )
+        except (nats.errors.Error, TimeoutError) as err:
+            self._publish_errors[job.job_id] = f"{type(err).__name__}: {err}".rstrip(": ")
+            log.error(
+                "training %s is queued but NOT on the work queue (%s); publishing it again at "
+                "the next trigger check, for at most %.0f s (training.publish_timeout_s)",
+                job.job_id, self._publish_errors[job.job_id], self.training.publish_timeout_s,
+            )  # fmt: skip
+            return False
+        await self._db(lambda con: JobStore(con).published(job.job_id))
+        self._publish_errors.pop(job.job_id, None)
+        return True
+
+    async def _publish_again(self, job: Job) -> None:
+        """A queued job whose publish failed: publish it again, or fail it once it has
+        waited ``training.publish_timeout_s`` (its retry follows, as for any failure)."""
+        waited = (datetime.now(UTC) - job.requested_at).total_seconds()
+        if waited < self.training.publish_timeout_s:
+            if await self._publish(job):
+                log.warning("training %s published after %.0f s", job.job_id, waited)
+            return
+        cause = self._publish_errors.pop(job.job_id, "JetStream never acknowledged it")
+        error = (
+            f"not published to the work queue within {self.training.publish_timeout_s:.0f} s "
+            f"(training.publish_timeout_s): {cause}"
         )
+        await self._db(lambda con: JobStore(con).finished(job.job_id, succeeded=False, error=error))
+        _count_finished(job, "failed")
+        log.error("training %s FAILED: %s", job.job_id, error)
 
     # -- what workers report ------------------------------------------------------------------
 

@@ -58,7 +58,10 @@ async def run_gateway(settings: Settings) -> int:
     stop = asyncio.Event()
     on_stop_signals(stop.set)
     producer = await Producer.start(
-        broker.connection, subject_prefix=settings.stream.subject_prefix, service="gateway"
+        broker.connection,
+        subject_prefix=settings.stream.subject_prefix,
+        service="gateway",
+        bucket=settings.routing.bucket,
     )
     gateway = Gateway(settings.gateway, broker.connection, producer, predictor_loader(settings))
     try:

@@ -380,6 +380,7 @@ def events_stream(settings: StreamSettings) -> JStream:
         max_bytes=settings.max_bytes,
         max_msgs=settings.max_msgs,
         duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.replicas,
     )
 
 

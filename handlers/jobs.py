@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict
 
 from core.config import TrainingSettings
 from core.paths import confined
+from handlers.streams import ensure_stream
 
 
 class _Message(BaseModel):
@@ -106,16 +106,18 @@ def result_subject(settings: TrainingSettings) -> str:
     return f"{settings.subject_prefix}.result"
 
 
-async def ensure_jobs_stream(js: JetStreamContext, settings: TrainingSettings) -> None:
-    """Create the work-queue stream of jobs and results if it does not exist."""
+async def ensure_jobs_stream(
+    js: JetStreamContext, settings: TrainingSettings, *, owner: bool = False
+) -> None:
+    """Create the work-queue stream of jobs and results if it does not exist; the daemon
+    (``owner``) also brings its replicas to ``training.stream_replicas``, a worker leaves an
+    existing stream as it is."""
     config = StreamConfig(
         name=settings.stream,
         subjects=[train_subject(settings), result_subject(settings)],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         duplicate_window=3600.0,
+        num_replicas=settings.stream_replicas,
     )
-    try:
-        await js.stream_info(settings.stream)
-    except NotFoundError:
-        await js.add_stream(config)
+    await ensure_stream(js, config, key="training.stream_replicas", check_replicas=owner)

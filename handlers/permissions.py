@@ -27,7 +27,6 @@ from typing import Literal
 
 from core.config import ROLES, Role, Settings
 from handlers.jobs import RESULTS_CONSUMER, result_subject, train_subject
-from handlers.routing import BUCKET
 
 JS_API = "$JS.API"
 PRIVATE_INBOXES = "_INBOX.kaizend"
@@ -125,8 +124,9 @@ def role_permissions(settings: Settings) -> dict[Role, Permissions]:
     status = training.status_subject
     jobs, workers = training.stream, training.worker_consumer
     inboxes = "_INBOX.>"
+    bucket = settings.routing.bucket
     service = Permissions(
-        publish=(events, infer, *_kv_reader(BUCKET)),
+        publish=(events, infer, *_kv_reader(bucket)),
         subscribe=(inboxes,),
         subscribe_deny=(f"{PRIVATE_INBOXES}.>",),
         notes=("publish events, ask the gateway, read and watch the routing bucket",),
@@ -159,12 +159,12 @@ def role_permissions(settings: Settings) -> dict[Role, Permissions]:
             f"{training.subject_prefix}.>",
             status,
             f"{status}.>",
-            f"$KV.{BUCKET}.>",
+            f"$KV.{bucket}.>",
             f"{JS_API}.INFO",
             f"{JS_API}.STREAM.NAMES",
             *_stream_owner(settings.stream.name),
             *_stream_owner(jobs),
-            *_stream_owner(f"KV_{BUCKET}"),
+            *_stream_owner(f"KV_{bucket}"),
         ),
         subscribe=(
             infer,
@@ -227,11 +227,12 @@ def probes(settings: Settings) -> list[Probe]:
     admin = settings.admin.subject_prefix
     training = settings.training
     jobs = f"{JS_API}.CONSUMER.INFO.{training.stream}"
+    bucket = settings.routing.bucket
     return [
         Probe("publish events", "publish", f"{ev}.query"),
         Probe("ask the inference gateway", "publish", f"{infer}.{PROBE_TOKEN}"),
-        Probe("read the routing bucket", "publish", f"{JS_API}.STREAM.INFO.KV_{BUCKET}"),
-        Probe("write the routing bucket", "publish", f"$KV.{BUCKET}.{PROBE_TOKEN}"),
+        Probe("read the routing bucket", "publish", f"{JS_API}.STREAM.INFO.KV_{bucket}"),
+        Probe("write the routing bucket", "publish", f"$KV.{bucket}.{PROBE_TOKEN}"),
         Probe("send admin requests and SQL", "publish", f"{admin}.{PROBE_TOKEN}"),
         Probe("queue training jobs", "publish", train_subject(training)),
         Probe("publish training results", "publish", result_subject(training)),

@@ -36,7 +36,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from core.errors import KaizendError
-from handlers.routing import Arm, Routing, routing_bucket
+from handlers.routing import BUCKET, Arm, Routing, routing_bucket
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,17 @@ class Producer:
 
     @classmethod
     async def start(
-        cls, nc: NATS, *, subject_prefix: str = "kaizen.events", service: str | None = None
+        cls,
+        nc: NATS,
+        *,
+        subject_prefix: str = "kaizen.events",
+        service: str | None = None,
+        bucket: str = BUCKET,
     ) -> Producer:
-        """Open the routing bucket and start watching it; wait for the current entries."""
+        """Open the routing bucket (the daemon's ``routing.bucket``) and start watching it;
+        wait for the current entries."""
         producer = cls(nc, subject_prefix=subject_prefix, service=service)
-        kv = await routing_bucket(producer.js)
+        kv = await routing_bucket(producer.js, bucket)
         producer._watching = asyncio.create_task(producer._watch(kv))
         await asyncio.wait_for(producer._ready.wait(), 10.0)
         return producer

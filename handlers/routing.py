@@ -1,7 +1,8 @@
 """Routing: which model version answers whom, kept in the NATS key-value bucket.
 
-The daemon writes one entry per task into the bucket ``kaizen_routing`` (key = task); every
-producer watches the bucket and assigns each request's unit (a user or a session) to an arm:
+The daemon writes one entry per task into the bucket ``routing.bucket`` (``kaizen_routing``
+by default; key = task); every producer watches the bucket and assigns each request's unit (a
+user or a session) to an arm:
 
     u = first 8 bytes of sha256("<salt>:<unit_id>") as a number in [0, 1)
     arm = "challenger" if u < challenger_weight else "champion"
@@ -18,9 +19,11 @@ from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import APIError, BucketNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from handlers.streams import ReplicasRefused, ensure_replicas
 
 BUCKET = "kaizen_routing"
 
@@ -71,16 +74,29 @@ def unit_position(salt: str, unit_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-async def routing_bucket(js: JetStreamContext, *, create: bool = False) -> KeyValue:
-    """The routing bucket; the daemon creates it (``create``), producers only open it."""
+async def routing_bucket(
+    js: JetStreamContext, bucket: str = BUCKET, *, create: bool = False, replicas: int = 1
+) -> KeyValue:
+    """The routing bucket (``routing.bucket``); the daemon creates it with ``replicas``
+    copies, or brings an existing one to them (``create``); producers only open it."""
     try:
-        return await js.key_value(BUCKET)
+        kv = await js.key_value(bucket)
     except BucketNotFoundError:
         if not create:
             raise
-    return await js.create_key_value(
-        KeyValueConfig(bucket=BUCKET, history=16, storage=StorageType.FILE)
-    )
+    else:
+        if create:
+            await ensure_replicas(js, f"KV_{bucket}", replicas, key="routing.replicas")
+        return kv
+    try:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=bucket, history=16, storage=StorageType.FILE, replicas=replicas)
+        )
+    except APIError as err:
+        if replicas == 1:
+            raise
+        raise ReplicasRefused(f"KV_{bucket}", "routing.replicas", replicas, None,
+                              err.description) from err  # fmt: skip
 
 
 async def put_routing(kv: KeyValue, routing: Routing) -> int:

@@ -3,6 +3,8 @@
 A *run* is one training on one snapshot of the stored events; every attempt at it is a *job*
 (``<run_id>.<attempt>``). Jobs move ``queued`` -> ``running`` -> ``succeeded`` | ``failed``;
 a job whose worker was stopped mid-way is ``interrupted`` until a worker takes it again.
+A job is recorded ``queued`` before its message is published to the work queue;
+``published_at`` stays empty until JetStream has acknowledged that message.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Job:
     error: str | None
     retryable: bool | None
     version_id: str | None
+    published_at: datetime | None
 
 
 _COLUMNS = ", ".join(Job.__dataclass_fields__)
@@ -108,9 +111,20 @@ class JobStore:
         states = ", ".join(f"'{state}'" for state in ACTIVE_STATES)
         return self._one(f"task = ? AND state IN ({states})", [task])
 
+    def unpublished(self, task: str) -> Job | None:
+        """The task's queued job whose message JetStream has not acknowledged."""
+        return self._one("task = ? AND state = 'queued' AND published_at IS NULL", [task])
+
     def latest(self, task: str) -> Job | None:
         """The task's most recently requested job, whatever its state."""
         return self._one("task = ?", [task])
+
+    def published(self, job: str) -> None:
+        """JetStream acknowledged the job's message: it is on the work queue."""
+        self.con.execute(
+            "UPDATE training_jobs SET published_at = ? WHERE job_id = ? AND published_at IS NULL",
+            [datetime.now(UTC), job],
+        )
 
     def last_succeeded(self, task: str) -> Job | None:
         return self._one("task = ? AND state = 'succeeded'", [task])

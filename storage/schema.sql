@@ -154,6 +154,9 @@ CREATE TABLE IF NOT EXISTS training_jobs (
     retryable    BOOLEAN,               -- false: a retry cannot help (not enough signal)
     version_id   VARCHAR                -- the candidate it registered
 );
+-- When the job's message reached the work queue (JetStream acknowledged it); NULL while a
+-- queued job still has to be (re-)published. Added to existing databases here.
+ALTER TABLE training_jobs ADD COLUMN IF NOT EXISTS published_at TIMESTAMPTZ;
 
 -- Lineage: the stored events each training run learned from, or held back to evaluate on.
 CREATE TABLE IF NOT EXISTS training_events (

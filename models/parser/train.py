@@ -41,9 +41,11 @@ from models.parser.version import (
     manifest,
 )
 from models.task import ProgressCallback, TrainProgress
-from models.version import write_json
+from models.version import commit_file, write_json
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
 
 
 def seed_everything(seed: int) -> None:
@@ -178,12 +180,13 @@ def _trainable_state(model: Any) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, state: dict) -> None:
-    """Write the resumable state atomically: a crash mid-write keeps the previous one."""
+    """Write the resumable state atomically: ``state.pt`` is written beside itself, then
+    swapped in with one rename (`commit_file`), so a kill at any moment leaves the previous
+    checkpoint or this one, never neither."""
     import torch
 
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
+    partial = path / (CHECKPOINT_FILE + ".partial")
     torch.save(
         {
             "adapter": _trainable_state(model),
@@ -193,10 +196,9 @@ def _save_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, sta
             "torch_rng": torch.get_rng_state(),
             **state,
         },
-        partial / "state.pt",
+        partial,
     )
-    shutil.rmtree(path, ignore_errors=True)
-    partial.rename(path)
+    commit_file(partial, path / CHECKPOINT_FILE)
 
 
 def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict | None:

@@ -8,13 +8,15 @@ negatives would be false ones). The validation pairs are evaluated every ``eval_
 early stopping keeps the best checkpoint. fp16/bf16 only on CUDA; everything seeded.
 
 The trainer checkpoints into ``<out_dir>/checkpoints`` at every evaluation; calling
-`train_retriever` again with the same ``out_dir`` resumes from the newest one.
+`train_retriever` again with the same ``out_dir`` resumes from the newest complete one (marked
+once all its files are on disk; a checkpoint torn by a kill is passed over).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -33,9 +35,12 @@ from models.retriever.version import (
     manifest,
 )
 from models.task import ProgressCallback, TrainProgress
-from models.version import write_json
+from models.version import commit_file, write_json
 
 log = logging.getLogger(__name__)
+
+COMPLETE_MARK = "kaizend-complete"
+"""Written into a trainer checkpoint once all of it is on disk (`last_complete_checkpoint`)."""
 
 
 def rows_for_loss(pairs: Sequence[Mapping[str, Any]], loss: str) -> dict[str, list[Any]]:
@@ -88,6 +93,44 @@ def _loss(model: Any, name: str) -> Any:
     if name == "cosine":
         return losses.CosineSimilarityLoss(model)
     return losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE)
+
+
+def _mark_complete_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class _MarkComplete(TrainerCallback):
+        """After the trainer wrote a checkpoint: its files on disk, then the mark."""
+
+        def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if not folder.is_dir():
+                return
+            for file in folder.rglob("*"):
+                if file.is_file() and file.name != COMPLETE_MARK:
+                    with open(file, "rb") as handle:
+                        os.fsync(handle.fileno())
+            partial = folder / (COMPLETE_MARK + ".partial")
+            partial.write_text(f"{state.global_step}\n")
+            commit_file(partial, folder / COMPLETE_MARK)
+
+    return _MarkComplete()
+
+
+def last_complete_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest ``checkpoint-<step>`` that was written to the end.
+
+    transformers writes a checkpoint's files one after another into its final directory and
+    resumes from the highest step it finds, so a kill in the middle of a save would leave a
+    torn checkpoint that every retry fails on; only one with kaizend's mark counts.
+    """
+    if not checkpoints.is_dir():
+        return None
+    complete = [
+        (int(folder.name.rpartition("-")[2]), folder)
+        for folder in checkpoints.glob("checkpoint-*")
+        if folder.name.rpartition("-")[2].isdigit() and (folder / COMPLETE_MARK).is_file()
+    ]
+    return max(complete)[1] if complete else None
 
 
 def _progress_callback(progress: ProgressCallback | None, batch_size: int) -> Any:
@@ -221,7 +264,7 @@ def train_retriever(
         disable_tqdm=not progress_bar,
         dataloader_pin_memory=cuda,
     )
-    callbacks = [_progress_callback(progress, settings.batch_size)]
+    callbacks = [_progress_callback(progress, settings.batch_size), _mark_complete_callback()]
     if validating:
         callbacks.append(EarlyStoppingCallback(settings.early_stopping_patience))
     trainer = SentenceTransformerTrainer(
@@ -232,10 +275,8 @@ def train_retriever(
         loss=_loss(model, settings.loss),
         callbacks=callbacks,
     )
-    from transformers.trainer_utils import get_last_checkpoint
-
-    # Only a complete checkpoint-<step> directory counts (transformers' own rule).
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    found = last_complete_checkpoint(checkpoints)
+    resume = str(found) if found is not None else None
     log.info(
         "retriever training started: %d pairs (%d validation), loss %s, %s, out %s%s",
         len(train_pairs),

@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_config_toml_documents_exactly_the_defaults() -> None:
-    assert load_config(ROOT / "config.toml") == Settings()
+    # Its data_dir, "var" like the default, lies beside the file rather than in the cwd.
+    expected = Settings(daemon={"data_dir": ROOT / "var"})
+    assert load_config(ROOT / "config.toml") == expected
+    assert Settings().daemon.data_dir == Path.cwd() / "var"
 
 
 def test_every_key_can_be_overridden_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:

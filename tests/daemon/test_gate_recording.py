@@ -67,8 +67,8 @@ async def test_a_failure_after_the_gate_row_rolls_both_back_and_redelivery_compl
         version_dir = Path(job.run_dir) / "version"
         version_dir.mkdir(parents=True)
         result = JobResult(
-            job_id=job.job_id, task="parser", worker="test", succeeded=True,
-            result=outcome(version_dir),
+            job_id=job.job_id, task="parser", worker="test", attempt=job.attempt,
+            snapshot=job.snapshot, succeeded=True, result=outcome(version_dir),
         )  # fmt: skip
         await daemon.js.publish(
             result_subject(settings.training), result.model_dump_json().encode()

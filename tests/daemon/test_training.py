@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,18 +102,69 @@ class Background:
         return self.sent
 
 
-async def training_reaches_step(daemon: RunningDaemon, step: int) -> None:
-    """Wait until the running training has reported ``step`` (a checkpoint lies behind it)."""
+async def running_job(daemon: RunningDaemon) -> dict[str, Any]:
+    """The task's only job once its training subprocess runs (its pid is recorded)."""
 
-    async def reached() -> bool:
-        return (
-            await daemon.scalar(
-                "SELECT coalesce(max(CAST(progress->>'step' AS INTEGER)), 0) FROM training_jobs"
-            )
-            >= step
-        )
+    async def started() -> bool:
+        return bool(await daemon.scalar("SELECT count(*) FROM training_jobs WHERE pid > 0"))
 
-    await eventually(reached, timeout=120, interval=0.2)
+    await eventually(started, timeout=120, interval=0.05)
+    (job,) = await rows(daemon, "SELECT * FROM training_jobs")
+    return job
+
+
+def checkpoint_step(run_dir: str) -> int | None:
+    """The step of the checkpoint on disk (None: no checkpoint)."""
+    import torch
+
+    state = Path(run_dir, "version", "checkpoint", "state.pt")
+    if not state.is_file():
+        return None
+    return int(torch.load(state, weights_only=False)["step"])
+
+
+def _wait_stopped(pid: int) -> None:
+    """SIGSTOP is delivered asynchronously: wait until the process is really stopped."""
+    for _ in range(1000):
+        # /proc/<pid>/stat: "pid (comm) state ...", comm may hold spaces
+        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in "Tt":
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop")
+
+
+def sigterm_pending(pid: int) -> bool:
+    """Whether ``pid`` has a SIGTERM waiting (a stopped process takes it when continued)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, mask = line.partition(":")
+        if name in ("SigPnd", "ShdPnd") and int(mask, 16) & 1 << (signal.SIGTERM - 1):
+            return True
+    return False
+
+
+async def freeze_at_checkpoint(job: dict[str, Any], at_least: int) -> int:
+    """Stop (SIGSTOP) the job's training while its checkpoint on disk holds step
+    ``at_least`` or later; returns that step.
+
+    Waiting for a step by time or by the progress in the database is not enough: the whole
+    training takes seconds, so on a busy machine the loop may have ended (and removed its
+    checkpoint) before the test acts. A frozen training cannot move on between the check and
+    whatever the test does next.
+    """
+    pid, found = job["pid"], []
+
+    def frozen() -> bool:
+        os.kill(pid, signal.SIGSTOP)
+        _wait_stopped(pid)
+        step = checkpoint_step(job["run_dir"])
+        if step is not None and step >= at_least:
+            found.append(step)
+            return True
+        os.kill(pid, signal.SIGCONT)
+        return False
+
+    await eventually(frozen, timeout=120, interval=0.02)
+    return found[0]
 
 
 async def test_enough_corrections_train_register_and_gate_a_candidate_while_ingesting(
@@ -271,6 +323,8 @@ async def test_a_failing_training_on_a_separate_worker_is_retried_and_ingestion_
     assert "training worker gpu-box-2 stopped" in log_file.read_text()
 
 
+# Two trainings, each loading the model: on a loaded 2-core machine past the 300 s default.
+@pytest.mark.timeout(900)
 async def test_a_killed_training_fails_then_its_retry_resumes_and_registers(
     tmp_path: Path, nats_server: Any, tiny_base: Path, small_splits: dict
 ) -> None:
@@ -280,9 +334,9 @@ async def test_a_killed_training_fails_then_its_retry_resumes_and_registers(
     async with run_daemon(settings) as daemon:
         await publish_corrections(daemon, small_splits["train"][:20], "a")
 
-        await training_reaches_step(daemon, 10)
-        (first,) = await rows(daemon, "SELECT * FROM training_jobs")
-        assert first["state"] == "running" and first["pid"], first
+        first = await running_job(daemon)
+        assert first["state"] == "running", first
+        checkpointed = await freeze_at_checkpoint(first, 10)
         os.kill(first["pid"], signal.SIGKILL)
         background = Background(daemon)
 
@@ -303,7 +357,7 @@ async def test_a_killed_training_fails_then_its_retry_resumes_and_registers(
         assert jobs[1]["version_id"] == "parser-v1"
         assert json.loads(jobs[1]["progress"])["step"] == 300
         log_file = Path(jobs[1]["run_dir"], "version", "metrics.json")
-        assert json.loads(log_file.read_text())["resumed_from_step"] >= 10
+        assert json.loads(log_file.read_text())["resumed_from_step"] == checkpointed >= 10
 
         async def all_stored() -> bool:
             return await daemon.scalar(TOTAL_QUERIES) == 20 + sent
@@ -311,6 +365,8 @@ async def test_a_killed_training_fails_then_its_retry_resumes_and_registers(
         await eventually(all_stored, timeout=30)
 
 
+# Two trainings, each loading the model: on a loaded 2-core machine past the 300 s default.
+@pytest.mark.timeout(900)
 async def test_a_training_stopped_with_the_daemon_resumes_from_its_checkpoint_on_restart(
     tmp_path: Path, nats_server: Any, tiny_base: Path, small_splits: dict
 ) -> None:
@@ -320,9 +376,14 @@ async def test_a_training_stopped_with_the_daemon_resumes_from_its_checkpoint_on
     async with run_daemon(settings) as daemon:
         await publish_corrections(daemon, small_splits["train"][:20], "a")
 
-        await training_reaches_step(daemon, 10)
-        (job,) = await rows(daemon, "SELECT * FROM training_jobs")
-        assert await daemon.stop() == 0
+        job = await running_job(daemon)
+        checkpointed = await freeze_at_checkpoint(job, 10)
+        stopping = asyncio.create_task(daemon.stop())
+        # The frozen training keeps the daemon's SIGTERM pending; let it go on only then, so
+        # the stop finds the checkpoint the test saw.
+        await eventually(lambda: sigterm_pending(job["pid"]), timeout=60)
+        os.kill(job["pid"], signal.SIGCONT)
+        assert await stopping == 0
     with pytest.raises(ProcessLookupError):
         os.kill(job["pid"], 0)  # the training subprocess stopped with the daemon
 
@@ -335,4 +396,4 @@ async def test_a_training_stopped_with_the_daemon_resumes_from_its_checkpoint_on
         (again,) = await rows(daemon, "SELECT * FROM training_jobs")
         assert again["job_id"] == job["job_id"] and again["version_id"] == "parser-v1"
     metrics = json.loads(Path(job["run_dir"], "version", "metrics.json").read_text())
-    assert metrics["resumed_from_step"] >= 10 and metrics["steps"] == 300
+    assert metrics["resumed_from_step"] == checkpointed >= 10 and metrics["steps"] == 300

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from handlers.events import EVENT_TYPES
 from models.fit.retrieval import Register, generate_queries, simulate_feedback
 from models.retriever.search import SearchResult
 from models.retriever.task import RetrieverTask
-from models.retriever.train import rows_for_loss
+from models.retriever.train import COMPLETE_MARK, last_complete_checkpoint, rows_for_loss
 from models.retriever.version import IncompleteVersion, RetrieverVersion
 from models.task import NotEnoughSignal, TrainProgress
 from storage.events import EventStore
@@ -164,6 +165,36 @@ def test_an_interrupted_training_is_incomplete_then_resumes_from_its_checkpoint(
     reports: list[TrainProgress] = []
     task.train(training, out, progress=reports.append)
     assert [report.step for report in reports] == [4]  # steps 1-2 were not trained again
+    assert RetrieverVersion.load(out).metrics["steps"] == 4
+
+
+def test_a_checkpoint_torn_by_a_kill_is_passed_over_on_resume(
+    tmp_path: Path, tiny_settings: RetrieverSettings, feedback_db: tuple[Path, Path]
+) -> None:
+    task, con = stored(feedback_db, tiny_settings)
+    training = task.build_training_set(con)
+    out = tmp_path / "retriever-v2"
+
+    def crash(report: TrainProgress) -> None:
+        if report.step == 4:
+            raise KeyboardInterrupt  # stopped after checkpoint 2, before checkpoint 4
+
+    with pytest.raises(KeyboardInterrupt):
+        task.train(training, out, progress=crash)
+    checkpoints = out / "checkpoints"
+    assert (checkpoints / "checkpoint-2" / COMPLETE_MARK).is_file()
+    # What a kill during the save of checkpoint 4 leaves: its directory, half its files.
+    torn = checkpoints / "checkpoint-4"
+    shutil.copytree(checkpoints / "checkpoint-2", torn)
+    (torn / COMPLETE_MARK).unlink()
+    (torn / "trainer_state.json").unlink()
+    optimizer = torn / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
+    assert last_complete_checkpoint(checkpoints) == checkpoints / "checkpoint-2"
+
+    reports: list[TrainProgress] = []
+    task.train(training, out, progress=reports.append)
+    assert [report.step for report in reports] == [4]  # resumed at 2, not from the torn 4
     assert RetrieverVersion.load(out).metrics["steps"] == 4
 
 
