@@ -204,7 +204,7 @@ def _save_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, sta
 def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict | None:
     import torch
 
-    state_file = path / "state.pt"
+    state_file = path / CHECKPOINT_FILE
     if not state_file.is_file():
         return None
     # Tensors, numbers and containers only: a checkpoint cannot run code when it loads.
