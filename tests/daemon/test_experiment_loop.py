@@ -259,8 +259,9 @@ class ClusteredUsers(Users):
         await self.producer.feedback(reply["query_id"], rating=5 if liked else 2)
 
 
-# slow: about 3 minutes, and once in five runs its experiment ended on the traffic gate
-# without a sample-ratio p-value (cause not yet found; issue 13 stays open for it).
+# slow and failing since 2026-12-02 00:00 UTC (it passed four times before midnight): its
+# experiment now ends on the traffic gate within seconds, with no sample-ratio p-value; a
+# date-dependent fault, not yet found. Issue 13 stays open for it.
 @pytest.mark.slow
 async def test_clustered_users_and_a_heavy_user_neither_trip_the_srm_nor_promote_an_aa(
     tmp_path: Path, nats_server: Any, memorised: Any
