@@ -25,11 +25,11 @@ from scipy import stats as scipy_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import Settings  # noqa: E402
-from models.drift import stats  # noqa: E402
-from models.drift.report import ReportInputs, Window, compute  # noqa: E402
-from models.fit.querygen import generate_examples  # noqa: E402
-from storage.drift import QueryRow  # noqa: E402
+from kaizend.core.config import Settings  # noqa: E402
+from kaizend.models.drift import stats  # noqa: E402
+from kaizend.models.drift.report import ReportInputs, Window, compute  # noqa: E402
+from kaizend.models.fit.querygen import generate_examples  # noqa: E402
+from kaizend.storage.drift import QueryRow  # noqa: E402
 
 ALPHA = 0.05
 PLACES = np.array([1 / (i + 1) for i in range(400)])

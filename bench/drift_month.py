@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.config import Settings  # noqa: E402
-from models.drift.report import CachedEmbedder, embedder_dir  # noqa: E402
-from models.drift.simulate import MonthPlan, daily_reports, load, simulate_month  # noqa: E402
-from storage.events import EventStore  # noqa: E402
+from kaizend.core.config import Settings  # noqa: E402
+from kaizend.models.drift.report import CachedEmbedder, embedder_dir  # noqa: E402
+from kaizend.models.drift.simulate import MonthPlan, daily_reports, load, simulate_month  # noqa: E402
+from kaizend.storage.events import EventStore  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     store.close()
     html = data_dir / "drift-report.html"
     env = {**os.environ, "KAIZEND_DAEMON__DATA_DIR": str(data_dir), "KAIZEND_NATS__URL": ""}
-    subprocess.run([sys.executable, "-m", "daemon", "drift", "--html", str(html), "--since",
+    subprocess.run([sys.executable, "-m", "kaizend.daemon", "drift", "--html", str(html), "--since",
                     "40d"], check=True, env=env, cwd=ROOT)  # fmt: skip
     shift_from = plan.days - plan.shift_days + 1  # the first report whose window is shifted
     flagged = {

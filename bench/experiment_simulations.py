@@ -59,9 +59,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.experiments.policy import Policy, StepData  # noqa: E402
-from models.experiments.policy import decide as policy_decide  # noqa: E402
-from models.experiments.stats import (  # noqa: E402
+from kaizend.models.experiments.policy import Policy, StepData  # noqa: E402
+from kaizend.models.experiments.policy import decide as policy_decide  # noqa: E402
+from kaizend.models.experiments.stats import (  # noqa: E402
     DEFAULT_TAU,
     SampleStats,
     TestResult,
@@ -69,7 +69,7 @@ from models.experiments.stats import (  # noqa: E402
     srm_pvalue,
     ttest,
 )
-from models.experiments.units import step_data  # noqa: E402
+from kaizend.models.experiments.units import step_data  # noqa: E402
 
 RAMP: tuple[tuple[float, int], ...] = ((0.10, 1000), (0.25, 1000), (0.50, 1000))
 """(challenger share, minimum units) per step; the last step runs to the horizon."""

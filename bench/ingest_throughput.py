@@ -30,8 +30,8 @@ from nats.js.api import ConsumerConfig, StreamConfig
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon.nats_server import EmbeddedNats  # noqa: E402
-from handlers.publish import Outgoing, publish_events  # noqa: E402
+from kaizend.daemon.nats_server import EmbeddedNats  # noqa: E402
+from kaizend.handlers.publish import Outgoing, publish_events  # noqa: E402
 
 
 def make_events(n: int, prefix: str, tag: str) -> list[Outgoing]:
@@ -86,7 +86,7 @@ async def bench_kaizend(url: str, n: int, workdir: Path) -> dict:
         "KAIZEND_STORAGE__EXPORT_INTERVAL_S": "0",
         "KAIZEND_METRICS__PORT": "0",
     }
-    daemon = subprocess.Popen([sys.executable, "-m", "daemon", "run"], cwd=ROOT, env=env)
+    daemon = subprocess.Popen([sys.executable, "-m", "kaizend.daemon", "run"], cwd=ROOT, env=env)
     nc = await nats.connect(url)
     try:
         for _ in range(300):

@@ -31,14 +31,13 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
 
     import torch
+    from kaizend.models.fit.querygen import generate_examples, split_examples
+    from kaizend.models.parser.base import ensure_base, source_gguf
+    from kaizend.models.parser.config import profile
+    from kaizend.models.parser.gguf_merge import merge_adapter
+    from kaizend.models.parser.serve import ModelParser
+    from kaizend.models.parser.train import train_parser
     from transformers import AutoModelForCausalLM
-
-    from models.fit.querygen import generate_examples, split_examples
-    from models.parser.base import ensure_base, source_gguf
-    from models.parser.config import profile
-    from models.parser.gguf_merge import merge_adapter
-    from models.parser.serve import ModelParser
-    from models.parser.train import train_parser
 
     def load_gguf(path: Path):
         return AutoModelForCausalLM.from_pretrained(

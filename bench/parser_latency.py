@@ -33,12 +33,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.fit.querygen import generate_examples, split_examples  # noqa: E402
-from models.fit.schema import to_compact_dict  # noqa: E402
-from models.parser.base import load_base  # noqa: E402
-from models.parser.prompt import decode_target, encode_target, make_prompt  # noqa: E402
-from models.parser.serve import ModelParser  # noqa: E402
-from models.parser.version import ParserVersion  # noqa: E402
+from kaizend.models.fit.querygen import generate_examples, split_examples  # noqa: E402
+from kaizend.models.fit.schema import to_compact_dict  # noqa: E402
+from kaizend.models.parser.base import load_base  # noqa: E402
+from kaizend.models.parser.prompt import decode_target, encode_target, make_prompt  # noqa: E402
+from kaizend.models.parser.serve import ModelParser  # noqa: E402
+from kaizend.models.parser.version import ParserVersion  # noqa: E402
 
 
 def _stats(samples: list[float]) -> dict[str, float]:

@@ -30,16 +30,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.fit.querygen import generate_examples, split_examples  # noqa: E402
-from models.parser.base import ensure_base, load_base  # noqa: E402
-from models.parser.batches import (  # noqa: E402
+from kaizend.models.fit.querygen import generate_examples, split_examples  # noqa: E402
+from kaizend.models.parser.base import ensure_base, load_base  # noqa: E402
+from kaizend.models.parser.batches import (  # noqa: E402
     IGNORE_INDEX,
     batch_order,
     encode_examples,
     padding_share,
 )
-from models.parser.config import PROFILES, ParserTrainingConfig  # noqa: E402
-from models.parser.train import eval_loss, seed_everything, train_parser  # noqa: E402
+from kaizend.models.parser.config import PROFILES, ParserTrainingConfig  # noqa: E402
+from kaizend.models.parser.train import eval_loss, seed_everything, train_parser  # noqa: E402
 
 
 def baseline(

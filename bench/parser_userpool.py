@@ -30,14 +30,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from handlers.events import EVENT_TYPES  # noqa: E402
-from models.fit import querygen, userpool  # noqa: E402
-from models.fit.schema import ParsedQuery, to_compact_dict  # noqa: E402
-from models.fit.users import simulate_parser_traffic  # noqa: E402
-from models.parser.evaluate import evaluate  # noqa: E402
-from models.parser.serve import ParseResult, RuleParser, load_parser  # noqa: E402
-from storage.events import EventStore  # noqa: E402
-from storage.experiments import unit_metrics  # noqa: E402
+from kaizend.handlers.events import EVENT_TYPES  # noqa: E402
+from kaizend.models.fit import querygen, userpool  # noqa: E402
+from kaizend.models.fit.schema import ParsedQuery, to_compact_dict  # noqa: E402
+from kaizend.models.fit.users import simulate_parser_traffic  # noqa: E402
+from kaizend.models.parser.evaluate import evaluate  # noqa: E402
+from kaizend.models.parser.serve import ParseResult, RuleParser, load_parser  # noqa: E402
+from kaizend.storage.events import EventStore  # noqa: E402
+from kaizend.storage.experiments import unit_metrics  # noqa: E402
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -26,12 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.config import RetrieverSettings, Settings  # noqa: E402
-from handlers.events import EVENT_TYPES  # noqa: E402
-from models.fit.retrieval import Register, generate_queries, simulate_feedback  # noqa: E402
-from models.fit.sites import SITE_COUNT  # noqa: E402
-from models.retriever.task import RetrieverTask  # noqa: E402
-from storage.events import EventStore  # noqa: E402
+from kaizend.core.config import RetrieverSettings, Settings  # noqa: E402
+from kaizend.handlers.events import EVENT_TYPES  # noqa: E402
+from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback  # noqa: E402
+from kaizend.models.fit.sites import SITE_COUNT  # noqa: E402
+from kaizend.models.retriever.task import RetrieverTask  # noqa: E402
+from kaizend.storage.events import EventStore  # noqa: E402
 
 KEYS = ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10")
 

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+from kaizend.core.errors import ConfigError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,8 +24,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-from core.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import PathOutsideRoot
+from kaizend.core.errors import PathOutsideRoot
 
 
 def confined(path: str | Path, root: Path, *, key: str) -> Path:

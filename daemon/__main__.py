@@ -1,5 +1,5 @@
-"""`python -m daemon` is the `kaizend` command."""
+"""`python -m kaizend.daemon` is the `kaizend` command."""
 
-from daemon.cli import main
+from kaizend.daemon.cli import main
 
 main()

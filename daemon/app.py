@@ -25,21 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-from core.config import Settings
-from core.metrics import MetricsServer, serve_metrics
-from daemon.credentials import ensure_embedded_credentials, role_credentials
-from daemon.drift import DriftMonitor
-from daemon.experiments import ExperimentLoop
-from daemon.nats_server import EmbeddedNats
-from daemon.orchestrator import Orchestrator
-from daemon.runtime import remove_runtime, write_runtime
-from daemon.serving import predictor_loader
-from daemon.worker import Worker
-from handlers.admin import Admin
-from handlers.connection import make_broker
-from handlers.gateway import Gateway
-from handlers.ingest import (
+from kaizend.core.config import Settings
+from kaizend.core.metrics import MetricsServer, serve_metrics
+from kaizend.daemon.credentials import ensure_embedded_credentials, role_credentials
+from kaizend.daemon.drift import DriftMonitor
+from kaizend.daemon.experiments import ExperimentLoop
+from kaizend.daemon.nats_server import EmbeddedNats
+from kaizend.daemon.orchestrator import Orchestrator
+from kaizend.daemon.runtime import remove_runtime, write_runtime
+from kaizend.daemon.serving import predictor_loader
+from kaizend.daemon.worker import Worker
+from kaizend.handlers.admin import Admin
+from kaizend.handlers.connection import make_broker
+from kaizend.handlers.gateway import Gateway
+from kaizend.handlers.ingest import (
     Ingestor,
     apply_consumer_config,
     events_stream,
@@ -47,14 +46,14 @@ from handlers.ingest import (
     tolerate_fetch_timeouts,
     watch_abandoned,
 )
-from handlers.permissions import inbox_prefix, nats_users_config
-from handlers.producer import Producer
-from handlers.routing import routing_bucket
-from handlers.streams import ensure_stream
-from models.tasks import TASK_NAMES, build_task
-from storage.events import EventStore
-from storage.export import export_parquet
-from storage.registry import Registry
+from kaizend.handlers.permissions import inbox_prefix, nats_users_config
+from kaizend.handlers.producer import Producer
+from kaizend.handlers.routing import routing_bucket
+from kaizend.handlers.streams import ensure_stream
+from kaizend.models.tasks import TASK_NAMES, build_task
+from kaizend.storage.events import EventStore
+from kaizend.storage.export import export_parquet
+from kaizend.storage.registry import Registry
 
 log = logging.getLogger(__name__)
 

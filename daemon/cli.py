@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from core import __version__
-from core.config import Settings, load_config
-from core.errors import DaemonTimeout, DaemonUnavailable, KaizendError
+from kaizend.core import __version__
+from kaizend.core.config import Settings, load_config
+from kaizend.core.errors import DaemonTimeout, DaemonUnavailable, KaizendError
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -54,8 +53,8 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_context
 def run(ctx: click.Context) -> None:
     """Run the daemon (foreground) until SIGTERM or SIGINT."""
-    from daemon.app import Daemon
-    from daemon.logs import setup_logging
+    from kaizend.daemon.app import Daemon
+    from kaizend.daemon.logs import setup_logging
 
     settings = _settings(ctx)
     setup_logging(settings.daemon.log_level)
@@ -63,7 +62,7 @@ def run(ctx: click.Context) -> None:
 
 
 def _request(settings: Settings, what: str, payload: dict[str, Any]) -> dict[str, Any]:
-    from daemon.client import request_daemon
+    from kaizend.daemon.client import request_daemon
 
     return asyncio.run(request_daemon(settings, what, payload))
 
@@ -90,7 +89,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     try:
         doc = _request(settings, "status", {})
     except DaemonUnavailable as err:
-        from daemon.client import read_status_offline
+        from kaizend.daemon.client import read_status_offline
 
         doc = {"daemon": f"not running ({err})", **read_status_offline(settings)}
     if as_json:
@@ -138,7 +137,7 @@ def _emit(result: dict[str, Any], fmt: str) -> None:
 @click.pass_context
 def sql(ctx: click.Context, query: str, fmt: str, max_rows: int | None) -> None:
     """Run a read-only query: by the running daemon, or on the file when it is down."""
-    from daemon.client import sql_query
+    from kaizend.daemon.client import sql_query
 
     _emit(sql_query(_settings(ctx), query, max_rows), fmt)
 
@@ -153,7 +152,7 @@ _model_option = click.option(
 
 
 def _read_events(path: Path, prefix: str) -> Iterator[Any]:
-    from handlers.publish import KINDS, Outgoing
+    from kaizend.handlers.publish import KINDS, Outgoing
 
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
@@ -175,7 +174,7 @@ def _read_events(path: Path, prefix: str) -> Iterator[Any]:
 @click.pass_context
 def publish(ctx: click.Context, file: Path) -> None:
     """Publish the events of FILE.jsonl (one object a line, with a "kind") to NATS."""
-    from daemon.client import publish_file
+    from kaizend.daemon.client import publish_file
 
     settings = _settings(ctx)
     events = list(_read_events(file, settings.stream.subject_prefix))
@@ -191,8 +190,8 @@ def publish(ctx: click.Context, file: Path) -> None:
 @click.pass_context
 def parse(ctx: click.Context, version: str) -> None:
     """Parse queries from stdin (plain lines, or JSONL with a "text"); write JSONL results."""
-    from daemon.versions import resolve_version
-    from models.parser.serve import load_parser
+    from kaizend.daemon.versions import resolve_version
+    from kaizend.models.parser.serve import load_parser
 
     parser = load_parser(resolve_version(_settings(ctx), "parser", version))
     for number, line in enumerate(sys.stdin, 1):
@@ -222,7 +221,7 @@ def _retriever_task(settings: Settings, serving: str | Path = "base") -> Any:
     """The retriever task over the data directory's ChromaDB store, with progress bars."""
     from dataclasses import replace
 
-    from models.tasks import build_task
+    from kaizend.models.tasks import build_task
 
     return replace(build_task(settings, "retriever", serving=serving), progress_bar=True)
 
@@ -235,7 +234,7 @@ def _retriever_task(settings: Settings, serving: str | Path = "base") -> Any:
 @click.pass_context
 def search(ctx: click.Context, version: str, query: str, top: int | None, as_json: bool) -> None:
     """Search the FIT sites with a retriever version; builds its index first if needed."""
-    from daemon.versions import resolve_version
+    from kaizend.daemon.versions import resolve_version
 
     settings = _settings(ctx)
     retriever = _retriever_task(settings).load(resolve_version(settings, "retriever", version))
@@ -260,8 +259,8 @@ def models() -> None:
 @click.pass_context
 def models_list(ctx: click.Context, task: str | None, fmt: str) -> None:
     """Every version with its status and why it last changed."""
-    from daemon.client import sql_query
-    from daemon.versions import sql_literal
+    from kaizend.daemon.client import sql_query
+    from kaizend.daemon.versions import sql_literal
 
     where = f"WHERE task = {sql_literal(task)}" if task else ""
     query = (
@@ -278,7 +277,7 @@ def models_list(ctx: click.Context, task: str | None, fmt: str) -> None:
 def models_show(ctx: click.Context, version_id: str) -> None:
     """One version and its lineage: training run, the events it learned from, config,
     metrics on each evaluation set next to the champion's, the gate's decision, parent."""
-    from daemon.lineage import version_lineage
+    from kaizend.daemon.lineage import version_lineage
 
     for title, section in version_lineage(_settings(ctx), version_id):
         click.echo(f"{title}:")
@@ -301,10 +300,10 @@ def ollama() -> None:
 def ollama_publish(ctx: click.Context, version_id: str) -> None:
     """Create (or replace) the Ollama model of a parser version: after a publication that
     failed at promotion, or to try a candidate through Ollama before promoting it."""
-    from daemon.client import sql_query
-    from daemon.versions import sql_literal
-    from models.parser.ollama import publish_version
-    from storage.registry import VersionRecord
+    from kaizend.daemon.client import sql_query
+    from kaizend.daemon.versions import sql_literal
+    from kaizend.models.parser.ollama import publish_version
+    from kaizend.storage.registry import VersionRecord
 
     settings = _settings(ctx)
     if not settings.ollama.url:
@@ -335,7 +334,7 @@ def experiments() -> None:
 @click.pass_context
 def experiments_list(ctx: click.Context, fmt: str) -> None:
     """Every experiment, newest first, with its current step and share."""
-    from daemon.client import sql_query
+    from kaizend.daemon.client import sql_query
 
     query = (
         "SELECT e.experiment_id, e.task, e.champion, e.challenger, e.status, "
@@ -356,8 +355,8 @@ def experiments_show(ctx: click.Context, experiment_id: str, fmt: str) -> None:
     unit of randomisation) and queries per arm in the current step, the design effect (the
     success variance over units against independent queries), whether the units' history
     adjusted it and the share of variance that removed, and the effect with its interval."""
-    from daemon.client import sql_query
-    from daemon.versions import sql_literal
+    from kaizend.daemon.client import sql_query
+    from kaizend.daemon.versions import sql_literal
 
     query = (
         "SELECT strftime(decided_at, '%Y-%m-%d %H:%M:%S') AS decided, step, weight, "
@@ -459,8 +458,8 @@ def gateway(ctx: click.Context) -> None:
     The daemon runs one itself (gateway.enabled); more instances share the requests. Point
     nats.url at the daemon's NATS; the version directories must be on shared storage.
     """
-    from daemon.logs import setup_logging
-    from daemon.serving import run_gateway
+    from kaizend.daemon.logs import setup_logging
+    from kaizend.daemon.serving import run_gateway
 
     settings = _settings(ctx)
     setup_logging(settings.daemon.log_level)
@@ -474,7 +473,7 @@ def gateway(ctx: click.Context) -> None:
 @click.pass_context
 def infer(ctx: click.Context, task: str, text: str, unit_id: str | None) -> None:
     """Ask the inference gateway, as a service would; print its JSON reply."""
-    from daemon.client import infer as ask
+    from kaizend.daemon.client import infer as ask
 
     click.echo(json.dumps(asyncio.run(ask(_settings(ctx), task, text, unit_id))))
 
@@ -502,8 +501,8 @@ FROM training_jobs {where} ORDER BY requested_at DESC, attempt DESC LIMIT {limit
 @click.pass_context
 def jobs(ctx: click.Context, task: str | None, limit: int, fmt: str) -> None:
     """Training jobs, newest first: queued, running (with progress), finished and failed."""
-    from daemon.client import sql_query
-    from daemon.versions import sql_literal
+    from kaizend.daemon.client import sql_query
+    from kaizend.daemon.versions import sql_literal
 
     where = f"WHERE task = {sql_literal(task)}" if task else ""
     _emit(sql_query(_settings(ctx), _JOBS_QUERY.format(where=where, limit=limit), None), fmt)
@@ -620,8 +619,8 @@ def drift(
 
     Reads the stored reports through the running daemon, or from the file when it is down.
     """
-    from daemon.client import drift_now, sql_query
-    from daemon.versions import sql_literal
+    from kaizend.daemon.client import drift_now, sql_query
+    from kaizend.daemon.versions import sql_literal
 
     settings = _settings(ctx)
     if run_now:
@@ -631,7 +630,7 @@ def drift(
             click.echo("(the daemon is down: computed from the file, not stored)", err=True)
         _emit(_drift_rows([c for r in reports for c in r["checks"]]), fmt)
     if html is not None:
-        from daemon.drift_html import write_report
+        from kaizend.daemon.drift_html import write_report
 
         moment = _since(since or "30d")
         size = write_report(settings, html, since=moment, task=task)
@@ -672,8 +671,8 @@ def worker(ctx: click.Context, name: str | None) -> None:
     For a second GPU box: point nats.url at the daemon's NATS and make data_dir/runs the
     same shared directory as the daemon's (the runs' snapshots and versions live there).
     """
-    from daemon.logs import setup_logging
-    from daemon.worker import run_worker
+    from kaizend.daemon.logs import setup_logging
+    from kaizend.daemon.worker import run_worker
 
     settings = _settings(ctx)
     setup_logging(settings.daemon.log_level)
@@ -696,7 +695,7 @@ def examples(ctx: click.Context, task: str, split: str, seed: int) -> None:
         for example in _retriever_task(_settings(ctx)).benchmark_examples():
             click.echo(json.dumps(example))
         return
-    from models.fit.querygen import generate_examples, split_examples
+    from kaizend.models.fit.querygen import generate_examples, split_examples
 
     for example in split_examples(generate_examples(seed=seed), seed=seed)[split]:
         click.echo(json.dumps(example))
@@ -761,8 +760,8 @@ def train_parser_command(
     """Generated FIT examples plus the stored corrections -> a LoRA adapter version."""
     import time as _time
 
-    from daemon.logs import setup_logging
-    from models.tasks import build_task
+    from kaizend.daemon.logs import setup_logging
+    from kaizend.models.tasks import build_task
 
     settings = _settings(ctx)
     if _queue_training(settings, "parser", here, profile=profile, out=out):
@@ -802,8 +801,8 @@ def train_retriever_command(ctx: click.Context, out: Path | None, version: str, 
     """
     import time as _time
 
-    from daemon.logs import setup_logging
-    from daemon.versions import resolve_version
+    from kaizend.daemon.logs import setup_logging
+    from kaizend.daemon.versions import resolve_version
 
     settings = _settings(ctx)
     if _queue_training(settings, "retriever", here, out=out):
@@ -823,10 +822,9 @@ def train_retriever_command(ctx: click.Context, out: Path | None, version: str, 
 def _offline_events(settings: Settings) -> Any:
     """The event store opened read-only, or an empty in-memory one when there is none."""
     import duckdb
-
-    from core.errors import StorageError
-    from daemon.client import open_offline
-    from storage.events import apply_schema
+    from kaizend.core.errors import StorageError
+    from kaizend.daemon.client import open_offline
+    from kaizend.storage.events import apply_schema
 
     try:
         return open_offline(settings)
@@ -862,9 +860,9 @@ def eval_group() -> None:
 @click.pass_context
 def eval_parser(ctx: click.Context, version: str, data: Path, as_json: bool) -> None:
     """JSON-valid rate, exact match, field accuracy, fallback rate, latency p50/p95, ..."""
-    from daemon.versions import resolve_version
-    from models.parser.evaluate import evaluate, load_examples
-    from models.parser.serve import load_parser
+    from kaizend.daemon.versions import resolve_version
+    from kaizend.models.parser.evaluate import evaluate, load_examples
+    from kaizend.models.parser.serve import load_parser
 
     try:
         examples = load_examples(data)
@@ -886,8 +884,8 @@ def eval_parser(ctx: click.Context, version: str, data: Path, as_json: bool) -> 
 @click.pass_context
 def eval_retriever(ctx: click.Context, version: str, data: Path, as_json: bool) -> None:
     """Recall@1/5/10, MRR@10 and nDCG@10 over the version's own collection."""
-    from daemon.versions import resolve_version
-    from models.retriever.evaluate import load_examples
+    from kaizend.daemon.versions import resolve_version
+    from kaizend.models.retriever.evaluate import load_examples
 
     try:
         examples = load_examples(data)
@@ -913,8 +911,13 @@ def pairs(ctx: click.Context, task: str, fmt: str, out: Path | None, version: st
     --model names the serving version whose index hard negatives are mined from (when its
     collection is complete; otherwise from the stored rankings only).
     """
-    from daemon.versions import resolve_version
-    from models.retriever.pairs import build_pairs, collect_judgements, pairs_to_csv, pairs_to_json
+    from kaizend.daemon.versions import resolve_version
+    from kaizend.models.retriever.pairs import (
+        build_pairs,
+        collect_judgements,
+        pairs_to_csv,
+        pairs_to_json,
+    )
 
     settings = _settings(ctx)
     retriever = _retriever_task(settings, resolve_version(settings, "retriever", version))
@@ -977,8 +980,8 @@ def simulate_retriever(
     The queries never ask what the benchmark queries ask, so `kaizend examples retriever`
     stays a held-out set.
     """
-    from daemon.versions import resolve_version, version_label
-    from models.fit.retrieval import Register, generate_queries, simulate_feedback
+    from kaizend.daemon.versions import resolve_version, version_label
+    from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback
 
     settings = _settings(ctx)
     retriever_task = _retriever_task(settings)
@@ -1038,10 +1041,10 @@ def simulate_parser(
     """
     from datetime import UTC, datetime, timedelta
 
-    from daemon.versions import resolve_version, version_label
-    from models.fit.userpool import pool, sample_traffic
-    from models.fit.users import UserBehaviour, simulate_parser_traffic
-    from models.parser.serve import load_parser
+    from kaizend.daemon.versions import resolve_version, version_label
+    from kaizend.models.fit.userpool import pool, sample_traffic
+    from kaizend.models.fit.users import UserBehaviour, simulate_parser_traffic
+    from kaizend.models.parser.serve import load_parser
 
     settings = _settings(ctx)
     parser = load_parser(resolve_version(settings, "parser", version))
@@ -1074,8 +1077,8 @@ def security() -> None:
 def security_permissions(ctx: click.Context, roles: tuple[str, ...]) -> None:
     """Print the nats-server `authorization` block for kaizend's roles, from this
     configuration's subjects, streams and bucket (replace the password placeholders)."""
-    from core.config import ROLES
-    from handlers.permissions import nats_users_config
+    from kaizend.core.config import ROLES
+    from kaizend.handlers.permissions import nats_users_config
 
     chosen = tuple(role for role in ROLES if not roles or role in roles)
     click.echo(nats_users_config(_settings(ctx), roles=chosen), nl=False)
@@ -1091,8 +1094,8 @@ def security_check(ctx: click.Context, roles: tuple[str, ...], as_json: bool) ->
     Exit status 1 when a role can do something its permissions do not give it, or cannot do
     something they do (the NATS cluster's permissions differ from `security permissions`).
     """
-    from core.config import ROLES
-    from daemon.security import check_role
+    from kaizend.core.config import ROLES
+    from kaizend.daemon.security import check_role
 
     settings = _settings(ctx)
     mismatches = 0

@@ -11,22 +11,21 @@ from typing import Any
 import duckdb
 import nats.errors
 from faststream.nats import NatsBroker
-
-from core.config import Role, Settings
-from core.errors import (
+from kaizend.core.config import Role, Settings
+from kaizend.core.errors import (
     DaemonTimeout,
     DaemonUnavailable,
     KaizendError,
     NotAuthorized,
     StorageError,
 )
-from daemon.credentials import missing_credentials_hint, role_credentials
-from daemon.runtime import daemon_nats_url
-from handlers.connection import is_authorization_error, make_broker
-from handlers.permissions import inbox_prefix
-from handlers.publish import Outgoing, PublishReport, publish_events
-from storage.events import stored_summary
-from storage.readonly import CONNECT_CONFIG, confine, run_read_only
+from kaizend.daemon.credentials import missing_credentials_hint, role_credentials
+from kaizend.daemon.runtime import daemon_nats_url
+from kaizend.handlers.connection import is_authorization_error, make_broker
+from kaizend.handlers.permissions import inbox_prefix
+from kaizend.handlers.publish import Outgoing, PublishReport, publish_events
+from kaizend.storage.events import stored_summary
+from kaizend.storage.readonly import CONNECT_CONFIG, confine, run_read_only
 
 
 @asynccontextmanager
@@ -123,7 +122,7 @@ def sql_query(settings: Settings, query: str, max_rows: int | None) -> dict[str,
 
 async def infer(settings: Settings, task: str, text: str, unit_id: str | None) -> dict[str, Any]:
     """``kaizend infer``: one request to the inference gateway, as a service would send it."""
-    from handlers.producer import infer as ask
+    from kaizend.handlers.producer import infer as ask
 
     url = daemon_nats_url(settings)
     if url is None:
@@ -176,8 +175,8 @@ def drift_now(settings: Settings, task: str | None) -> tuple[list[dict[str, Any]
             )
         )
     except DaemonUnavailable:
-        from daemon.drift import report_offline
-        from models.tasks import TASK_NAMES
+        from kaizend.daemon.drift import report_offline
+        from kaizend.models.tasks import TASK_NAMES
 
         with open_offline(settings) as con:
             reports = report_offline(con, settings, [task] if task else list(TASK_NAMES))

@@ -19,11 +19,10 @@ import secrets
 import stat
 from pathlib import Path
 
+from kaizend.core.config import ROLES, NatsCredentials, Role, Settings
+from kaizend.handlers.connection import configured_credentials
+from kaizend.handlers.permissions import user_name
 from pydantic import SecretStr
-
-from core.config import ROLES, NatsCredentials, Role, Settings
-from handlers.connection import configured_credentials
-from handlers.permissions import user_name
 
 log = logging.getLogger(__name__)
 

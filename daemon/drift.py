@@ -23,12 +23,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-
-from core import metrics
-from core.config import Settings
-from core.errors import KaizendError
-from daemon.orchestrator import Orchestrator, OrchestratorStopped
-from models.drift.report import (
+from kaizend.core import metrics
+from kaizend.core.config import Settings
+from kaizend.core.errors import KaizendError
+from kaizend.daemon.orchestrator import Orchestrator, OrchestratorStopped
+from kaizend.models.drift.report import (
     CachedEmbedder,
     ReportCancelled,
     ReportInputs,
@@ -36,8 +35,8 @@ from models.drift.report import (
     compute,
     gather,
 )
-from storage.drift import DriftStore
-from storage.jobs import JobStore
+from kaizend.storage.drift import DriftStore
+from kaizend.storage.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +169,7 @@ def report_offline(
 
     Nothing is stored and no training is started: the daemon does that when it runs.
     """
-    from models.drift.report import embedder_dir
+    from kaizend.models.drift.report import embedder_dir
 
     now = datetime.now(UTC)
     model_dir = embedder_dir(con, settings)

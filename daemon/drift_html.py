@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.config import Settings
-from daemon.client import sql_query
-from daemon.versions import sql_literal
+from kaizend.core.config import Settings
+from kaizend.daemon.client import sql_query
+from kaizend.daemon.versions import sql_literal
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }

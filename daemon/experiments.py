@@ -27,20 +27,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+from kaizend.core import metrics
+from kaizend.core.config import Settings
+from kaizend.core.errors import KaizendError
+from kaizend.daemon.ollama import publish_in_background
+from kaizend.handlers.routing import Routing, put_routing
+from kaizend.models.experiments.policy import Decision, Policy, StepData, decide
+from kaizend.models.experiments.units import step_data
+from kaizend.storage.events import EventStore
+from kaizend.storage.experiments import Experiment, ExperimentStore, unit_metrics
+from kaizend.storage.registry import Registry, Status, VersionRecord
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
-
-from core import metrics
-from core.config import Settings
-from core.errors import KaizendError
-from daemon.ollama import publish_in_background
-from handlers.routing import Routing, put_routing
-from models.experiments.policy import Decision, Policy, StepData, decide
-from models.experiments.units import step_data
-from storage.events import EventStore
-from storage.experiments import Experiment, ExperimentStore, unit_metrics
-from storage.registry import Registry, Status, VersionRecord
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.config import Settings
-from core.errors import KaizendError
-from daemon.client import sql_query
-from daemon.versions import sql_literal
+from kaizend.core.config import Settings
+from kaizend.core.errors import KaizendError
+from kaizend.daemon.client import sql_query
+from kaizend.daemon.versions import sql_literal
 
 Table = dict[str, Any]
 """``{"columns": [...], "rows": [[...], ...]}``, as `kaizend sql` returns."""

@@ -20,8 +20,8 @@ import sysconfig
 import threading
 from pathlib import Path
 
-from core.errors import EmbeddedNatsError
-from daemon.process import die_with_parent
+from kaizend.core.errors import EmbeddedNatsError
+from kaizend.daemon.process import die_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from core.config import Settings
-from core.errors import KaizendError
-from models.ollama import model_name
-from storage.events import EventStore
-from storage.registry import Registry
+from kaizend.core.config import Settings
+from kaizend.core.errors import KaizendError
+from kaizend.models.ollama import model_name
+from kaizend.storage.events import EventStore
+from kaizend.storage.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def publish_promoted(settings: Settings, store: EventStore, version_id: str) -> 
     """Publish `version_id` to ``ollama.url``; the Ollama model name, or None when nothing
     was published (no Ollama configured, not a parser version, the built-in rules, which
     have no model, or a failure, logged)."""
-    from models.parser.ollama import publish_version
+    from kaizend.models.parser.ollama import publish_version
 
     if not settings.ollama.url:
         return None

@@ -31,16 +31,11 @@ from typing import Any, TypeVar
 
 import duckdb
 import nats.errors
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
-from pydantic import ValidationError
-
-from core import metrics
-from core.config import Settings
-from core.errors import ForgedResult, KaizendError, PathOutsideRoot
-from core.paths import confined
-from handlers.jobs import (
+from kaizend.core import metrics
+from kaizend.core.config import Settings
+from kaizend.core.errors import ForgedResult, KaizendError, PathOutsideRoot
+from kaizend.core.paths import confined
+from kaizend.handlers.jobs import (
     RESULTS_CONSUMER,
     ChampionRef,
     JobResult,
@@ -50,14 +45,18 @@ from handlers.jobs import (
     result_subject,
     train_subject,
 )
-from models.gate import decide
-from models.task import Task
-from models.training import TRAINING_SET_FILE
-from models.triggers import TriggerState, training_reason
-from storage.events import EventStore
-from storage.jobs import STATES, Job, JobStore
-from storage.registry import GateRecord, Registry, VersionRecord
-from storage.snapshots import export_snapshot
+from kaizend.models.gate import decide
+from kaizend.models.task import Task
+from kaizend.models.training import TRAINING_SET_FILE
+from kaizend.models.triggers import TriggerState, training_reason
+from kaizend.storage.events import EventStore
+from kaizend.storage.jobs import STATES, Job, JobStore
+from kaizend.storage.registry import GateRecord, Registry, VersionRecord
+from kaizend.storage.snapshots import export_snapshot
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 

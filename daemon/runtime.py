@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.errors
-
-from core.config import Role, Settings
+from kaizend.core.config import Role, Settings
 
 
 def write_runtime(settings: Settings, nats_url: str) -> None:
@@ -61,9 +60,9 @@ async def connect_beside_daemon(
     worker``, ``kaizend gateway``) with ``role``'s credentials, reconnecting forever; None,
     logged, when there is none. SIGTERM and SIGINT are the caller's to handle
     (`on_stop_signals`)."""
-    from daemon.credentials import missing_credentials_hint, role_credentials
-    from handlers.connection import make_broker
-    from handlers.permissions import inbox_prefix
+    from kaizend.daemon.credentials import missing_credentials_hint, role_credentials
+    from kaizend.handlers.connection import make_broker
+    from kaizend.handlers.permissions import inbox_prefix
 
     url = daemon_nats_url(settings)
     if url is None:

@@ -17,13 +17,12 @@ from typing import Literal
 
 import nats
 import nats.errors
-
-from core.config import Role, Settings
-from core.errors import DaemonUnavailable, NotAuthorized
-from daemon.credentials import missing_credentials_hint, role_credentials
-from daemon.runtime import daemon_nats_url
-from handlers.connection import connect_options, is_authorization_error
-from handlers.permissions import PROBE_TOKEN, Probe, inbox_prefix, probes, role_permissions
+from kaizend.core.config import Role, Settings
+from kaizend.core.errors import DaemonUnavailable, NotAuthorized
+from kaizend.daemon.credentials import missing_credentials_hint, role_credentials
+from kaizend.daemon.runtime import daemon_nats_url
+from kaizend.handlers.connection import connect_options, is_authorization_error
+from kaizend.handlers.permissions import PROBE_TOKEN, Probe, inbox_prefix, probes, role_permissions
 
 PROBE_TIMEOUT_S = 2.0
 

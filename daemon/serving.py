@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.config import Settings
-from core.paths import confined
-from handlers.gateway import Predictor, PredictorLoader
-from models.tasks import build_task
+from kaizend.core.config import Settings
+from kaizend.core.paths import confined
+from kaizend.handlers.gateway import Predictor, PredictorLoader
+from kaizend.models.tasks import build_task
 
 
 def predictor_loader(settings: Settings) -> PredictorLoader:
@@ -31,7 +31,7 @@ def predictor_loader(settings: Settings) -> PredictorLoader:
             tasks[task] = build_task(settings, task)
         built = tasks[task]
         if artifact and task == "parser" and settings.gateway.backend == "ollama":
-            from models.parser.ollama import OllamaParser
+            from kaizend.models.parser.ollama import OllamaParser
 
             # Published to Ollama when it was promoted, or by `kaizend ollama publish`.
             return OllamaParser.from_version(settings.ollama, Path(artifact), version_id)
@@ -48,9 +48,9 @@ async def run_gateway(settings: Settings) -> int:
     """
     import asyncio
 
-    from daemon.runtime import connect_beside_daemon, on_stop_signals
-    from handlers.gateway import Gateway
-    from handlers.producer import Producer
+    from kaizend.daemon.runtime import connect_beside_daemon, on_stop_signals
+    from kaizend.handlers.gateway import Gateway
+    from kaizend.handlers.producer import Producer
 
     broker = await connect_beside_daemon(settings, "kaizend-gateway", "serve on", "daemon")
     if broker is None:

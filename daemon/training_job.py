@@ -1,6 +1,6 @@
 """The training subprocess: one attempt of one run, reported as JSON lines on stdout.
 
-``python -m daemon.training_job --settings SETTINGS.json [--halve-batch] SPEC.json``
+``python -m kaizend.daemon.training_job --settings SETTINGS.json [--halve-batch] SPEC.json``
 
 ``SETTINGS.json`` is the worker's configuration (without its NATS section): the training runs
 with exactly the settings of the process that took the job.
@@ -28,7 +28,7 @@ EXIT_FAILED = 1
 EXIT_OUT_OF_MEMORY = 3
 EXIT_NOT_RETRYABLE = 4
 
-log = logging.getLogger("daemon.training_job")
+log = logging.getLogger("kaizend.daemon.training_job")
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -50,7 +50,7 @@ def _protocol_channel() -> TextIO:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m daemon.training_job")
+    parser = argparse.ArgumentParser(prog="python -m kaizend.daemon.training_job")
     parser.add_argument("--settings", type=Path, required=True)
     parser.add_argument("--halve-batch", action="store_true")
     parser.add_argument("spec", type=Path)
@@ -60,14 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     def emit(kind: str, **fields: Any) -> None:
         channel.write(json.dumps({"type": kind, **fields}, default=str) + "\n")
 
-    from core.config import Settings
-    from core.errors import PathOutsideRoot
-    from core.paths import confined
-    from daemon.logs import setup_logging
-    from handlers.jobs import JobSpec
-    from models.task import NotEnoughSignal
-    from models.tasks import build_task
-    from models.training import run_training
+    from kaizend.core.config import Settings
+    from kaizend.core.errors import PathOutsideRoot
+    from kaizend.core.paths import confined
+    from kaizend.daemon.logs import setup_logging
+    from kaizend.handlers.jobs import JobSpec
+    from kaizend.models.task import NotEnoughSignal
+    from kaizend.models.tasks import build_task
+    from kaizend.models.training import run_training
 
     try:
         settings = Settings.model_validate_json(args.settings.read_text())

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.config import Settings
-from core.errors import KaizendError, StorageError
-from daemon.client import sql_query
+from kaizend.core.config import Settings
+from kaizend.core.errors import KaizendError, StorageError
+from kaizend.daemon.client import sql_query
 
 BUILTINS: dict[str, str] = {"parser": "rules", "retriever": "base"}
 """Each task's built-in version 0, by task name."""

@@ -30,16 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
-from pydantic import ValidationError
-
-from core.config import Settings
-from core.errors import PathOutsideRoot
-from daemon.process import die_with_parent
-from daemon.training_job import EXIT_OUT_OF_MEMORY
-from handlers.jobs import (
+from kaizend.core.config import Settings
+from kaizend.core.errors import PathOutsideRoot
+from kaizend.daemon.process import die_with_parent
+from kaizend.daemon.training_job import EXIT_OUT_OF_MEMORY
+from kaizend.handlers.jobs import (
     JobResult,
     JobSpec,
     JobStatus,
@@ -47,10 +42,14 @@ from handlers.jobs import (
     result_subject,
     train_subject,
 )
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
-TRAINING_COMMAND: tuple[str, ...] = (sys.executable, "-m", "daemon.training_job")
+TRAINING_COMMAND: tuple[str, ...] = (sys.executable, "-m", "kaizend.daemon.training_job")
 
 
 class _Attempt:
@@ -292,7 +291,7 @@ def _describe_exit(returncode: int | None) -> str:
 
 async def run_worker(settings: Settings, name: str | None = None) -> int:
     """``kaizend worker``: connect to the daemon's NATS and take jobs until SIGTERM/SIGINT."""
-    from daemon.runtime import connect_beside_daemon, on_stop_signals
+    from kaizend.daemon.runtime import connect_beside_daemon, on_stop_signals
 
     broker = await connect_beside_daemon(settings, "kaizend-worker", "take jobs from", "worker")
     if broker is None:

@@ -33,20 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from kaizend.core.config import load_config
+from kaizend.daemon.credentials import role_credentials
+from kaizend.handlers.connection import connect_options
+from kaizend.handlers.permissions import inbox_prefix
+from kaizend.handlers.producer import InferenceFailed
+from kaizend.models.fit import userpool
+from kaizend.models.fit.users import UserBehaviour, is_right, react
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from core.config import load_config
-from daemon.credentials import role_credentials
 from examples.fit_service import FitSearch
-from handlers.connection import connect_options
-from handlers.permissions import inbox_prefix
-from handlers.producer import InferenceFailed
-from models.fit import userpool
-from models.fit.users import UserBehaviour, is_right, react
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = Path(__file__).with_name("demo.toml")
@@ -127,7 +127,7 @@ class DaemonProcess:
 
     def kaizend(self, *args: str, check: bool = True) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "daemon", "--config", str(CONFIG), *args],
+            [sys.executable, "-m", "kaizend.daemon", "--config", str(CONFIG), *args],
             env={**self.env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         if check and done.returncode != 0:
@@ -138,7 +138,7 @@ class DaemonProcess:
         """Start the daemon; return its NATS URL once it answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "--config", str(CONFIG), "run"],
+            [sys.executable, "-m", "kaizend.daemon", "--config", str(CONFIG), "run"],
             env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         runtime = self.data_dir / "run" / "daemon.json"
@@ -483,7 +483,7 @@ class Demo:
 def heldout_comparison(versions: dict[str, str], n: int) -> dict[str, dict[str, float]]:
     """Each version on the same ``n`` held-out questions, faced by the same simulated users:
     exact match, and success as the experiment counts it."""
-    from models.parser.serve import load_parser
+    from kaizend.models.parser.serve import load_parser
 
     questions = userpool.pool("heldout")[:n]
     out = {}

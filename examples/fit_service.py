@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+from kaizend.handlers.producer import Producer, infer
+from kaizend.models.fit.schema import ParsedQuery, validate_output
+from kaizend.models.fit.sites import load_sites, query_sites
 from nats.aio.client import Client as NATS
-
-from handlers.producer import Producer, infer
-from models.fit.schema import ParsedQuery, validate_output
-from models.fit.sites import load_sites, query_sites
 
 SERVICE = "fit-search"
 

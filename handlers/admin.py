@@ -25,16 +25,15 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import duckdb
 from faststream.nats import NatsBroker
+from kaizend.core import __version__, metrics
+from kaizend.core.config import Settings
+from kaizend.core.errors import KaizendError
+from kaizend.handlers.ingest import Ingestor
+from kaizend.storage.events import EventStore, stored_summary
+from kaizend.storage.readonly import OperatorQueries
 from nats.js import JetStreamContext
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
-
-from core import __version__, metrics
-from core.config import Settings
-from core.errors import KaizendError
-from handlers.ingest import Ingestor
-from storage.events import EventStore, stored_summary
-from storage.readonly import OperatorQueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

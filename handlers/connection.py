@@ -13,8 +13,7 @@ from faststream.nats.security import (
     NatsToken,
     NatsUserPassword,
 )
-
-from core.config import NatsCredentials, NatsSettings
+from kaizend.core.config import NatsCredentials, NatsSettings
 
 
 def configured_credentials(settings: NatsSettings) -> NatsCredentials | None:

@@ -28,11 +28,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
+from kaizend.core.errors import InvalidEvent
+from kaizend.storage.events import EVENT_TABLES, integer_ranges
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import to_json
-
-from core.errors import InvalidEvent
-from storage.events import EVENT_TABLES, integer_ranges
 
 SCHEMA_VERSION = 1
 MAX_ID_CHARS = 256

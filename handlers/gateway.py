@@ -40,16 +40,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kaizend.core import __version__, metrics
+from kaizend.core.config import GatewaySettings
+from kaizend.handlers.producer import Producer
+from kaizend.handlers.routing import Routing
 from nats.aio.client import Client as NATS
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from core import __version__, metrics
-from core.config import GatewaySettings
-from handlers.producer import Producer
-from handlers.routing import Routing
 
 log = logging.getLogger(__name__)
 

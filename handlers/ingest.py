@@ -42,17 +42,16 @@ from faststream.nats import (
     StorageType,
 )
 from faststream.nats.message import NatsBatchMessage
+from kaizend.core import metrics
+from kaizend.core.config import IngestSettings, StreamSettings
+from kaizend.core.errors import InvalidEvent, StorageError
+from kaizend.handlers.events import EVENT_TYPES, PATTERN_REASONS
+from kaizend.storage.events import EVENT_TABLES, REJECTED_TABLE, EventStore
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as NatsAckPolicy
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
-
-from core import metrics
-from core.config import IngestSettings, StreamSettings
-from core.errors import InvalidEvent, StorageError
-from handlers.events import EVENT_TYPES, PATTERN_REASONS
-from storage.events import EVENT_TABLES, REJECTED_TABLE, EventStore
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from kaizend.core.config import TrainingSettings
+from kaizend.core.paths import confined
+from kaizend.handlers.streams import ensure_stream
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from pydantic import BaseModel, ConfigDict
-
-from core.config import TrainingSettings
-from core.paths import confined
-from handlers.streams import ensure_stream
 
 
 class _Message(BaseModel):

@@ -25,8 +25,8 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.config import ROLES, Role, Settings
-from handlers.jobs import RESULTS_CONSUMER, result_subject, train_subject
+from kaizend.core.config import ROLES, Role, Settings
+from kaizend.handlers.jobs import RESULTS_CONSUMER, result_subject, train_subject
 
 JS_API = "$JS.API"
 PRIVATE_INBOXES = "_INBOX.kaizend"

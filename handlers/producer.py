@@ -31,12 +31,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from kaizend.core.errors import KaizendError
+from kaizend.handlers.routing import BUCKET, Arm, Routing, routing_bucket
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
-
-from core.errors import KaizendError
-from handlers.routing import BUCKET, Arm, Routing, routing_bucket
 
 log = logging.getLogger(__name__)
 

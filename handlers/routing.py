@@ -17,13 +17,12 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
+from kaizend.handlers.streams import ReplicasRefused, ensure_replicas
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import APIError, BucketNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from handlers.streams import ReplicasRefused, ensure_replicas
 
 BUCKET = "kaizen_routing"
 

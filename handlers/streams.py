@@ -13,11 +13,10 @@ import asyncio
 import logging
 import time
 
+from kaizend.core.errors import KaizendError
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, StreamInfo
 from nats.js.errors import APIError, NotFoundError
-
-from core.errors import KaizendError
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from models.task import CONFIRMED, METRIC_TYPE, PER_EXAMPLE, SOURCES
+from kaizend.models.task import CONFIRMED, METRIC_TYPE, PER_EXAMPLE, SOURCES
 
 FRESH = "fresh"
 BENCHMARK = "benchmark"

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from core.config import OllamaSettings
-from core.errors import ConfigError, KaizendError
+from kaizend.core.config import OllamaSettings
+from kaizend.core.errors import ConfigError, KaizendError
 
 
 class OllamaUnavailable(KaizendError, ConnectionError):

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
-
-from core.errors import KaizendError
+from kaizend.core.errors import KaizendError
 
 
 class NotEnoughSignal(KaizendError, ValueError):

@@ -9,19 +9,18 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from core.config import Settings
-from core.errors import ConfigError
-from models.task import Task
+from kaizend.core.config import Settings
+from kaizend.core.errors import ConfigError
+from kaizend.models.task import Task
 
 TASK_NAMES: tuple[str, ...] = ("parser", "retriever")
 """Every task, in the order the daemon registers their version 0."""
 
 
 def _parser(settings: Settings, halve_batch: bool) -> Task:
+    from kaizend.models.parser.config import ParserTrainingConfig, profile
+    from kaizend.models.parser.task import ParserTask
     from pydantic import ValidationError
-
-    from models.parser.config import ParserTrainingConfig, profile
-    from models.parser.task import ParserTask
 
     fields = {**profile(settings.parser.profile).model_dump(), **settings.parser.training}
     if halve_batch:
@@ -41,7 +40,7 @@ def _parser(settings: Settings, halve_batch: bool) -> Task:
 
 
 def _retriever(settings: Settings, halve_batch: bool, serving: str | Path | None) -> Task:
-    from models.retriever.task import RetrieverTask
+    from kaizend.models.retriever.task import RetrieverTask
 
     config = settings.retriever
     if halve_batch:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from models.gate import BENCHMARK, FRESH
-from models.task import PER_EXAMPLE, SOURCES, ProgressCallback, Task
-from storage.snapshots import load_snapshot
+from kaizend.models.gate import BENCHMARK, FRESH
+from kaizend.models.task import PER_EXAMPLE, SOURCES, ProgressCallback, Task
+from kaizend.storage.snapshots import load_snapshot
 
 log = logging.getLogger(__name__)
 

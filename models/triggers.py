@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from core.config import TriggerSettings
+from kaizend.core.config import TriggerSettings
 
 
 @dataclass(frozen=True)

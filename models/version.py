@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.errors import KaizendError
+from kaizend.core.errors import KaizendError
 
 
 class IncompleteVersion(KaizendError, FileNotFoundError):

@@ -26,9 +26,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-
-from core.errors import StorageError, UnstorableData
-from storage.readonly import CONNECT_CONFIG, confine
+from kaizend.core.errors import StorageError, UnstorableData
+from kaizend.storage.readonly import CONNECT_CONFIG, confine
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import duckdb
-
-from storage.events import TABLES
+from kaizend.storage.events import TABLES
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-
-from core.errors import QueryInterrupted, QueryTimeout, ReadOnlyViolation, StorageError
+from kaizend.core.errors import QueryInterrupted, QueryTimeout, ReadOnlyViolation, StorageError
 
 _EXPLAIN = re.compile(r"^\s*explain(\s+analyze)?\s+", re.IGNORECASE)
 

@@ -17,8 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import duckdb
-
-from core.errors import KaizendError
+from kaizend.core.errors import KaizendError
 
 Status = Literal["candidate", "rejected", "challenger", "champion", "retired"]
 Alias = Literal["champion", "challenger"]

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
-
-from storage.events import EVENT_TABLES, apply_schema
+from kaizend.storage.events import EVENT_TABLES, apply_schema
 
 _QUERIES = """
 SELECT * FROM query_events q

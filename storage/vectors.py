@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import KaizendError
+from kaizend.core.errors import KaizendError
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,12 @@ from typing import Any
 
 import nats
 import pytest
-
-from core.config import Settings
-from daemon.app import Daemon
-from daemon.nats_server import EmbeddedNats
-from handlers.publish import Outgoing
-from models.fit.querygen import generate_examples, split_examples
-from models.parser.prompt import build_prompt, encode_target
+from kaizend.core.config import Settings
+from kaizend.daemon.app import Daemon
+from kaizend.daemon.nats_server import EmbeddedNats
+from kaizend.handlers.publish import Outgoing
+from kaizend.models.fit.querygen import generate_examples, split_examples
+from kaizend.models.parser.prompt import build_prompt, encode_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +143,7 @@ async def kaizend(settings: Settings, *args: str, ok: bool = True) -> str:
     """The command line against the in-process daemon (without blocking its event loop):
     its stdout when it succeeds (``ok``), its stderr when it must fail."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon", *args,
+        sys.executable, "-m", "kaizend.daemon", *args,
         env={**os.environ, "PYTHONPATH": str(ROOT), "KAIZEND_NATS__URL": settings.nats.url,
              "KAIZEND_DAEMON__DATA_DIR": str(settings.daemon.data_dir), "COLUMNS": "300"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -268,8 +267,8 @@ MEMORISE = {
 def memorised(gguf_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A tiny parser version (LoRA on the tiny Llama, converted from its GGUF file like the
     packaged base) that has learnt one question by heart: `W >100 @Berkshire`."""
-    from models.parser.config import ParserTrainingConfig
-    from models.parser.train import train_parser
+    from kaizend.models.parser.config import ParserTrainingConfig
+    from kaizend.models.parser.train import train_parser
 
     config = ParserTrainingConfig(
         lora_rank=16,
@@ -292,9 +291,8 @@ def gguf_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     import shutil
 
     import gguf
+    from kaizend.models.parser.gguf_merge import HF_TO_GGUF, permute
     from safetensors.numpy import load_file
-
-    from models.parser.gguf_merge import HF_TO_GGUF, permute
 
     config = json.loads((tiny_base / "config.json").read_text())
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]

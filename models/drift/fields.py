@@ -18,8 +18,8 @@ import json
 import math
 from typing import Any
 
-from models.fit import rules
-from models.fit.schema import SIZE_BANDS, ParsedQuery, to_compact_dict
+from kaizend.models.fit import rules
+from kaizend.models.fit.schema import SIZE_BANDS, ParsedQuery, to_compact_dict
 
 CATEGORICAL: tuple[str, ...] = ("technology", "location", "query_type", "capacity_band")
 NUMERIC: tuple[str, ...] = ("log10_capacity_kw", "query_length")

@@ -42,13 +42,11 @@ from typing import Any
 
 import duckdb
 import numpy as np
-from scipy import stats as scipy_stats
-
-from core.config import DriftSettings, Settings
-from core.errors import KaizendError
-from models.drift import stats
-from models.drift.fields import CATEGORICAL, NUMERIC, query_fields
-from storage.drift import (
+from kaizend.core.config import DriftSettings, Settings
+from kaizend.core.errors import KaizendError
+from kaizend.models.drift import stats
+from kaizend.models.drift.fields import CATEGORICAL, NUMERIC, query_fields
+from kaizend.storage.drift import (
     VOLUME_KINDS,
     Champion,
     QueryRow,
@@ -59,6 +57,7 @@ from storage.drift import (
     volume,
     window_queries,
 )
+from scipy import stats as scipy_stats
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +254,8 @@ def embedder_dir(
     con: duckdb.DuckDBPyConnection, settings: Settings, at: datetime | None = None
 ) -> Path | None:
     """The retriever champion's sentence-transformers directory (None if it cannot load)."""
-    from models.retriever.base import BUILTIN_VERSION
-    from models.retriever.version import model_dir
+    from kaizend.models.retriever.base import BUILTIN_VERSION
+    from kaizend.models.retriever.version import model_dir
 
     current = champion(con, "retriever", at or datetime.now(UTC))
     artifact = current.artifact_path if current and current.artifact_path else BUILTIN_VERSION
@@ -584,7 +583,7 @@ class CachedEmbedder:
         cache_size: int = 20000,
         stop: threading.Event | None = None,
     ) -> None:
-        from models.retriever.embedding import SentenceEmbedder
+        from kaizend.models.retriever.embedding import SentenceEmbedder
 
         self.model_dir = Path(model_dir)
         self._model = SentenceEmbedder(self.model_dir, batch_size=batch_size, device="cpu")

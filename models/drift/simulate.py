@@ -28,11 +28,10 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-
-from core.config import Settings
-from models.drift.report import Embed, TaskReport, compute, gather
-from models.fit.querygen import generate_examples
-from storage.drift import DriftStore
+from kaizend.core.config import Settings
+from kaizend.models.drift.report import Embed, TaskReport, compute, gather
+from kaizend.models.fit.querygen import generate_examples
+from kaizend.storage.drift import DriftStore
 
 TASK = "parser"
 RUN_ID = "parser-sim-run"

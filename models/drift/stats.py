@@ -59,9 +59,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from kaizend.core.errors import StatisticsError
 from scipy import stats as scipy_stats
-
-from core.errors import StatisticsError
 
 OTHER = "(other)"
 

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from models.experiments.stats import (
+from kaizend.models.experiments.stats import (
     DEFAULT_TAU,
     SampleStats,
     TestResult,

@@ -92,10 +92,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from kaizend.core.errors import StatisticsError
 from scipy import optimize
 from scipy import stats as sps
-
-from core.errors import StatisticsError
 
 Alternative = Literal["two-sided", "greater", "less"]
 

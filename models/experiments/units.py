@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-
-from models.experiments.policy import PRIMARY, StepData
-from models.experiments.stats import RatioSummary, UnitValues, ratio_stats
-from storage.experiments import BINARY_METRICS, METRICS, UnitTable
+from kaizend.models.experiments.policy import PRIMARY, StepData
+from kaizend.models.experiments.stats import RatioSummary, UnitValues, ratio_stats
+from kaizend.storage.experiments import BINARY_METRICS, METRICS, UnitTable
 
 
 def summarise(units: UnitTable, metric: str, *, adjust: bool) -> UnitValues:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
 
-from models.fit import gazetteer_data as data
+from kaizend.models.fit import gazetteer_data as data
 
 PlaceKind = Literal["area", "district", "town", "city", "county", "region", "nation"]
 

@@ -21,9 +21,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from models.fit import gazetteer
-from models.fit.gazetteer import Place
-from models.fit.schema import (
+from kaizend.models.fit import gazetteer
+from kaizend.models.fit.gazetteer import Place
+from kaizend.models.fit.schema import (
     REPOWERING_MAX_YEARS,
     SIZE_BANDS,
     TECHNOLOGIES,

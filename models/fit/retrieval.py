@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
-from models.fit import gazetteer
-from models.fit.gazetteer import Place
-from models.fit.gazetteer_data import AREAS
-from models.fit.users import judgement, star_rating
+from kaizend.models.fit import gazetteer
+from kaizend.models.fit.gazetteer import Place
+from kaizend.models.fit.gazetteer_data import AREAS
+from kaizend.models.fit.users import judgement, star_rating
 
 Search = Callable[[Sequence[str]], list[list[tuple[str, float]]]]
 """Texts -> for each, the ranked (doc_id, score) the serving index returns."""

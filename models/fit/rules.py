@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-from models.fit import gazetteer
-from models.fit.gazetteer import Place
-from models.fit.schema import REPOWERING_MAX_YEARS, SIZE_BANDS, ParsedQuery
+from kaizend.models.fit import gazetteer
+from kaizend.models.fit.gazetteer import Place
+from kaizend.models.fit.schema import REPOWERING_MAX_YEARS, SIZE_BANDS, ParsedQuery
 
 # Order matters: "water turbine" is hydro and must be claimed before wind takes "turbine".
 _TECHNOLOGY_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(

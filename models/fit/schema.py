@@ -13,9 +13,8 @@ import json
 import re
 from typing import Any, Literal
 
+from kaizend.core.errors import KaizendError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from core.errors import KaizendError
 
 TECHNOLOGIES: tuple[str, ...] = (
     "Wind",

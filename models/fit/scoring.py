@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from models.fit.schema import ParsedQuery, to_compact_dict
+from kaizend.models.fit.schema import ParsedQuery, to_compact_dict
 
 PRIMARY_METRIC = "exact_match"
 """The metric that decides whether a parser version beats another (greater is better)."""

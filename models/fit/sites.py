@@ -21,9 +21,8 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-
-from models.fit import gazetteer
-from models.fit.schema import TECHNOLOGIES, ParsedQuery
+from kaizend.models.fit import gazetteer
+from kaizend.models.fit.schema import TECHNOLOGIES, ParsedQuery
 
 if TYPE_CHECKING:
     import duckdb

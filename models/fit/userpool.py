@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from models.fit import gazetteer, querygen
-from models.fit.gazetteer import Place
-from models.fit.schema import REPOWERING_MAX_YEARS, SIZE_BANDS, ParsedQuery, to_compact_dict
-from models.fit.sites import filters_to_sql, query_sites
+from kaizend.models.fit import gazetteer, querygen
+from kaizend.models.fit.gazetteer import Place
+from kaizend.models.fit.schema import REPOWERING_MAX_YEARS, SIZE_BANDS, ParsedQuery, to_compact_dict
+from kaizend.models.fit.sites import filters_to_sql, query_sites
 
 if TYPE_CHECKING:
     import duckdb

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from models.fit.schema import ParsedQuery, to_compact_dict
-from models.fit.scoring import field_matches
-from models.fit.userpool import UserQuery
+from kaizend.models.fit.schema import ParsedQuery, to_compact_dict
+from kaizend.models.fit.scoring import field_matches
+from kaizend.models.fit.userpool import UserQuery
 
 SERVICE = "fit-search-sim"
 """The ``service`` of every simulated query event."""

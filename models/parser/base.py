@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.errors import KaizendError
+from kaizend.core.errors import KaizendError
 
 log = logging.getLogger(__name__)
 

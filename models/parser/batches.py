@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.parser.prompt import TargetFormat, encode_target, make_prompt
+from kaizend.models.parser.prompt import TargetFormat, encode_target, make_prompt
 
 IGNORE_INDEX = -100
 """Label of positions that carry no loss (prompt and padding), as torch's cross-entropy

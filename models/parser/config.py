@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from kaizend.core.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field
-
-from core.errors import ConfigError
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The linear layers of a Llama block; LoRA on all of them learns a new output format

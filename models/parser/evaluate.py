@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from models.fit.schema import ParsedQuery, to_compact_dict
-from models.fit.scoring import PRIMARY_METRIC, score
-from models.parser.serve import Parser, ParseResult
-from models.task import METRIC_TYPE, PER_EXAMPLE
+from kaizend.models.fit.schema import ParsedQuery, to_compact_dict
+from kaizend.models.fit.scoring import PRIMARY_METRIC, score
+from kaizend.models.parser.serve import Parser, ParseResult
+from kaizend.models.task import METRIC_TYPE, PER_EXAMPLE
 
 log = logging.getLogger(__name__)
 

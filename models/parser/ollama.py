@@ -39,18 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.config import OllamaSettings, Settings
-from core.errors import KaizendError
-from models.ollama import OllamaRefused, model_name, translated
-from models.ollama import client as ollama_client
-from models.parser import base as base_model
-from models.parser.gguf_merge import merge_adapter
-from models.parser.prompt import TargetFormat, make_prompt
-from models.parser.serve import MAX_NEW_TOKENS, ParseResult, Predicts, answer_result
-from models.parser.version import ParserVersion
+from kaizend.core.config import OllamaSettings, Settings
+from kaizend.core.errors import KaizendError
+from kaizend.models.ollama import OllamaRefused, model_name, translated
+from kaizend.models.ollama import client as ollama_client
+from kaizend.models.parser import base as base_model
+from kaizend.models.parser.gguf_merge import merge_adapter
+from kaizend.models.parser.prompt import TargetFormat, make_prompt
+from kaizend.models.parser.serve import MAX_NEW_TOKENS, ParseResult, Predicts, answer_result
+from kaizend.models.parser.version import ParserVersion
 
 if TYPE_CHECKING:
-    from storage.registry import VersionRecord
+    from kaizend.storage.registry import VersionRecord
 
 log = logging.getLogger(__name__)
 

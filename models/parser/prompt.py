@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from models.fit import gazetteer, rules
-from models.fit.schema import (
+from kaizend.models.fit import gazetteer, rules
+from kaizend.models.fit.schema import (
     REPOWERING_MAX_YEARS,
     TECHNOLOGIES,
     InvalidParse,

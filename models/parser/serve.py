@@ -18,12 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from models.fit import rules
-from models.fit.schema import InvalidParse, ParsedQuery, to_compact_dict
-from models.parser import base as base_model
-from models.parser.prompt import TargetFormat, build_prompt, decode_target, is_complete, rule_hint
-from models.parser.version import ParserVersion
-from models.task import Prediction
+from kaizend.models.fit import rules
+from kaizend.models.fit.schema import InvalidParse, ParsedQuery, to_compact_dict
+from kaizend.models.parser import base as base_model
+from kaizend.models.parser.prompt import (
+    TargetFormat,
+    build_prompt,
+    decode_target,
+    is_complete,
+    rule_hint,
+)
+from kaizend.models.parser.version import ParserVersion
+from kaizend.models.task import Prediction
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-
-from models.fit.querygen import generate_examples, split_examples
-from models.fit.schema import InvalidParse, to_compact_dict, validate_output
-from models.parser.base import ensure_base
-from models.parser.config import ParserTrainingConfig
-from models.parser.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC, evaluate
-from models.parser.serve import load_parser
-from models.parser.train import train_parser
-from models.task import (
+from kaizend.models.fit.querygen import generate_examples, split_examples
+from kaizend.models.fit.schema import InvalidParse, to_compact_dict, validate_output
+from kaizend.models.parser.base import ensure_base
+from kaizend.models.parser.config import ParserTrainingConfig
+from kaizend.models.parser.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC, evaluate
+from kaizend.models.parser.serve import load_parser
+from kaizend.models.parser.train import train_parser
+from kaizend.models.task import (
     CONFIRMED,
     CORRECTION,
     TrainingSet,

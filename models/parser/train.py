@@ -26,11 +26,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from models.parser import base as base_model
-from models.parser.batches import IGNORE_INDEX, Encoded, batch_order, collate, encode_examples
-from models.parser.batches import padding_share as batches_padding_share
-from models.parser.config import ParserTrainingConfig
-from models.parser.version import (
+from kaizend.models.parser import base as base_model
+from kaizend.models.parser.batches import (
+    IGNORE_INDEX,
+    Encoded,
+    batch_order,
+    collate,
+    encode_examples,
+)
+from kaizend.models.parser.batches import padding_share as batches_padding_share
+from kaizend.models.parser.config import ParserTrainingConfig
+from kaizend.models.parser.version import (
     ADAPTER_DIR,
     BASE_FILE,
     CHECKPOINT_DIR,
@@ -40,8 +46,8 @@ from models.parser.version import (
     ParserVersion,
     manifest,
 )
-from models.task import ProgressCallback, TrainProgress
-from models.version import commit_file, write_json
+from kaizend.models.task import ProgressCallback, TrainProgress
+from kaizend.models.version import commit_file, write_json
 
 log = logging.getLogger(__name__)
 

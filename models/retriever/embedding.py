@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.retriever.base import load_model
+from kaizend.models.retriever.base import load_model
 
 NAME = "kaizend-sentence-transformer"
 

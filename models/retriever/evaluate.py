@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.task import METRIC_TYPE, PER_EXAMPLE
+from kaizend.models.task import METRIC_TYPE, PER_EXAMPLE
 
 PRIMARY_METRIC = "ndcg@10"
 GREATER_IS_BETTER = True

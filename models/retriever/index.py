@@ -12,11 +12,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.retriever.base import fingerprint as model_fingerprint
-from models.retriever.corpus import Document, corpus_fingerprint
-from models.retriever.embedding import SentenceEmbedder
-from models.retriever.version import model_dir, version_label
-from storage.vectors import BuildReport, VectorIndex, VectorStore, collection_name
+from kaizend.models.retriever.base import fingerprint as model_fingerprint
+from kaizend.models.retriever.corpus import Document, corpus_fingerprint
+from kaizend.models.retriever.embedding import SentenceEmbedder
+from kaizend.models.retriever.version import model_dir, version_label
+from kaizend.storage.vectors import BuildReport, VectorIndex, VectorStore, collection_name
 
 log = logging.getLogger(__name__)
 

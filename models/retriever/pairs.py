@@ -30,8 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
-
-from core.config import RetrieverPairSettings
+from kaizend.core.config import RetrieverPairSettings
 
 log = logging.getLogger(__name__)
 

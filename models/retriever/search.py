@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.task import Prediction
-from storage.vectors import VectorIndex
+from kaizend.models.task import Prediction
+from kaizend.storage.vectors import VectorIndex
 
 
 @dataclass(frozen=True)

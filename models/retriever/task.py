@@ -22,19 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-
-from core.config import RetrieverSettings
-from models.fit.retrieval import RetrievalQuery, generate_queries
-from models.fit.sites import SITE_COUNT, generate_sites
-from models.retriever.base import BUILTIN_VERSION, base_path
-from models.retriever.corpus import Document, site_documents
-from models.retriever.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC, evaluate
-from models.retriever.index import ensure_index
-from models.retriever.pairs import build_pairs, collect_judgements, count_signal
-from models.retriever.search import Retriever
-from models.retriever.train import train_retriever
-from models.retriever.version import version_label
-from models.task import (
+from kaizend.core.config import RetrieverSettings
+from kaizend.models.fit.retrieval import RetrievalQuery, generate_queries
+from kaizend.models.fit.sites import SITE_COUNT, generate_sites
+from kaizend.models.retriever.base import BUILTIN_VERSION, base_path
+from kaizend.models.retriever.corpus import Document, site_documents
+from kaizend.models.retriever.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC, evaluate
+from kaizend.models.retriever.index import ensure_index
+from kaizend.models.retriever.pairs import build_pairs, collect_judgements, count_signal
+from kaizend.models.retriever.search import Retriever
+from kaizend.models.retriever.train import train_retriever
+from kaizend.models.retriever.version import version_label
+from kaizend.models.task import (
     CONFIRMED,
     CORRECTION,
     NotEnoughSignal,
@@ -43,7 +42,7 @@ from models.task import (
     confirmed_answers,
     hold_back_newest,
 )
-from storage.vectors import IndexNotReady, VectorStore
+from kaizend.storage.vectors import IndexNotReady, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +239,7 @@ class RetrieverTask:
                 progress_bar=self.progress_bar,
             )
         else:
-            from models.retriever.index import open_index
+            from kaizend.models.retriever.index import open_index
 
             index = open_index(
                 version,

@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.config import RetrieverTrainingSettings
-from models.retriever.base import fingerprint, load_model
-from models.retriever.version import (
+from kaizend.core.config import RetrieverTrainingSettings
+from kaizend.models.retriever.base import fingerprint, load_model
+from kaizend.models.retriever.version import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     MANIFEST_FILE,
@@ -34,8 +34,8 @@ from models.retriever.version import (
     RetrieverVersion,
     manifest,
 )
-from models.task import ProgressCallback, TrainProgress
-from models.version import commit_file, write_json
+from kaizend.models.task import ProgressCallback, TrainProgress
+from kaizend.models.version import commit_file, write_json
 
 log = logging.getLogger(__name__)
 

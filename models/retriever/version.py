@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.retriever.base import BUILTIN_VERSION, base_path
-from models.version import IncompleteVersion
+from kaizend.models.retriever.base import BUILTIN_VERSION, base_path
+from kaizend.models.version import IncompleteVersion
 
 MODEL_DIR = "model"
 CONFIG_FILE = "config.json"

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from core.config import Settings, load_config
-from core.errors import ConfigError
+from kaizend.core.config import Settings, load_config
+from kaizend.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

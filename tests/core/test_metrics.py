@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from core import metrics
+from kaizend.core import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}

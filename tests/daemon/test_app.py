@@ -6,7 +6,8 @@ import asyncio
 import socket
 from pathlib import Path
 
-from daemon.app import Daemon
+from kaizend.daemon.app import Daemon
+
 from tests.conftest import make_settings
 
 

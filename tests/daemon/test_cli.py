@@ -24,7 +24,7 @@ def kaizend(
     check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "kaizend.daemon", *args],
         cwd=cwd,
         env=env or cli_env(cwd),
         capture_output=True,
@@ -59,7 +59,7 @@ def wait_for(predicate, timeout: float = 30.0) -> None:  # noqa: ANN001
 def daemon(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """`kaizend run` with the embedded defaults, in a temporary working directory."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "run"],
+        [sys.executable, "-m", "kaizend.daemon", "run"],
         cwd=tmp_path,
         env=cli_env(tmp_path),
         stderr=subprocess.PIPE,
@@ -166,7 +166,7 @@ def test_sql_works_while_the_daemon_runs_and_refuses_writes(
     missing = kaizend(tmp_path, "models", "show", "parser-v9")
     assert missing.returncode == 1 and "kaizend models list" in missing.stderr
     parsed = subprocess.run(
-        [sys.executable, "-m", "daemon", "parse"],
+        [sys.executable, "-m", "kaizend.daemon", "parse"],
         cwd=tmp_path,
         env=cli_env(tmp_path),
         input="wind sites over 100kw in berkshire\n",

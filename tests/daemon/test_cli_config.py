@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from core.config import load_config
+from kaizend.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +38,7 @@ def clean_env() -> dict[str, str]:
 
 def kaizend(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "kaizend.daemon", *args],
         cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -71,7 +70,7 @@ def test_the_cli_run_from_another_directory_finds_the_daemons_data(tmp_path: Pat
     started_in.mkdir()
     asked_from.mkdir()
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+        [sys.executable, "-m", "kaizend.daemon", "--config", str(config), "run"],
         cwd=started_in, env=clean_env(), stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

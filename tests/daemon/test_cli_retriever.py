@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kaizend.handlers.events import EVENT_TYPES
+from kaizend.storage.events import EventStore
 
-from handlers.events import EVENT_TYPES
-from storage.events import EventStore
 from tests.daemon.test_cli import kaizend
 
 
@@ -76,10 +76,10 @@ def test_simulate_retriever_writes_rated_events_of_version_zero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from click.testing import CliRunner
+    from kaizend.core.config import RetrieverSettings
+    from kaizend.daemon import cli
+    from kaizend.models.retriever.task import RetrieverTask
 
-    from core.config import RetrieverSettings
-    from daemon import cli
-    from models.retriever.task import RetrieverTask
     from tests.models.retriever.conftest import TINY_SITES, build_tiny_model
 
     tiny = build_tiny_model(tmp_path / "tiny")

@@ -6,9 +6,10 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from handlers.events import EVENT_TYPES
-from models.fit import userpool
-from storage.events import EventStore
+from kaizend.handlers.events import EVENT_TYPES
+from kaizend.models.fit import userpool
+from kaizend.storage.events import EventStore
+
 from tests.daemon.test_cli import kaizend
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import duckdb
 import nats
 import pytest
+from kaizend.daemon.nats_server import EmbeddedNats
+from kaizend.handlers.publish import publish_events
 
-from daemon.nats_server import EmbeddedNats
-from handlers.publish import publish_events
 from tests.conftest import event, eventually, make_settings, outgoing, run_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def start_daemon(data_dir: Path, url: str) -> subprocess.Popen:
         "KAIZEND_STORAGE__EXPORT_INTERVAL_S": "0",
         "KAIZEND_METRICS__PORT": "0",
     }
-    return subprocess.Popen([sys.executable, "-m", "daemon", "run"], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, "-m", "kaizend.daemon", "run"], cwd=ROOT, env=env)
 
 
 async def stored_count(nc: nats.NATS) -> int | None:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kaizend.handlers.publish import publish_events
+from kaizend.models.fit.querygen import generate_examples
 
-from handlers.publish import publish_events
-from models.fit.querygen import generate_examples
 from tests.conftest import event, eventually, make_settings, outgoing, run_daemon
 from tests.daemon.test_app import free_port
 from tests.daemon.test_training import kaizend, rows

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kaizend.core.config import Settings
+from kaizend.models.drift.report import CachedEmbedder, embedder_dir
+from kaizend.models.drift.simulate import MonthPlan, daily_reports, load, simulate_month
+from kaizend.storage.events import EventStore
 from PIL import Image
 
-from core.config import Settings
-from models.drift.report import CachedEmbedder, embedder_dir
-from models.drift.simulate import MonthPlan, daily_reports, load, simulate_month
-from storage.events import EventStore
 from tests.daemon.test_drift import tiny_embedder  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KAIZEND_DAEMON__DATA_DIR": str(data_dir),
            "KAIZEND_NATS__URL": "", "COLUMNS": "250"}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "daemon", *args], env=env, cwd=data_dir,
+    return subprocess.run([sys.executable, "-m", "kaizend.daemon", *args], env=env, cwd=data_dir,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kaizend.handlers.producer import Producer, infer
+from kaizend.handlers.routing import Routing, routing_bucket
+from kaizend.storage.registry import Registry
 
-from handlers.producer import Producer, infer
-from handlers.routing import Routing, routing_bucket
-from storage.registry import Registry
 from tests.conftest import (
     MEMORISE,
     RunningDaemon,

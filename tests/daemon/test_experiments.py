@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from kaizend.core import metrics
+from kaizend.daemon.experiments import ExperimentLoop
+from kaizend.handlers.routing import Routing, routing_bucket
+from kaizend.storage.events import EventStore
+from kaizend.storage.registry import Registry
 
-from core import metrics
-from daemon.experiments import ExperimentLoop
-from handlers.routing import Routing, routing_bucket
-from storage.events import EventStore
-from storage.registry import Registry
 from tests.conftest import make_settings
 
 
@@ -94,7 +94,7 @@ def test_the_cli_shows_the_timeline_of_an_experiment(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from daemon.nats_server import EmbeddedNats
+    from kaizend.daemon.nats_server import EmbeddedNats
 
     with EmbeddedNats(tmp_path / "nats") as server:
         asyncio.run(run_experiment(tmp_path, server.url, {"champion": 0.4, "challenger": 0.7}))
@@ -107,7 +107,7 @@ def test_the_cli_shows_the_timeline_of_an_experiment(tmp_path: Path) -> None:
 
     def kaizend(*args: str) -> str:
         proc = subprocess.run(
-            [sys.executable, "-m", "daemon", *args],
+            [sys.executable, "-m", "kaizend.daemon", *args],
             env=env,
             cwd=tmp_path,
             capture_output=True,

@@ -13,9 +13,9 @@ from typing import Any
 
 import duckdb
 import pytest
+from kaizend.handlers.jobs import JobResult, result_subject
+from kaizend.storage.registry import Registry
 
-from handlers.jobs import JobResult, result_subject
-from storage.registry import Registry
 from tests.conftest import eventually, kaizend, make_settings, rows, run_daemon
 
 

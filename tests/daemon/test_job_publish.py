@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kaizend.core.config import TrainingSettings
+from kaizend.handlers.jobs import result_subject, train_subject
 from pydantic import ValidationError
 
-from core.config import TrainingSettings
-from handlers.jobs import result_subject, train_subject
 from tests.conftest import RunningDaemon, eventually, rows, run_daemon
 from tests.daemon.test_training import publish_corrections, training_settings
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import nats
 import pytest
+from kaizend.daemon.experiments import ExperimentLoop
+from kaizend.handlers.routing import Routing, routing_bucket
+from kaizend.models.parser.version import ParserVersion
+from kaizend.storage.events import EventStore
+from kaizend.storage.registry import Registry
 
-from daemon.experiments import ExperimentLoop
-from handlers.routing import Routing, routing_bucket
-from models.parser.version import ParserVersion
-from storage.events import EventStore
-from storage.registry import Registry
 from tests.conftest import eventually, make_settings
 from tests.daemon.test_experiments import traffic
 from tests.ollama_fake import OllamaFake
@@ -72,7 +72,7 @@ async def test_a_failed_publication_is_logged_and_the_promotion_stands(
     memorised: ParserVersion,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="daemon.ollama")
+    caplog.set_level(logging.ERROR, logger="kaizend.daemon.ollama")
     with OllamaFake(refuse_adapters=True) as fake:
         champion = await promote(tmp_path, nats_server.url, fake.url, memorised)
         await eventually(lambda: bool(caplog.records))
@@ -108,8 +108,8 @@ def test_kaizend_ollama_publish_creates_a_registered_version(
         def kaizend(*args: str) -> subprocess.CompletedProcess[str]:
             env = {**os.environ, "PYTHONPATH": str(ROOT), "KAIZEND_OLLAMA__URL": fake.url,
                    "KAIZEND_DAEMON__DATA_DIR": str(tmp_path / "data")}  # fmt: skip
-            return subprocess.run([sys.executable, "-m", "daemon", "ollama", "publish", *args],
-                                  env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+            command = [sys.executable, "-m", "kaizend.daemon", "ollama", "publish", *args]
+            return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
         done = kaizend("parser-v1")
         assert done.returncode == 0, done.stderr

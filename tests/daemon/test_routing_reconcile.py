@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from kaizend.handlers.routing import Routing
 from nats.js.errors import KeyNotFoundError
 
-from handlers.routing import Routing
 from tests.conftest import eventually, make_settings, run_daemon
 
 

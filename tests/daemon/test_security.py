@@ -20,21 +20,21 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
+from kaizend.core.config import ROLES, NatsCredentials, Role, Settings
+from kaizend.core.errors import EmbeddedNatsError, PathOutsideRoot
+from kaizend.daemon.app import Daemon
+from kaizend.daemon.credentials import credentials_file, role_credentials
+from kaizend.daemon.nats_server import EmbeddedNats
+from kaizend.daemon.runtime import daemon_nats_url
+from kaizend.daemon.security import check_role
+from kaizend.daemon.serving import predictor_loader
+from kaizend.handlers.connection import connect_options
+from kaizend.handlers.jobs import JobResult, result_subject
+from kaizend.handlers.permissions import inbox_prefix, role_permissions, subject_matches
+from kaizend.handlers.producer import Producer
+from kaizend.handlers.publish import Outgoing, publish_events
 from pydantic import SecretStr
 
-from core.config import ROLES, NatsCredentials, Role, Settings
-from core.errors import EmbeddedNatsError, PathOutsideRoot
-from daemon.app import Daemon
-from daemon.credentials import credentials_file, role_credentials
-from daemon.nats_server import EmbeddedNats
-from daemon.runtime import daemon_nats_url
-from daemon.security import check_role
-from daemon.serving import predictor_loader
-from handlers.connection import connect_options
-from handlers.jobs import JobResult, result_subject
-from handlers.permissions import inbox_prefix, role_permissions, subject_matches
-from handlers.producer import Producer
-from handlers.publish import Outgoing, publish_events
 from tests.conftest import event, eventually, make_settings, outgoing
 
 
@@ -230,7 +230,7 @@ async def test_a_forged_result_is_refused_logged_and_registers_nothing(
             ("wrong snapshot", job["job_id"], 1, {"query_events": 999}, job["run_dir"]),
             ("unknown job", "parser-made-up.1", 1, snapshot, f"{job['run_dir']}/version"),
         ]
-        caplog.set_level(logging.WARNING, logger="daemon.orchestrator")
+        caplog.set_level(logging.WARNING, logger="kaizend.daemon.orchestrator")
         for name, job_id, attempt, snap, version_dir in forged:
             result = JobResult(
                 job_id=job_id, task="parser", worker="mallory", succeeded=True,
@@ -245,7 +245,7 @@ async def test_a_forged_result_is_refused_logged_and_registers_nothing(
         def refusals() -> list[logging.LogRecord]:
             return [
                 r for r in caplog.records
-                if r.name == "daemon.orchestrator" and "refused" in r.getMessage()
+                if r.name == "kaizend.daemon.orchestrator" and "refused" in r.getMessage()
             ]  # fmt: skip
 
         await eventually(lambda: len(refusals()) >= len(forged), timeout=30)

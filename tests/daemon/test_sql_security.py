@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from kaizend.daemon.nats_server import EmbeddedNats
+from kaizend.handlers.publish import publish_events
 
-from daemon.nats_server import EmbeddedNats
-from handlers.publish import publish_events
 from tests.conftest import RunningDaemon, event, eventually, make_settings, outgoing, run_daemon
 from tests.daemon.test_cli import cli_env, kaizend, wait_for
 from tests.storage.test_readonly import ATTACKS, RUNAWAY
@@ -140,7 +140,7 @@ def test_sigterm_during_a_runaway_query_stops_the_daemon_promptly(tmp_path: Path
     env = cli_env(tmp_path, KAIZEND_ADMIN__SQL_TIMEOUT_S="600", KAIZEND_GATEWAY__TASKS='["parser"]')
     with log.open("w") as err:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run"], cwd=tmp_path, env=env, stderr=err
+            [sys.executable, "-m", "kaizend.daemon", "run"], cwd=tmp_path, env=env, stderr=err
         )
     try:
 
@@ -150,7 +150,7 @@ def test_sigterm_during_a_runaway_query_stops_the_daemon_promptly(tmp_path: Path
 
         wait_for(healthy)
         query = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "sql", RUNAWAY],
+            [sys.executable, "-m", "kaizend.daemon", "sql", RUNAWAY],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kaizend.core.metrics import REGISTRY
+from kaizend.handlers.publish import publish_events
 
-from core.metrics import REGISTRY
-from handlers.publish import publish_events
 from tests.conftest import (
     RunningDaemon,
     event,
@@ -272,7 +272,7 @@ async def test_a_failing_training_on_a_separate_worker_is_retried_and_ingestion_
     }
     log_file = tmp_path / "worker.log"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "worker", "--name", "gpu-box-2"],
+        [sys.executable, "-m", "kaizend.daemon", "worker", "--name", "gpu-box-2"],
         cwd=tmp_path, env=env, stderr=log_file.open("w"),
     )  # fmt: skip
     try:

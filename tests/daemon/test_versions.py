@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from core.config import Settings
-from core.errors import KaizendError
-from daemon.versions import resolve_version, version_label
-from storage.events import EventStore
-from storage.registry import Registry
+from kaizend.core.config import Settings
+from kaizend.core.errors import KaizendError
+from kaizend.daemon.versions import resolve_version, version_label
+from kaizend.storage.events import EventStore
+from kaizend.storage.registry import Registry
 
 
 @pytest.fixture

@@ -13,9 +13,15 @@ from typing import Any
 
 import nats
 import pytest
+from kaizend.daemon.worker import Worker
+from kaizend.handlers.jobs import (
+    ChampionRef,
+    JobResult,
+    JobSpec,
+    ensure_jobs_stream,
+    result_subject,
+)
 
-from daemon.worker import Worker
-from handlers.jobs import ChampionRef, JobResult, JobSpec, ensure_jobs_stream, result_subject
 from tests.conftest import make_settings
 
 OOM_UNLESS_HALVED = """

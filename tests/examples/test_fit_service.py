@@ -9,11 +9,11 @@ from typing import Any
 
 import duckdb
 import pytest
+from kaizend.models.fit import rules
+from kaizend.models.fit.schema import to_compact_dict
+from kaizend.models.fit.sites import generate_sites, load_sites, query_sites
 
 from examples.fit_service import FitSearch
-from models.fit import rules
-from models.fit.schema import to_compact_dict
-from models.fit.sites import generate_sites, load_sites, query_sites
 from tests.conftest import eventually, make_settings, rows, run_daemon
 
 

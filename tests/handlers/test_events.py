@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import annotated_types
-
-from handlers.events import EVENT_TYPES
-from storage.events import EVENT_TABLES, integer_ranges
+from kaizend.handlers.events import EVENT_TYPES
+from kaizend.storage.events import EVENT_TABLES, integer_ranges
 
 
 def test_every_integer_field_is_bounded_within_its_column() -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kaizend.core import metrics
+from kaizend.handlers.producer import InferenceFailed, infer
+from kaizend.handlers.routing import Routing, put_routing, routing_bucket
+from kaizend.models.fit import rules
+from kaizend.models.fit.schema import to_compact_dict
 
-from core import metrics
-from handlers.producer import InferenceFailed, infer
-from handlers.routing import Routing, put_routing, routing_bucket
-from models.fit import rules
-from models.fit.schema import to_compact_dict
 from tests.conftest import MEMORISE, RunningDaemon, eventually, make_settings, rows, run_daemon
 
 TEXTS = [

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import duckdb
+from kaizend.core.config import IngestSettings
+from kaizend.handlers.ingest import Ingestor, classify
+from kaizend.handlers.publish import publish_events
+from kaizend.storage.events import EventStore, apply_schema, stored_summary
 
-from core.config import IngestSettings
-from handlers.ingest import Ingestor, classify
-from handlers.publish import publish_events
-from storage.events import EventStore, apply_schema, stored_summary
 from tests.conftest import (
     RunningDaemon,
     event,

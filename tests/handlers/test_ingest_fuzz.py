@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from kaizend.handlers.ingest import classify
+from kaizend.storage.events import EVENT_TABLES, REJECTED_TABLE, EventStore
 
-from handlers.ingest import classify
-from storage.events import EVENT_TABLES, REJECTED_TABLE, EventStore
 from tests.conftest import RunningDaemon, event, eventually
 
 settings.register_profile(

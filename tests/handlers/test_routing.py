@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from kaizend.handlers.producer import Producer
+from kaizend.handlers.routing import Routing, put_routing, routing_bucket
 
-from handlers.producer import Producer
-from handlers.routing import Routing, put_routing, routing_bucket
 from tests.conftest import RunningDaemon, eventually
 
 UNITS = [f"user-{i}" for i in range(20_000)]

@@ -14,14 +14,14 @@ from typing import Any
 
 import nats
 import pytest
+from kaizend.core.config import ConfigError, TrainingSettings
+from kaizend.daemon.app import Daemon
+from kaizend.daemon.nats_server import find_binary
+from kaizend.handlers.jobs import ensure_jobs_stream
+from kaizend.handlers.producer import Producer
+from kaizend.handlers.streams import ReplicasRefused
 from nats.js.errors import BucketNotFoundError
 
-from core.config import ConfigError, TrainingSettings
-from daemon.app import Daemon
-from daemon.nats_server import find_binary
-from handlers.jobs import ensure_jobs_stream
-from handlers.producer import Producer
-from handlers.streams import ReplicasRefused
 from tests.conftest import eventually, make_settings, run_daemon
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from models.gate import decide, paired_test
+from kaizend.models.gate import decide, paired_test
 
 
 def reports(fresh: tuple[float, float], benchmark: tuple[float, float]) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from core.config import TriggerSettings
-from models.triggers import TriggerState, training_reason
+from kaizend.core.config import TriggerSettings
+from kaizend.models.triggers import TriggerState, training_reason
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 CONFIG = TriggerSettings(min_new_signal=100, cooldown_s=3600, max_age_s=7 * 86400)

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from core.errors import StorageError, UnstorableData
-from storage.events import EventStore, integer_ranges, stored_summary
-from storage.export import export_parquet
+from kaizend.core.errors import StorageError, UnstorableData
+from kaizend.storage.events import EventStore, integer_ranges, stored_summary
+from kaizend.storage.export import export_parquet
 
 NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
 

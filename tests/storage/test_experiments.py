@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from storage.events import EventStore
-from storage.experiments import UNIT_COLUMNS, unit_metrics
+from kaizend.storage.events import EventStore
+from kaizend.storage.experiments import UNIT_COLUMNS, unit_metrics
 
 T0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
 

@@ -6,10 +6,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from storage.events import EventStore
-from storage.jobs import JobStore
-from storage.snapshots import export_snapshot, load_snapshot
+from kaizend.storage.events import EventStore
+from kaizend.storage.jobs import JobStore
+from kaizend.storage.snapshots import export_snapshot, load_snapshot
 
 T0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from kaizend.core.config import Settings
+from kaizend.core.errors import QueryInterrupted, QueryTimeout, ReadOnlyViolation
+from kaizend.daemon.client import open_offline
+from kaizend.storage.events import EventStore, stored_summary
+from kaizend.storage.export import export_parquet
+from kaizend.storage.readonly import OperatorQueries, check_read_only, run_read_only
 
-from core.config import Settings
-from core.errors import QueryInterrupted, QueryTimeout, ReadOnlyViolation
-from daemon.client import open_offline
-from storage.events import EventStore, stored_summary
-from storage.export import export_parquet
-from storage.readonly import OperatorQueries, check_read_only, run_read_only
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from storage.events import EventStore
-from storage.registry import GateRecord, Registry, UnknownVersion
+from kaizend.storage.events import EventStore
+from kaizend.storage.registry import GateRecord, Registry, UnknownVersion
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from storage.vectors import IndexNotReady, VectorStore, collection_name
+from kaizend.storage.vectors import IndexNotReady, VectorStore, collection_name
 
 
 class BagOfWords:

@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from core.config import Settings
-from models.drift.report import compute, gather
-from models.drift.simulate import MonthPlan, daily_reports, load, simulate_month
-from storage.events import EventStore
+from kaizend.core.config import Settings
+from kaizend.models.drift.report import compute, gather
+from kaizend.models.drift.simulate import MonthPlan, daily_reports, load, simulate_month
+from kaizend.storage.events import EventStore
 
 END = datetime(2026, 11, 30, tzinfo=UTC)
 

@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from core.config import Settings
-from models.drift.report import CachedEmbedder, compute, embedder_dir, gather
-from models.drift.simulate import MonthPlan, load, simulate_month
-from storage.events import EventStore
+from kaizend.core.config import Settings
+from kaizend.models.drift.report import CachedEmbedder, compute, embedder_dir, gather
+from kaizend.models.drift.simulate import MonthPlan, load, simulate_month
+from kaizend.storage.events import EventStore
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from kaizend.core.errors import StatisticsError
+from kaizend.models.drift import stats
 from scipy import stats as scipy_stats
-
-from core.errors import StatisticsError
-from models.drift import stats
 
 ALPHA = 0.05
 # FIT-like technology mix of the traffic, and the same with hydro and AD three times as common.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.experiments.policy import Policy, StepData, decide
-from models.experiments.stats import SampleStats
+from kaizend.models.experiments.policy import Policy, StepData, decide
+from kaizend.models.experiments.stats import SampleStats
 
 POLICY = Policy(weights=(0.10, 0.25, 0.50), min_units=1000, max_duration_s=86400.0)
 

@@ -17,10 +17,8 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from scipy import stats as sps
-
-from core.errors import KaizendError, StatisticsError
-from models.experiments.stats import (
+from kaizend.core.errors import KaizendError, StatisticsError
+from kaizend.models.experiments.stats import (
     DEFAULT_TAU,
     SampleStats,
     required_sample_size,
@@ -28,6 +26,7 @@ from models.experiments.stats import (
     srm_pvalue,
     ttest,
 )
+from scipy import stats as sps
 
 ROOT = Path(__file__).resolve().parents[3]
 

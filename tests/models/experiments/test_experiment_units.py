@@ -16,11 +16,16 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-
-from models.experiments.stats import SampleStats, UnitValues, ratio_stats, sequential_ttest, ttest
-from models.experiments.units import step_data
-from storage.events import EventStore
-from storage.experiments import UNIT_COLUMNS, unit_metrics
+from kaizend.models.experiments.stats import (
+    SampleStats,
+    UnitValues,
+    ratio_stats,
+    sequential_ttest,
+    ttest,
+)
+from kaizend.models.experiments.units import step_data
+from kaizend.storage.events import EventStore
+from kaizend.storage.experiments import UNIT_COLUMNS, unit_metrics
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 11, 23, 10, tzinfo=UTC)

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from models.fit import gazetteer
-from models.fit.gazetteer import Place, find_places, resolve
+from kaizend.models.fit import gazetteer
+from kaizend.models.fit.gazetteer import Place, find_places, resolve
 
 ALL_AREAS = (
     "AB AL B BA BB BD BH BL BN BR BS BT CA CB CF CH CM CO CR CT CV CW DA DD DE DG DH DL DN DT "

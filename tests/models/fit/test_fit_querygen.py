@@ -5,9 +5,8 @@ import re
 from collections import Counter
 
 import pytest
-
-from models.fit import gazetteer, querygen
-from models.fit.schema import to_compact_dict, validate_output
+from kaizend.models.fit import gazetteer, querygen
+from kaizend.models.fit.schema import to_compact_dict, validate_output
 
 
 @pytest.fixture(scope="module")

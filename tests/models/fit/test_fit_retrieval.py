@@ -9,10 +9,9 @@ from functools import cache
 import duckdb
 import pyarrow as pa
 import pytest
-
-from handlers.events import EVENT_TYPES
-from models.fit.retrieval import Register, generate_queries, simulate_feedback
-from models.fit.sites import generate_sites, load_sites
+from kaizend.handlers.events import EVENT_TYPES
+from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback
+from kaizend.models.fit.sites import generate_sites, load_sites
 
 
 @cache

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from models.fit import gazetteer, querygen, rules, scoring
-from models.fit.schema import to_compact_dict
+from kaizend.models.fit import gazetteer, querygen, rules, scoring
+from kaizend.models.fit.schema import to_compact_dict
 
 YORKSHIRE = list(gazetteer.resolve("Yorkshire").postcode_patterns)  # type: ignore[union-attr]
 

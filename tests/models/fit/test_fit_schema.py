@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from core.errors import KaizendError
-from models.fit.schema import (
+from kaizend.core.errors import KaizendError
+from kaizend.models.fit.schema import (
     TECHNOLOGIES,
     InvalidParse,
     ParsedQuery,

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from models.fit import scoring
-from models.fit.schema import ParsedQuery
+from kaizend.models.fit import scoring
+from kaizend.models.fit.schema import ParsedQuery
 
 
 def test_exact_match_and_field_accuracy() -> None:

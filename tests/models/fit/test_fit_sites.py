@@ -7,9 +7,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-
-from models.fit import gazetteer, rules, sites
-from models.fit.schema import ParsedQuery
+from kaizend.models.fit import gazetteer, rules, sites
+from kaizend.models.fit.schema import ParsedQuery
 
 
 @pytest.fixture(scope="module")

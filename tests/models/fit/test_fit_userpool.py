@@ -7,13 +7,12 @@ from collections import Counter
 
 import duckdb
 import pytest
-
-from models.fit import gazetteer, querygen, userpool
-from models.fit.schema import to_compact_dict, validate_output
-from models.fit.sites import load_sites
-from models.fit.userpool import Intent, UserQuery
-from models.parser.evaluate import evaluate
-from models.parser.serve import RuleParser
+from kaizend.models.fit import gazetteer, querygen, userpool
+from kaizend.models.fit.schema import to_compact_dict, validate_output
+from kaizend.models.fit.sites import load_sites
+from kaizend.models.fit.userpool import Intent, UserQuery
+from kaizend.models.parser.evaluate import evaluate
+from kaizend.models.parser.serve import RuleParser
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from handlers.events import EVENT_TYPES
-from models.fit import userpool
-from models.fit.schema import ParsedQuery, validate_output
-from models.fit.userpool import UserQuery
-from models.fit.users import UserBehaviour, answer_quality, react, simulate_parser_traffic
-from models.parser.config import ParserTrainingConfig
-from models.parser.serve import ParseResult, RuleParser
-from models.parser.task import ParserTask
-from storage.events import EventStore
-from storage.experiments import unit_metrics
+from kaizend.handlers.events import EVENT_TYPES
+from kaizend.models.fit import userpool
+from kaizend.models.fit.schema import ParsedQuery, validate_output
+from kaizend.models.fit.userpool import UserQuery
+from kaizend.models.fit.users import UserBehaviour, answer_quality, react, simulate_parser_traffic
+from kaizend.models.parser.config import ParserTrainingConfig
+from kaizend.models.parser.serve import ParseResult, RuleParser
+from kaizend.models.parser.task import ParserTask
+from kaizend.storage.events import EventStore
+from kaizend.storage.experiments import unit_metrics
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from models.parser.train import _save_checkpoint
+from kaizend.models.parser.train import _save_checkpoint
 
 model = torch.nn.Linear(512, 512)
 optimizer = torch.optim.AdamW(model.parameters())

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pydantic
 import pytest
-
-from core.errors import ConfigError
-from models.parser.config import PROFILES, ParserTrainingConfig, profile
+from kaizend.core.errors import ConfigError
+from kaizend.models.parser.config import PROFILES, ParserTrainingConfig, profile
 
 
 def test_profiles_quick_and_full_exist_and_differ() -> None:

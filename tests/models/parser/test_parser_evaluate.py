@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.parser.evaluate import evaluate
-from models.parser.serve import load_parser
+from kaizend.models.parser.evaluate import evaluate
+from kaizend.models.parser.serve import load_parser
 
 
 def test_the_report_holds_each_examples_exact_match_in_order() -> None:

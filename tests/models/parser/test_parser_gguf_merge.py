@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from models.parser.gguf_merge import MergeError, merge_adapter
-from models.parser.serve import ModelParser
-from models.parser.version import ParserVersion
+from kaizend.models.parser.gguf_merge import MergeError, merge_adapter
+from kaizend.models.parser.serve import ModelParser
+from kaizend.models.parser.version import ParserVersion
 
 IDS = [[5, 17, 33, 60, 2, 90, 100, 7]]
 
@@ -38,7 +37,7 @@ def logits(model) -> object:
 def test_the_test_gguf_holds_the_tiny_base(gguf_base: Path, tiny_base: Path) -> None:
     """What the merge test relies on: the fixture's GGUF is the tiny base, names and the
     query/key row order as llama.cpp writes them (transformers undoes that order on load)."""
-    from models.parser.base import load_base
+    from kaizend.models.parser.base import load_base
 
     gguf_file = Path(json.loads((gguf_base / "kaizend_base.json").read_text())["source"])
     model, _ = load_base(tiny_base)
@@ -99,10 +98,10 @@ def test_the_packaged_smollm2_gguf_with_a_trained_adapter_merged_answers_like_in
     (top 16 of 30 blocks) trained a few steps, merged, read back with transformers."""
     import os
 
-    from models.fit.querygen import generate_examples, split_examples
-    from models.parser.base import ensure_base, source_gguf
-    from models.parser.config import profile
-    from models.parser.train import train_parser
+    from kaizend.models.fit.querygen import generate_examples, split_examples
+    from kaizend.models.parser.base import ensure_base, source_gguf
+    from kaizend.models.parser.config import profile
+    from kaizend.models.parser.train import train_parser
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     base = ensure_base(tmp_path / "data")

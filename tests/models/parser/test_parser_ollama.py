@@ -13,17 +13,17 @@ from pathlib import Path
 import httpx
 import ollama
 import pytest
+from kaizend.core.config import Settings
+from kaizend.models.fit import rules
+from kaizend.models.fit.schema import to_compact_dict
+from kaizend.models.ollama import OllamaRefused, OllamaUnavailable
+from kaizend.models.parser.gguf_merge import merge_adapter
+from kaizend.models.parser.ollama import OllamaParser, PublishError, publish_version
+from kaizend.models.parser.prompt import build_prompt, encode_target, rule_hint
+from kaizend.models.parser.version import ParserVersion
+from kaizend.storage.events import EventStore
+from kaizend.storage.registry import Registry, VersionRecord
 
-from core.config import Settings
-from models.fit import rules
-from models.fit.schema import to_compact_dict
-from models.ollama import OllamaRefused, OllamaUnavailable
-from models.parser.gguf_merge import merge_adapter
-from models.parser.ollama import OllamaParser, PublishError, publish_version
-from models.parser.prompt import build_prompt, encode_target, rule_hint
-from models.parser.version import ParserVersion
-from storage.events import EventStore
-from storage.registry import Registry, VersionRecord
 from tests.ollama_fake import OllamaFake
 
 QUESTION = "wind sites over 100kw in berkshire"

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import pytest
-
-from models.fit import gazetteer, querygen
-from models.fit.schema import InvalidParse, to_compact_dict
-from models.parser.prompt import (
+from kaizend.models.fit import gazetteer, querygen
+from kaizend.models.fit.schema import InvalidParse, to_compact_dict
+from kaizend.models.parser.prompt import (
     build_prompt,
     decode_slots,
     decode_target,

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.fit import rules
-from models.fit.schema import to_compact_dict
-from models.parser.base import load_base
-from models.parser.evaluate import evaluate
-from models.parser.prompt import build_prompt, encode_target
-from models.parser.serve import ModelParser, RuleParser, load_parser
-from models.parser.version import ParserVersion
+from kaizend.models.fit import rules
+from kaizend.models.fit.schema import to_compact_dict
+from kaizend.models.parser.base import load_base
+from kaizend.models.parser.evaluate import evaluate
+from kaizend.models.parser.prompt import build_prompt, encode_target
+from kaizend.models.parser.serve import ModelParser, RuleParser, load_parser
+from kaizend.models.parser.version import ParserVersion
+
 from tests.conftest import MEMORISE
 
 

@@ -6,13 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-
-from models.fit.querygen import generate_examples, split_examples
-from models.parser.base import ensure_base
-from models.parser.config import profile
-from models.parser.evaluate import evaluate
-from models.parser.serve import ModelParser
-from models.parser.train import train_parser
+from kaizend.models.fit.querygen import generate_examples, split_examples
+from kaizend.models.parser.base import ensure_base
+from kaizend.models.parser.config import profile
+from kaizend.models.parser.evaluate import evaluate
+from kaizend.models.parser.serve import ModelParser
+from kaizend.models.parser.train import train_parser
 
 pytestmark = pytest.mark.slow
 

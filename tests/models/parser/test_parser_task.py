@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from models.parser.config import PROFILES
-from models.parser.task import ParserTask
-from storage.events import EventStore
+from kaizend.models.parser.config import PROFILES
+from kaizend.models.parser.task import ParserTask
+from kaizend.storage.events import EventStore
 
 T0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
 

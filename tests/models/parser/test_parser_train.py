@@ -5,13 +5,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from models.parser.base import load_base
-from models.parser.batches import collate, encode_examples
-from models.parser.config import ParserTrainingConfig
-from models.parser.train import completion_loss, train_parser
-from models.parser.version import CHECKPOINT_DIR, IncompleteVersion, ParserVersion
-from models.task import TrainProgress
+from kaizend.models.parser.base import load_base
+from kaizend.models.parser.batches import collate, encode_examples
+from kaizend.models.parser.config import ParserTrainingConfig
+from kaizend.models.parser.train import completion_loss, train_parser
+from kaizend.models.parser.version import CHECKPOINT_DIR, IncompleteVersion, ParserVersion
+from kaizend.models.task import TrainProgress
 
 TINY = ParserTrainingConfig(
     lora_rank=4,

@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from core.config import RetrieverSettings
+from kaizend.core.config import RetrieverSettings
 
 TINY_SITES = 300
 
@@ -16,10 +15,9 @@ TINY_SITES = 300
 def build_tiny_model(directory: Path) -> Path:
     """Save a randomly initialised tiny embedder to ``directory``; return it."""
     import torch
+    from kaizend.models.retriever.base import packaged_base
     from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel
-
-    from models.retriever.base import packaged_base
 
     torch.manual_seed(0)
     transformer_dir = directory / "transformer"

@@ -6,8 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
-
-from models.retriever.evaluate import evaluate, load_examples, ranking_metrics
+from kaizend.models.retriever.evaluate import evaluate, load_examples, ranking_metrics
 
 
 def test_a_perfect_ranking_scores_one_and_a_miss_scores_zero() -> None:

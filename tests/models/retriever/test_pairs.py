@@ -10,16 +10,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from core.config import RetrieverPairSettings
-from models.retriever.pairs import (
+from kaizend.core.config import RetrieverPairSettings
+from kaizend.models.retriever.pairs import (
     build_pairs,
     collect_judgements,
     count_signal,
     pairs_to_csv,
     pairs_to_json,
 )
-from storage.events import EventStore
+from kaizend.storage.events import EventStore
 
 T0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
 DOCS = {str(i): f"document {i}" for i in range(1, 40)}

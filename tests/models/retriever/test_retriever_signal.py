@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from models.tasks import build_task
-from storage.events import EventStore
+from kaizend.models.tasks import build_task
+from kaizend.storage.events import EventStore
+
 from tests.conftest import make_settings
 
 T0 = datetime(2026, 11, 23, 10, tzinfo=UTC)

@@ -7,17 +7,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kaizend.core.config import RetrieverSettings
+from kaizend.handlers.events import EVENT_TYPES
+from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback
+from kaizend.models.retriever.search import SearchResult
+from kaizend.models.retriever.task import RetrieverTask
+from kaizend.models.retriever.train import COMPLETE_MARK, last_complete_checkpoint, rows_for_loss
+from kaizend.models.retriever.version import IncompleteVersion, RetrieverVersion
+from kaizend.models.task import NotEnoughSignal, TrainProgress
+from kaizend.storage.events import EventStore
+from kaizend.storage.vectors import IndexNotReady
 
-from core.config import RetrieverSettings
-from handlers.events import EVENT_TYPES
-from models.fit.retrieval import Register, generate_queries, simulate_feedback
-from models.retriever.search import SearchResult
-from models.retriever.task import RetrieverTask
-from models.retriever.train import COMPLETE_MARK, last_complete_checkpoint, rows_for_loss
-from models.retriever.version import IncompleteVersion, RetrieverVersion
-from models.task import NotEnoughSignal, TrainProgress
-from storage.events import EventStore
-from storage.vectors import IndexNotReady
 from tests.models.retriever.conftest import TINY_SITES
 
 
