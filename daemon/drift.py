@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import duckdb
 from kaizend.core import metrics
@@ -35,6 +34,7 @@ from kaizend.models.drift.report import (
     compute,
     gather,
 )
+from kaizend.models.task import TextEncoder
 from kaizend.storage.drift import DriftStore
 from kaizend.storage.jobs import JobStore
 
@@ -55,14 +55,11 @@ class DriftMonitor:
         """Abandon a report being computed (between embedding chunks) and start no other."""
         self._stopping.set()
 
-    def _embed(self, model_dir: Path | None) -> CachedEmbedder | None:
-        if model_dir is None:
+    def _embed(self, encoder: TextEncoder | None) -> CachedEmbedder | None:
+        if encoder is None:
             return None
-        if self._embedder is None or self._embedder.model_dir != model_dir:
-            self._embedder = CachedEmbedder(
-                model_dir, batch_size=self.settings.retriever.encode_batch_size,
-                stop=self._stopping,
-            )  # fmt: skip
+        if self._embedder is None or self._embedder.key != encoder.key:
+            self._embedder = CachedEmbedder(encoder, stop=self._stopping)
         return self._embedder
 
     async def run(
@@ -96,7 +93,7 @@ class DriftMonitor:
         inputs: ReportInputs = await self.orchestrator.db(
             functools.partial(gather, settings=self.settings, task=task, now=now)
         )
-        embed = self._embed(inputs.embedder_dir)
+        embed = self._embed(inputs.encoder)
         report = await asyncio.to_thread(compute, inputs, self.settings, embed)
         report = dataclasses.replace(report, action=await self._act(report))
         await self.orchestrator.db(
@@ -123,15 +120,15 @@ class DriftMonitor:
             log.error("PERFORMANCE ALARM on the %s champion: %s", task, reasons)
         if report.input_drift:
             log.warning("INPUT DRIFT in %s traffic: %s", task, reasons)
-        triggers = getattr(self.settings.triggers, task)
+        triggers = self.settings.tasks[task].triggers
         if not triggers.on_drift:
-            return f"triggers.{task}.on_drift is false: no training"
+            return f"tasks.{task}.triggers.on_drift is false: no training"
         last = await self.orchestrator.db(lambda con: JobStore(con).latest(task))
         cooldown = timedelta(seconds=triggers.cooldown_s)
         if last is not None and datetime.now(UTC) - last.requested_at < cooldown:
             return (
                 f"no training: {last.job_id} was requested at {last.requested_at:%Y-%m-%d %H:%M}, "
-                f"within triggers.{task}.cooldown_s"
+                f"within tasks.{task}.triggers.cooldown_s"
             )
         kind = "performance alarm" if report.performance_alarm else "drift"
         job = await self.orchestrator.request(task, f"{kind}: {reasons}", drift=True)
@@ -169,9 +166,9 @@ def report_offline(
 
     Nothing is stored and no training is started: the daemon does that when it runs.
     """
-    from kaizend.models.drift.report import embedder_dir
+    from kaizend.models.drift.report import text_encoder
 
     now = datetime.now(UTC)
-    model_dir = embedder_dir(con, settings)
-    embed = CachedEmbedder(model_dir) if model_dir is not None else None
+    encoder = text_encoder(con, settings)
+    embed = CachedEmbedder(encoder) if encoder is not None else None
     return [compute(gather(con, settings, task, now), settings, embed) for task in tasks]

@@ -1,4 +1,5 @@
-"""After a promotion: the new parser champion published to Ollama, in a background thread.
+"""After a promotion: the new champion published to Ollama (when its task has something
+Ollama serves), in a background thread.
 
 Publishing uploads files and waits for Ollama's create, which can take minutes, so it never
 runs in the event loop nor holds up the experiment loop; and it can fail (Ollama down, an
@@ -22,19 +23,19 @@ log = logging.getLogger(__name__)
 
 def publish_promoted(settings: Settings, store: EventStore, version_id: str) -> str | None:
     """Publish `version_id` to ``ollama.url``; the Ollama model name, or None when nothing
-    was published (no Ollama configured, not a parser version, the built-in rules, which
-    have no model, or a failure, logged)."""
-    from kaizend.models.parser.ollama import publish_version
+    was published (no Ollama configured, a task Ollama does not serve, a built-in version 0,
+    which has no model, or a failure, logged)."""
+    from kaizend.models.tasks import build_task
 
     if not settings.ollama.url:
         return None
     with store.cursor() as con:
         record = Registry(con).get(version_id)
-    if record.task != "parser" or record.artifact_path is None:
+    if record.artifact_path is None or record.task not in settings.tasks:
         return None
     name = model_name(settings.ollama, version_id)
     try:
-        return publish_version(settings, record).model
+        return build_task(settings, record.task).publish_to_ollama(settings, record)
     except KaizendError as err:
         log.error("ollama publication of %s failed; the promotion stands: %s", name, err)
     except Exception:  # noqa: BLE001 - a bug here must not go unnoticed, nor kill the daemon

@@ -213,7 +213,7 @@ class Orchestrator:
                 last_requested=latest.requested_at if latest else None,
                 last_trained=last_trained,
             )
-            reason = training_reason(getattr(self.settings.triggers, name), state, now)
+            reason = training_reason(self.settings.tasks[name].triggers, state, now)
             return None, reason
 
         unpublished = await self._db(lambda con: JobStore(con).unpublished(name))
@@ -234,8 +234,10 @@ class Orchestrator:
         """
         if name not in self.tasks:
             raise TrainingRefused(f"unknown task {name!r}; one of {', '.join(self.tasks)}")
-        if drift and not getattr(self.settings.triggers, name).on_drift:
-            raise TrainingRefused(f"triggers.{name}.on_drift is false: drift does not retrain")
+        if drift and not self.settings.tasks[name].triggers.on_drift:
+            raise TrainingRefused(
+                f"tasks.{name}.triggers.on_drift is false: drift does not retrain"
+            )
 
         def in_flight(con: duckdb.DuckDBPyConnection) -> Job | None:
             jobs = JobStore(con)
@@ -305,8 +307,10 @@ class Orchestrator:
         spec = JobSpec(
             job_id=job.job_id, run_id=job.run_id, task=job.task, attempt=job.attempt,
             run_dir=job.run_dir, champion=await self._db(champion_ref),
-            fresh_share=self.training.fresh_share,
-            benchmark_max_examples=self.training.gate_benchmark_max_examples,
+            fresh_share=self.settings.for_task(job.task).training.fresh_share,
+            benchmark_max_examples=(
+                self.settings.for_task(job.task).training.gate_benchmark_max_examples
+            ),
             timeout_s=self.training.job_timeout_s, snapshot=job.snapshot,
         )  # fmt: skip
         try:
@@ -507,14 +511,15 @@ class Orchestrator:
                 con.rollback()
                 raise
             con.commit()
+        gate = self.settings.for_task(job.task).training
         decision = decide(
             outcome.get("reports", {}),
             primary_metric=task.primary_metric,
             greater_is_better=task.greater_is_better,
-            margin=self.training.gate_margin,
-            tolerance=self.training.gate_tolerance,
-            min_fresh_examples=self.training.gate_min_fresh_examples,
-            alpha=self.training.gate_alpha,
+            margin=gate.gate_margin,
+            tolerance=gate.gate_tolerance,
+            min_fresh_examples=gate.gate_min_fresh_examples,
+            alpha=gate.gate_alpha,
         )
         deciding = decision.deciding
         # The decision and the status it gives: one transaction (see record_gate_decision).

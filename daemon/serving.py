@@ -30,11 +30,10 @@ def predictor_loader(settings: Settings) -> PredictorLoader:
                 torch.set_num_threads(settings.gateway.threads)  # once, for the process
             tasks[task] = build_task(settings, task)
         built = tasks[task]
-        if artifact and task == "parser" and settings.gateway.backend == "ollama":
-            from kaizend.models.parser.ollama import OllamaParser
-
-            # Published to Ollama when it was promoted, or by `kaizend ollama publish`.
-            return OllamaParser.from_version(settings.ollama, Path(artifact), version_id)
+        if artifact and settings.gateway.backend == "ollama":
+            remote = built.remote_predictor(settings, Path(artifact), version_id)
+            if remote is not None:
+                return remote
         return built.load(Path(artifact) if artifact else built.builtin_version)
 
     return load
@@ -63,7 +62,13 @@ async def run_gateway(settings: Settings) -> int:
         service="gateway",
         bucket=settings.routing.bucket,
     )
-    gateway = Gateway(settings.gateway, broker.connection, producer, predictor_loader(settings))
+    gateway = Gateway(
+        settings.gateway,
+        broker.connection,
+        producer,
+        predictor_loader(settings),
+        settings.served_tasks,
+    )
     try:
         await gateway.start()
         await stop.wait()

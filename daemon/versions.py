@@ -1,7 +1,7 @@
 """Resolving a version name from the command line to something a task can load.
 
-A task's built-in version 0 (``rules`` for the parser, ``base`` for the retriever) and a path
-to a version directory are taken as they are; ``champion`` / ``challenger`` and stored version
+A task's built-in version 0 (its kind's ``builtin_version``) and a path to a version
+directory are taken as they are; ``champion`` / ``challenger`` and stored version
 ids are looked up in the registry, through the running daemon or from the database file when
 it is down.
 """
@@ -13,10 +13,8 @@ from pathlib import Path
 from kaizend.core.config import Settings
 from kaizend.core.errors import KaizendError, StorageError
 from kaizend.daemon.client import sql_query
+from kaizend.models.tasks import build_task
 
-BUILTINS: dict[str, str] = {"parser": "rules", "retriever": "base"}
-"""Each task's built-in version 0, by task name."""
-BUILTIN = BUILTINS["parser"]
 ALIASES = ("champion", "challenger")
 
 
@@ -47,9 +45,14 @@ def _alias_id(settings: Settings, task: str, alias: str) -> str | None:
     raise KaizendError(f"{task} has no {alias} now: see `kaizend models list`")
 
 
+def builtin_version(settings: Settings, task: str) -> str:
+    """The name of ``task``'s built-in version 0 (`ConfigError` for an undeclared task)."""
+    return build_task(settings, task).builtin_version
+
+
 def resolve_version(settings: Settings, task: str, version: str) -> str | Path:
     """The task's built-in name or the directory of the version that ``version`` names."""
-    builtin = BUILTINS.get(task, BUILTIN)
+    builtin = builtin_version(settings, task)
     if version == builtin:
         return builtin
     if Path(version).is_dir():
@@ -77,8 +80,7 @@ def version_label(settings: Settings, task: str, version: str) -> str:
     the alias's current id, a stored id as given, or the id registered for a version
     directory (the directory's name when it was never registered).
     """
-    builtin = BUILTINS.get(task, BUILTIN)
-    if version == builtin:
+    if version == builtin_version(settings, task):
         return f"{task}-v0"
     if Path(version).is_dir():
         rows = _lookup(

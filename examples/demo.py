@@ -257,7 +257,7 @@ class Demo:
             TimeElapsedColumn(), console=self.console,
         )  # fmt: skip
         self.config = load_config(CONFIG)
-        self.threshold = self.config.triggers.parser.min_new_signal
+        self.threshold = self.config.tasks["parser"].triggers.min_new_signal
         self.bars = {
             "corrections": self.progress.add_task("corrections", total=self.threshold, info=""),
             "training": self.progress.add_task("training (steps)", total=None, info=""),

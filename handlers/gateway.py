@@ -116,7 +116,12 @@ class Gateway:
     """The micro service, its batch loops and its loaded versions."""
 
     def __init__(
-        self, settings: GatewaySettings, nc: NATS, producer: Producer, load: PredictorLoader
+        self,
+        settings: GatewaySettings,
+        nc: NATS,
+        producer: Producer,
+        load: PredictorLoader,
+        tasks: Sequence[str],
     ) -> None:
         self.settings = settings
         self.nc = nc
@@ -124,7 +129,7 @@ class Gateway:
         self.load = load
         self.tasks = {
             task: _TaskState(ThreadPoolExecutor(1, thread_name_prefix=f"infer-{task}"))
-            for task in settings.tasks
+            for task in tasks
         }
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="gateway-load")
         self._service: Service | None = None

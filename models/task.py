@@ -213,3 +213,48 @@ class Task(Protocol):
     def load(self, version: str | Path) -> Predictor:
         """A predictor for ``version`` (the built-in name or a version directory)."""
         ...
+
+    def load_examples(self, path: Path) -> list[dict[str, Any]]:
+        """Evaluation examples from a JSONL file, in the shape `evaluate` takes (for
+        `kaizend eval TASK --data FILE`); `ValueError` naming the line of a bad one."""
+        ...
+
+
+class TextEncoder(Protocol):
+    """A text embedder for the drift report's embedding checks."""
+
+    key: str
+    """Identifies the weights: texts embedded under one key are not embedded again."""
+
+    def encode(self, texts: Sequence[str]) -> Sequence[Any]:
+        """One vector (a numpy array) per text, in order."""
+        ...
+
+
+class OptionalHooks:
+    """The optional parts of a task, with what a task that does not override them gets.
+
+    A kind's task class inherits this and overrides what applies to it; the generic layers
+    call these and never look at a task's name or kind.
+    """
+
+    def drift_fields(self) -> Any:
+        """The fields of a stored query that input-drift checks compare between windows (a
+        `models.drift.fields.DriftFields`); None: the text's length only."""
+        return None
+
+    def text_encoder(self, version: str | Path) -> TextEncoder | None:
+        """An embedder of ``version`` for other tasks' drift reports (``drift.embedder_task``
+        names the task); None: this task embeds nothing."""
+        return None
+
+    def remote_predictor(self, settings: Any, version: Path, version_id: str) -> Predictor | None:
+        """A predictor of ``version`` answered by the Ollama server of ``settings`` (the
+        whole configuration; ``gateway.backend = "ollama"``); None: served in-process."""
+        return None
+
+    def publish_to_ollama(self, settings: Any, record: Any) -> str | None:
+        """After a promotion (or `kaizend ollama publish`): create the Ollama model of the
+        registered version ``record``; its name, or None when the task has nothing Ollama
+        serves. Raises `KaizendError` when the publication fails."""
+        return None

@@ -1,57 +1,23 @@
-"""The tasks kaizend keeps improving, built from the configuration.
+"""The tasks kaizend keeps improving, built from their declarations in the configuration.
 
-Orchestration, the gate and experiments find a task here by name and then speak only to the
-`models.task.Task` protocol.
+Orchestration, the gate, experiments, serving, drift and the command line find a task here by
+name and then speak only to the `models.task.Task` protocol; the task's kind (a plugin,
+`models.kinds`) builds it from its ``[tasks.<name>]`` table.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from kaizend.core.config import Settings
 from kaizend.core.errors import ConfigError
+from kaizend.models.kinds import TaskContext, kind_of, kind_settings
 from kaizend.models.task import Task
 
-TASK_NAMES: tuple[str, ...] = ("parser", "retriever")
-"""Every task, in the order the daemon registers their version 0."""
 
-
-def _parser(settings: Settings, halve_batch: bool) -> Task:
-    from kaizend.models.parser.config import ParserTrainingConfig, profile
-    from kaizend.models.parser.task import ParserTask
-    from pydantic import ValidationError
-
-    fields = {**profile(settings.parser.profile).model_dump(), **settings.parser.training}
-    if halve_batch:
-        fields["batch_size"] = max(1, int(fields["batch_size"]) // 2)
-    try:
-        config = ParserTrainingConfig.model_validate(fields)
-    except ValidationError as err:
-        problem = err.errors()[0]
-        key = "parser.training." + ".".join(str(part) for part in problem["loc"])
-        raise ConfigError(key, f"config key {key!r}: {problem['msg']}") from err
-    return ParserTask(
-        config=config,
-        base_source=settings.parser.base_model or None,
-        data_dir=settings.daemon.data_dir,
-        correction_weight=settings.parser.correction_weight,
-    )
-
-
-def _retriever(settings: Settings, halve_batch: bool, serving: str | Path | None) -> Task:
-    from kaizend.models.retriever.task import RetrieverTask
-
-    config = settings.retriever
-    if halve_batch:
-        training = config.training.model_copy(
-            update={"batch_size": max(1, config.training.batch_size // 2)}
-        )
-        config = config.model_copy(update={"training": training})
-    task = RetrieverTask(config, chroma_dir=settings.path(Path("chroma")))
-    if serving is not None:
-        task = replace(task, serving_version=serving)
-    return task
+def task_names(settings: Settings) -> tuple[str, ...]:
+    """Every declared task, in the order of the configuration."""
+    return tuple(settings.tasks)
 
 
 def build_task(
@@ -61,14 +27,27 @@ def build_task(
     serving: str | Path | None = None,
     halve_batch: bool = False,
 ) -> Task:
-    """The task ``name`` as configured.
+    """The task ``name`` as declared.
 
-    ``serving`` is the version production uses now (the retriever mines hard negatives from
+    ``serving`` is the version production uses now (a retriever mines hard negatives from
     its index); ``halve_batch`` after an out-of-memory error. Cheap: nothing is loaded until
     the task trains or evaluates.
     """
-    if name == "parser":
-        return _parser(settings, halve_batch)
-    if name == "retriever":
-        return _retriever(settings, halve_batch, serving)
-    raise ConfigError("task", f"unknown task {name!r}; one of {', '.join(TASK_NAMES)}")
+    declaration = settings.tasks.get(name)
+    if declaration is None:
+        declared = ", ".join(settings.tasks) or "none: add a [tasks.<name>] table"
+        raise ConfigError("tasks", f"unknown task {name!r}; declared tasks: {declared}")
+    kind = kind_of(declaration, name)
+    context = TaskContext(
+        name=name,
+        settings=kind_settings(declaration, name),
+        global_settings=settings,
+        serving=serving,
+        halve_batch=halve_batch,
+    )
+    return kind.build(context)
+
+
+def build_tasks(settings: Settings) -> dict[str, Task]:
+    """Every declared task, built: a wrong kind or kind setting fails here, naming its key."""
+    return {name: build_task(settings, name) for name in settings.tasks}

@@ -36,8 +36,30 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
         yield server
 
 
+FIT_TASKS: dict[str, dict[str, Any]] = {
+    "parser": {"kind": "fit-parser"},
+    "retriever": {"kind": "fit-retriever", "triggers": {"min_new_signal": 200}},
+}
+"""The shipped config.toml's tasks: the FIT parser and retriever."""
+
+
+FIT_TASKS_ENV = {"KAIZEND_TASKS": json.dumps(FIT_TASKS)}
+"""The environment that declares the FIT tasks, for a subprocess started without a
+configuration file."""
+
+
+def fit_tasks(**tasks: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`FIT_TASKS` with some of each task's keys replaced (a nested table as a whole)."""
+    return {name: {**declared, **tasks.get(name, {})} for name, declared in FIT_TASKS.items()}
+
+
 def make_settings(data_dir: Path, nats_url: str, **sections: dict[str, Any]) -> Settings:
+    """Settings of a test daemon with the FIT tasks; ``tasks={"parser": {...}}`` replaces
+    keys of a task's declaration, other sections update the defaults' keys."""
+    tasks = fit_tasks(**sections.pop("tasks", {}))
     base: dict[str, dict[str, Any]] = {
+        "tasks": tasks,
+        "drift": {"embedder_task": "retriever"},
         "daemon": {"data_dir": data_dir, "shutdown_grace_s": 10},
         "nats": {"url": nats_url, "request_timeout_s": 5},
         "ingest": {"flush_interval_ms": 50, "retry_delay_s": 0.2},

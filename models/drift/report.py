@@ -37,7 +37,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -45,7 +44,8 @@ import numpy as np
 from kaizend.core.config import DriftSettings, Settings
 from kaizend.core.errors import KaizendError
 from kaizend.models.drift import stats
-from kaizend.models.drift.fields import CATEGORICAL, NUMERIC, query_fields
+from kaizend.models.drift.fields import TEXT_FIELDS, DriftFields
+from kaizend.models.task import TextEncoder
 from kaizend.storage.drift import (
     VOLUME_KINDS,
     Champion,
@@ -102,7 +102,10 @@ class ReportInputs:
     """What the performance check needs, or why it cannot run."""
     volumes: Sequence[tuple[Volume, Volume]]
     """(current, reference) per event kind."""
-    embedder_dir: Path | None
+    fields: DriftFields
+    """What the input checks read out of each query (the task's `drift_fields`)."""
+    encoder: TextEncoder | None
+    """What embeds the queries for the embedding checks (None: those are left out)."""
 
 
 @dataclass(frozen=True)
@@ -250,20 +253,34 @@ def _performance_inputs(
     )  # fmt: skip
 
 
-def embedder_dir(
+def text_encoder(
     con: duckdb.DuckDBPyConnection, settings: Settings, at: datetime | None = None
-) -> Path | None:
-    """The retriever champion's sentence-transformers directory (None if it cannot load)."""
-    from kaizend.models.retriever.base import BUILTIN_VERSION
-    from kaizend.models.retriever.version import model_dir
+) -> TextEncoder | None:
+    """The embedder of the embedding checks: the champion of ``drift.embedder_task`` (None
+    when no task is named, or the named one embeds nothing or cannot load)."""
+    from kaizend.models.tasks import build_task
 
-    current = champion(con, "retriever", at or datetime.now(UTC))
-    artifact = current.artifact_path if current and current.artifact_path else BUILTIN_VERSION
+    name = settings.drift.embedder_task
+    if not name:
+        return None
+    task = build_task(settings, name)
+    current = champion(con, name, at or datetime.now(UTC))
+    version = current.artifact_path if current and current.artifact_path else task.builtin_version
     try:
-        return model_dir(artifact, settings.retriever.base_model)
+        encoder = task.text_encoder(version)
     except (FileNotFoundError, OSError) as err:
         log.warning("no embedder for the drift report's embedding checks: %s", err)
         return None
+    if encoder is None:
+        log.warning("drift.embedder_task %r embeds nothing: no embedding checks", name)
+    return encoder
+
+
+def drift_fields(settings: Settings, task: str) -> DriftFields:
+    """The fields ``task``'s input checks compare (`TEXT_FIELDS` unless its kind names some)."""
+    from kaizend.models.tasks import build_task
+
+    return build_task(settings, task).drift_fields() or TEXT_FIELDS
 
 
 def gather(
@@ -290,7 +307,7 @@ def gather(
     return ReportInputs(
         task=task, now=now, reference=reference, current=current,
         performance=_performance_inputs(con, task, now, settings), volumes=volumes,
-        embedder_dir=embedder_dir(con, settings, now),
+        fields=drift_fields(settings, task), encoder=text_encoder(con, settings, now),
     )  # fmt: skip
 
 
@@ -339,27 +356,28 @@ class _Builder:
 def _input_checks(b: _Builder, embed: Embed | None) -> list[Check]:
     drift = b.drift
     ref_rows, cur_rows = b.inputs.reference.queries, b.inputs.current.queries
-    ref_fields = [query_fields(q.text, q.output) for q in ref_rows]
-    cur_fields = [query_fields(q.text, q.output) for q in cur_rows]
+    spec = b.inputs.fields
+    ref_fields = [spec.extract(q.text, q.output) for q in ref_rows]
+    cur_fields = [spec.extract(q.text, q.output) for q in cur_rows]
     numeric = {
         name: (
             np.array([f[name] for f in ref_fields if f[name] is not None], float),
             np.array([f[name] for f in cur_fields if f[name] is not None], float),
         )
-        for name in NUMERIC
+        for name in spec.numeric
     }
     enough = min(len(ref_rows), len(cur_rows)) >= drift.min_samples
     # The deciding checks that can fire by chance at a known rate share the report's alpha.
     tests = 2 if enough and embed is not None else 0  # the domain classifier and the MMD test
     if enough and b.small(len(ref_rows), len(cur_rows)):
-        tests += len(CATEGORICAL)
+        tests += len(spec.categorical)
     for ref, cur in numeric.values():
         if min(len(ref), len(cur)) >= drift.min_samples and b.small(len(ref), len(cur)):
             tests += 1
     level = stats.bonferroni(drift.alpha, tests)
     checks: list[Check] = []
     checks += _embedding_checks(b, embed, level) if embed is not None else []
-    for name in CATEGORICAL:
+    for name in spec.categorical:
         checks += _categorical_checks(b, name, ref_fields, cur_fields, level)
     for name, (ref, cur) in numeric.items():
         checks.append(_numeric_check(b, name, ref, cur, level))
@@ -566,27 +584,24 @@ def compute(inputs: ReportInputs, settings: Settings, embed: Embed | None) -> Ta
 
 
 class CachedEmbedder:
-    """An `Embed` over a sentence-transformers directory that remembers recent texts.
+    """An `Embed` over a `TextEncoder` that remembers recent texts.
 
     Daily reports embed mostly the same reference queries again (the champion's training
     traffic does not change until the next champion), so each text is encoded once while
-    it stays among the ``cache_size`` most recently added. It runs on the CPU: the daemon
-    leaves the GPU to the training subprocesses (a CUDA context in the daemon would hold
-    memory for good).
+    it stays among the ``cache_size`` most recently added. The encoder runs on the CPU: the
+    daemon leaves the GPU to the training subprocesses (a CUDA context in the daemon would
+    hold memory for good).
     """
 
     def __init__(
         self,
-        model_dir: Path,
+        encoder: TextEncoder,
         *,
-        batch_size: int = 64,
         cache_size: int = 20000,
         stop: threading.Event | None = None,
     ) -> None:
-        from kaizend.models.retriever.embedding import SentenceEmbedder
-
-        self.model_dir = Path(model_dir)
-        self._model = SentenceEmbedder(self.model_dir, batch_size=batch_size, device="cpu")
+        self.encoder = encoder
+        self.key = encoder.key
         self._cache: dict[str, np.ndarray] = {}
         self.cache_size = cache_size
         self.stop = stop or threading.Event()
@@ -597,7 +612,7 @@ class CachedEmbedder:
         for start in range(0, len(texts), ENCODE_CHUNK):
             if self.stop.is_set():
                 raise ReportCancelled("the drift report was abandoned: kaizend is stopping")
-            vectors.extend(self._model.encode(texts[start : start + ENCODE_CHUNK]))
+            vectors.extend(self.encoder.encode(texts[start : start + ENCODE_CHUNK]))
         return vectors
 
     def __call__(self, texts: list[str]) -> np.ndarray:

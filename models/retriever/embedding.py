@@ -32,6 +32,11 @@ class SentenceEmbedder:
         self._model = model
 
     @property
+    def key(self) -> str:
+        """The weights' directory: what identifies the embeddings (a drift `TextEncoder`)."""
+        return str(self.model_path)
+
+    @property
     def model(self) -> Any:
         """The SentenceTransformer, loaded on first use.
 

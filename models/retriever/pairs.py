@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
-from kaizend.core.config import RetrieverPairSettings
+from kaizend.models.retriever.config import RetrieverPairSettings
 
 log = logging.getLogger(__name__)
 

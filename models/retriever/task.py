@@ -22,21 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from kaizend.core.config import RetrieverSettings
 from kaizend.models.fit.retrieval import RetrievalQuery, generate_queries
 from kaizend.models.fit.sites import SITE_COUNT, generate_sites
 from kaizend.models.retriever.base import BUILTIN_VERSION, base_path
+from kaizend.models.retriever.config import RetrieverSettings
 from kaizend.models.retriever.corpus import Document, site_documents
+from kaizend.models.retriever.embedding import SentenceEmbedder
 from kaizend.models.retriever.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC, evaluate
 from kaizend.models.retriever.index import ensure_index
 from kaizend.models.retriever.pairs import build_pairs, collect_judgements, count_signal
 from kaizend.models.retriever.search import Retriever
 from kaizend.models.retriever.train import train_retriever
-from kaizend.models.retriever.version import version_label
+from kaizend.models.retriever.version import model_dir, version_label
 from kaizend.models.task import (
     CONFIRMED,
     CORRECTION,
     NotEnoughSignal,
+    OptionalHooks,
     ProgressCallback,
     TrainingSet,
     confirmed_answers,
@@ -62,7 +64,7 @@ SELECT (SELECT count(*) FROM feedback_events f JOIN query_events q USING (query_
 
 
 @dataclass(frozen=True)
-class RetrieverTask:
+class RetrieverTask(OptionalHooks):
     """Builds, trains, evaluates and loads embedder versions."""
 
     settings: RetrieverSettings
@@ -221,6 +223,22 @@ class RetrieverTask:
     def evaluate(self, version: str | Path, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Recall@1/5/10, MRR@10 and nDCG@10 over the version's own collection."""
         return evaluate(self.load(version), examples)
+
+    def load_examples(self, path: Path) -> list[dict[str, Any]]:
+        """JSONL of ``{text, relevant_ids}`` (`kaizend examples` writes some)."""
+        from kaizend.models.retriever.evaluate import load_examples
+
+        return load_examples(path)
+
+    def drift_fields(self) -> Any:
+        from kaizend.models.fit.drift import FIT_FIELDS
+
+        return FIT_FIELDS
+
+    def text_encoder(self, version: str | Path) -> SentenceEmbedder:
+        """The version's embedder on the CPU (the daemon leaves the GPU to trainings)."""
+        directory = model_dir(version, self.settings.base_model)
+        return SentenceEmbedder(directory, batch_size=self.settings.encode_batch_size, device="cpu")
 
     def load(self, version: str | Path, *, build: bool = True) -> Retriever:
         """A `Retriever` for ``version``; its collection is built or resumed first if

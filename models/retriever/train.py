@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kaizend.core.config import RetrieverTrainingSettings
 from kaizend.models.retriever.base import fingerprint, load_model
+from kaizend.models.retriever.config import RetrieverTrainingSettings
 from kaizend.models.retriever.version import (
     CHECKPOINT_DIR,
     CONFIG_FILE,

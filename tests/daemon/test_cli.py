@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FIT_TASKS_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,6 +43,7 @@ def cli_env(cwd: Path, **extra: str) -> dict[str, str]:
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "KAIZEND_DAEMON__DATA_DIR": str(cwd / "var"),
+        **FIT_TASKS_ENV,
         "KAIZEND_NATS__EMBEDDED_PORT": "0",  # a free port: tests may run side by side
         "KAIZEND_STORAGE__EXPORT_INTERVAL_S": "0.5",
         "KAIZEND_METRICS__PORT": "0",

@@ -12,6 +12,7 @@ import pytest
 from kaizend.handlers.events import EVENT_TYPES
 from kaizend.storage.events import EventStore
 
+from tests.conftest import FIT_TASKS_ENV
 from tests.daemon.test_cli import kaizend
 
 
@@ -20,8 +21,8 @@ def test_examples_retriever_writes_the_benchmark_queries(tmp_path: Path) -> None
     examples = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(examples) == 300
     assert all(example["text"] and 1 <= len(example["relevant_ids"]) <= 20 for example in examples)
-    refused = kaizend(tmp_path, "examples", "retriever", "--split", "train")
-    assert refused.returncode == 2 and "one benchmark set" in refused.stderr
+    unknown = kaizend(tmp_path, "examples", "tickets")
+    assert unknown.returncode == 1 and "unknown task 'tickets'" in unknown.stderr
 
 
 def _store(tmp_path: Path, events: list[dict]) -> None:
@@ -76,8 +77,8 @@ def test_simulate_retriever_writes_rated_events_of_version_zero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from click.testing import CliRunner
-    from kaizend.core.config import RetrieverSettings
     from kaizend.daemon import cli
+    from kaizend.models.retriever.config import RetrieverSettings
     from kaizend.models.retriever.task import RetrieverTask
 
     from tests.models.retriever.conftest import TINY_SITES, build_tiny_model
@@ -89,6 +90,7 @@ def test_simulate_retriever_writes_rated_events_of_version_zero(
         benchmark_size=30,
     ))  # fmt: skip
     monkeypatch.setenv("KAIZEND_DAEMON__DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("KAIZEND_TASKS", FIT_TASKS_ENV["KAIZEND_TASKS"])
     out = tmp_path / "events.jsonl"
     result = CliRunner().invoke(
         cli.cli, ["simulate", "retriever", "--queries", "40", "--out", str(out), "--model", "base"]

@@ -67,11 +67,13 @@ async def test_drift_in_published_traffic_is_reported_stored_and_triggers_a_trai
     settings = make_settings(
         tmp_path / "data", nats_server.url,
         drift={"interval_s": 2, "min_samples": 30},
-        retriever={"base_model": str(tiny_embedder)},
+        tasks={
+            "retriever": {"base_model": str(tiny_embedder)},
+            "parser": {"triggers": {"min_new_signal": 100_000, "cooldown_s": 0}},
+        },
         metrics={"port": port, "lag_interval_s": 1},
         # No worker: the triggered job stays queued, where the test can see it.
         training={"local_worker": False},
-        triggers={"parser": {"min_new_signal": 100_000, "cooldown_s": 0}},
     )  # fmt: skip
     async with run_daemon(settings) as daemon:
         await publish_events(daemon.js, traffic(datetime.now(UTC)))

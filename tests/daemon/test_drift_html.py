@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from kaizend.core.config import Settings
-from kaizend.models.drift.report import CachedEmbedder, embedder_dir
+from kaizend.models.drift.report import CachedEmbedder, text_encoder
 from kaizend.models.drift.simulate import MonthPlan, daily_reports, load, simulate_month
 from kaizend.storage.events import EventStore
 from PIL import Image
 
+from tests.conftest import FIT_TASKS_ENV, fit_tasks
 from tests.daemon.test_drift import tiny_embedder  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KAIZEND_DAEMON__DATA_DIR": str(data_dir),
-           "KAIZEND_NATS__URL": "", "COLUMNS": "250"}  # fmt: skip
+           **FIT_TASKS_ENV, "KAIZEND_NATS__URL": "", "COLUMNS": "250"}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "kaizend.daemon", *args], env=env, cwd=data_dir,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
@@ -37,14 +38,15 @@ def month_dir(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Path) -> 
     13 days."""
     data_dir = tmp_path_factory.mktemp("month")
     settings = Settings(
-        daemon={"data_dir": data_dir}, retriever={"base_model": str(tiny_embedder)},
-        drift={"max_samples": 300, "mmd_permutations": 100},
+        daemon={"data_dir": data_dir},
+        tasks=fit_tasks(retriever={"base_model": str(tiny_embedder)}),
+        drift={"max_samples": 300, "mmd_permutations": 100, "embedder_task": "retriever"},
     )  # fmt: skip
     plan = MonthPlan(end=datetime.now(UTC).replace(microsecond=0), queries_per_day=150)
     store = EventStore(settings.db_path)
     with store.cursor() as con:
         load(con, simulate_month(plan))
-        embed = CachedEmbedder(embedder_dir(con, settings))
+        embed = CachedEmbedder(text_encoder(con, settings))
         daily_reports(con, settings, plan, embed, first_day=plan.days - 12)
     store.close()
     return data_dir

@@ -15,7 +15,7 @@ from kaizend.handlers.routing import Routing, routing_bucket
 from kaizend.storage.events import EventStore
 from kaizend.storage.registry import Registry
 
-from tests.conftest import make_settings
+from tests.conftest import FIT_TASKS_ENV, make_settings
 
 
 def traffic(store: EventStore, routing: Routing, rates: dict[str, float], n: int, rng) -> None:
@@ -102,6 +102,7 @@ def test_the_cli_shows_the_timeline_of_an_experiment(tmp_path: Path) -> None:
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "KAIZEND_DAEMON__DATA_DIR": str(tmp_path),
+        **FIT_TASKS_ENV,
         "KAIZEND_STORAGE__DB_FILE": "k.duckdb",
     }
 

@@ -17,7 +17,7 @@ from kaizend.models.parser.version import ParserVersion
 from kaizend.storage.events import EventStore
 from kaizend.storage.registry import Registry
 
-from tests.conftest import eventually, make_settings
+from tests.conftest import FIT_TASKS_ENV, eventually, make_settings
 from tests.daemon.test_experiments import traffic
 from tests.ollama_fake import OllamaFake
 
@@ -107,7 +107,7 @@ def test_kaizend_ollama_publish_creates_a_registered_version(
 
         def kaizend(*args: str) -> subprocess.CompletedProcess[str]:
             env = {**os.environ, "PYTHONPATH": str(ROOT), "KAIZEND_OLLAMA__URL": fake.url,
-                   "KAIZEND_DAEMON__DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+                   "KAIZEND_DAEMON__DATA_DIR": str(tmp_path / "data"), **FIT_TASKS_ENV}  # fmt: skip
             command = [sys.executable, "-m", "kaizend.daemon", "ollama", "publish", *args]
             return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 

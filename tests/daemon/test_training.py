@@ -24,6 +24,7 @@ from tests.conftest import (
     RunningDaemon,
     event,
     eventually,
+    fit_tasks,
     kaizend,
     make_settings,
     outgoing,
@@ -39,15 +40,18 @@ def training_settings(data_dir: Path, url: str, base: Path, **parser: Any) -> An
     return make_settings(
         data_dir,
         url,
-        parser={
-            "base_model": str(base),
-            "training": {
-                "max_steps": 4,
-                "batch_size": 4,
-                "checkpoint_every": 2,
-                "threads": 1,
-                **parser,
-            },
+        tasks={
+            "parser": {
+                "base_model": str(base),
+                "training": {
+                    "max_steps": 4,
+                    "batch_size": 4,
+                    "checkpoint_every": 2,
+                    "threads": 1,
+                    **parser,
+                },
+                "triggers": {"min_new_signal": 20, "cooldown_s": 0},
+            }
         },
         training={
             "check_interval_s": 1,
@@ -57,7 +61,6 @@ def training_settings(data_dir: Path, url: str, base: Path, **parser: Any) -> An
             "fresh_share": 0.2,
             "stop_grace_s": 5,
         },
-        triggers={"parser": {"min_new_signal": 20, "cooldown_s": 0}},
     )
 
 
@@ -267,7 +270,9 @@ async def test_a_failing_training_on_a_separate_worker_is_retried_and_ingestion_
         # The daemon's data directory, as shared storage would give it: a worker takes only
         # jobs whose run directory lies under its own data directory's runs.
         "KAIZEND_DAEMON__DATA_DIR": str(tmp_path / "data"),
-        "KAIZEND_PARSER__BASE_MODEL": str(tmp_path / "no-such-base"),
+        "KAIZEND_TASKS": json.dumps(
+            fit_tasks(parser={"base_model": str(tmp_path / "no-such-base")})
+        ),
         "KAIZEND_TRAINING__HEARTBEAT_S": "1",
     }
     log_file = tmp_path / "worker.log"

@@ -11,11 +11,13 @@ from kaizend.daemon.versions import resolve_version, version_label
 from kaizend.storage.events import EventStore
 from kaizend.storage.registry import Registry
 
+from tests.conftest import FIT_TASKS
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # No daemon runs and no database exists: nothing was ever registered.
-    return Settings(daemon={"data_dir": tmp_path / "var"})
+    return Settings(daemon={"data_dir": tmp_path / "var"}, tasks=FIT_TASKS)
 
 
 @pytest.mark.parametrize(("task", "builtin"), [("parser", "rules"), ("retriever", "base")])

@@ -9,20 +9,24 @@ from pathlib import Path
 
 import pytest
 from kaizend.core.config import Settings
-from kaizend.models.drift.report import CachedEmbedder, compute, embedder_dir, gather
+from kaizend.models.drift.report import CachedEmbedder, compute, gather, text_encoder
 from kaizend.models.drift.simulate import MonthPlan, load, simulate_month
 from kaizend.storage.events import EventStore
+
+from tests.conftest import FIT_TASKS  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_real_embedder_sees_the_shift_and_only_the_shift(tmp_path: Path) -> None:
     plan = MonthPlan(end=datetime(2026, 11, 30, tzinfo=UTC))
-    settings = Settings(daemon={"data_dir": tmp_path})
+    settings = Settings(
+        daemon={"data_dir": tmp_path}, tasks=FIT_TASKS, drift={"embedder_task": "retriever"}
+    )
     store = EventStore(tmp_path / "kaizend.duckdb")
     with store.cursor() as con:
         load(con, simulate_month(plan))
-        embed = CachedEmbedder(embedder_dir(con, settings))
+        embed = CachedEmbedder(text_encoder(con, settings))
         before = compute(gather(con, settings, "parser", plan.day_start(20)), settings, embed)
         during = compute(gather(con, settings, "parser", plan.end), settings, embed)
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from kaizend.core.config import RetrieverSettings
+from kaizend.models.retriever.config import RetrieverSettings
 
 TINY_SITES = 300
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kaizend.core.config import RetrieverPairSettings
+from kaizend.models.retriever.config import RetrieverPairSettings
 from kaizend.models.retriever.pairs import (
     build_pairs,
     collect_judgements,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kaizend.core.config import RetrieverSettings
 from kaizend.models.retriever.base import load_model, packaged_base
+from kaizend.models.retriever.config import RetrieverSettings
 from kaizend.models.retriever.version import RetrieverVersion
 
 from tests.models.retriever.test_retriever_task import make_task, store_feedback

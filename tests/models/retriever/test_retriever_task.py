@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kaizend.core.config import RetrieverSettings
 from kaizend.handlers.events import EVENT_TYPES
 from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback
+from kaizend.models.retriever.config import RetrieverSettings
 from kaizend.models.retriever.search import SearchResult
 from kaizend.models.retriever.task import RetrieverTask
 from kaizend.models.retriever.train import COMPLETE_MARK, last_complete_checkpoint, rows_for_loss
