@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from kaizend.core.config import Settings  # noqa: E402
 from kaizend.models.drift.report import CachedEmbedder, embedder_dir  # noqa: E402
-from kaizend.models.drift.simulate import MonthPlan, daily_reports, load, simulate_month  # noqa: E402
+from kaizend.models.fit.month import MonthPlan, daily_reports, load, simulate_month  # noqa: E402
 from kaizend.storage.events import EventStore  # noqa: E402
 
 

@@ -142,15 +142,6 @@ def sql(ctx: click.Context, query: str, fmt: str, max_rows: int | None) -> None:
     _emit(sql_query(_settings(ctx), query, max_rows), fmt)
 
 
-_model_option = click.option(
-    "--model",
-    "version",
-    default="champion",
-    show_default=True,
-    help="rules, champion, challenger, a version id, or a version directory.",
-)
-
-
 def _read_events(path: Path, prefix: str) -> Iterator[Any]:
     from kaizend.handlers.publish import KINDS, Outgoing
 
@@ -186,14 +177,24 @@ def publish(ctx: click.Context, file: Path) -> None:
 
 
 @cli.command()
-@_model_option
+@click.argument("task")
+@click.option(
+    "--model",
+    "version",
+    default="champion",
+    show_default=True,
+    help="The built-in version 0, champion, challenger, a version id, or a version directory.",
+)
 @click.pass_context
-def parse(ctx: click.Context, version: str) -> None:
-    """Parse queries from stdin (plain lines, or JSONL with a "text"); write JSONL results."""
-    from kaizend.daemon.versions import resolve_version
-    from kaizend.models.parser.serve import load_parser
+def predict(ctx: click.Context, task: str, version: str) -> None:
+    """Answer queries from stdin (plain lines, or JSONL with a "text") with a version of
+    TASK; write JSONL {text, output, fallback_used, latency_ms}, one line per query."""
+    import time as _time
 
-    parser = load_parser(resolve_version(_settings(ctx), "parser", version))
+    from kaizend.daemon.versions import resolve_version
+
+    settings = _settings(ctx)
+    predictor = _task(settings, task).load(resolve_version(settings, task, version))
     for number, line in enumerate(sys.stdin, 1):
         if not line.strip():
             continue
@@ -205,45 +206,12 @@ def parse(ctx: click.Context, version: str) -> None:
                 raise click.ClickException(
                     f'stdin:{number}: a JSON line needs a "text": {err}'
                 ) from err
-        click.echo(json.dumps(parser.parse(text).to_json()))
-
-
-_retriever_model_option = click.option(
-    "--model",
-    "version",
-    default="champion",
-    show_default=True,
-    help="base, champion, challenger, a version id, or a version directory.",
-)
-
-
-def _retriever_task(
-    settings: Settings, serving: str | Path = "base", name: str = "retriever"
-) -> Any:
-    """The retriever task over the data directory's ChromaDB store, with progress bars."""
-    return _task(settings, name, serving=serving)
-
-
-@cli.command()
-@_retriever_model_option
-@click.argument("query")
-@click.option("-k", "--top", type=click.IntRange(min=1), default=None, help="Results (top_k).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines.")
-@click.pass_context
-def search(ctx: click.Context, version: str, query: str, top: int | None, as_json: bool) -> None:
-    """Search the FIT sites with a retriever version; builds its index first if needed."""
-    from kaizend.daemon.versions import resolve_version
-
-    settings = _settings(ctx)
-    retriever = _retriever_task(settings).load(resolve_version(settings, "retriever", version))
-    results = retriever.search(query, top)
-    if as_json:
-        for rank, result in enumerate(results, 1):
-            row = {"rank": rank, "doc_id": result.doc_id, "score": round(result.score, 4)}
-            click.echo(json.dumps({**row, "text": result.text}))
-        return
-    rows = [[rank, r.doc_id, f"{r.score:.3f}", r.text] for rank, r in enumerate(results, 1)]
-    _emit({"columns": ["rank", "fit_id", "score", "document"], "rows": rows}, "table")
+        started = _time.perf_counter()
+        [answer] = predictor.predict([text])
+        latency_ms = round((_time.perf_counter() - started) * 1000, 2)
+        click.echo(json.dumps({"text": text, "output": answer.output,
+                               "fallback_used": answer.fallback_used,
+                               "latency_ms": latency_ms}))  # fmt: skip
 
 
 @cli.group()
@@ -289,18 +257,17 @@ def models_show(ctx: click.Context, version_id: str) -> None:
 
 @cli.group()
 def ollama() -> None:
-    """The parser's versions on the Ollama server (ollama.url)."""
+    """Versions on the Ollama server (ollama.url), for the tasks whose kind Ollama serves."""
 
 
 @ollama.command(name="publish")
 @click.argument("version_id")
 @click.pass_context
 def ollama_publish(ctx: click.Context, version_id: str) -> None:
-    """Create (or replace) the Ollama model of a parser version: after a publication that
-    failed at promotion, or to try a candidate through Ollama before promoting it."""
+    """Create (or replace) the Ollama model of a version: after a publication that failed
+    at promotion, or to try a candidate through Ollama before promoting it."""
     from kaizend.daemon.client import sql_query
     from kaizend.daemon.versions import sql_literal
-    from kaizend.models.parser.ollama import publish_version
     from kaizend.storage.registry import VersionRecord
 
     settings = _settings(ctx)
@@ -316,7 +283,12 @@ def ollama_publish(ctx: click.Context, version_id: str) -> None:
         raise click.ClickException(f"no version {version_id!r}: see `kaizend models list`")
     values = dict(zip(VersionRecord.__dataclass_fields__, found["rows"][0], strict=True))
     values["metrics"] = None  # not needed to publish
-    publication = publish_version(settings, VersionRecord(**values))
+    record = VersionRecord(**values)
+    publication = _task(settings, record.task).publish_to_ollama(settings, record)
+    if publication is None:
+        raise click.ClickException(
+            f"{version_id} has nothing Ollama serves (its task's kind, or a version 0)"
+        )
     click.echo(f"{publication.model} created in {publication.seconds:.1f} s")
     for name, digest in publication.blobs.items():
         click.echo(f"  {name}  {digest}")
@@ -742,20 +714,9 @@ def _queue_training(settings: Settings, task: str, here: bool, **foreground_only
 def _with_overrides(settings: Settings, task: str, overrides: tuple[str, ...]) -> Settings:
     """``settings`` with ``KEY=VALUE`` overrides of the task's kind settings (a value is read
     as TOML, so ``max_steps=200`` is a number and ``profile=full`` a string)."""
-    import tomllib
-
     if not overrides:
         return settings
-    declaration = settings.tasks[task].model_dump()
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.UsageError(f"--set takes KEY=VALUE, got {item!r}")
-        try:
-            parsed = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = value
-        declaration[key.strip()] = parsed
+    declaration = {**settings.tasks[task].model_dump(), **_pairs(overrides)}
     return Settings.model_validate({**settings.model_dump(), "tasks": {
         **settings.model_dump()["tasks"], task: declaration}})  # fmt: skip
 
@@ -899,170 +860,135 @@ def eval_command(
 
 
 @cli.command()
-@click.argument("task", type=click.Choice(["retriever"]))
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv")
+@click.argument("task")
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File (stdout)."
 )
-@_retriever_model_option
+@click.option(
+    "--model",
+    "serving",
+    default="champion",
+    show_default=True,
+    help="The version production serves (tasks that mine hard negatives mine them from it).",
+)
+@click.option(
+    "--fresh-share",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="Hold back the newest share of the signal as the gate would (default: "
+    "training.fresh_share, or the task's gate override).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one of the task's kind settings (repeatable), as `kaizend train` does.",
+)
 @click.pass_context
-def pairs(ctx: click.Context, task: str, fmt: str, out: Path | None, version: str) -> None:
-    """Export the training pairs the stored feedback makes, for inspection.
-
-    --model names the serving version whose index hard negatives are mined from (when its
-    collection is complete; otherwise from the stored rankings only).
-    """
+def dataset(
+    ctx: click.Context,
+    task: str,
+    out: Path | None,
+    serving: str,
+    fresh_share: float | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Export the training set TASK would train on now, from the stored events, as JSONL
+    {split, example} (split: train, validation, fresh), for inspection."""
     from kaizend.daemon.versions import resolve_version
-    from kaizend.models.retriever.pairs import (
-        build_pairs,
-        collect_judgements,
-        pairs_to_csv,
-        pairs_to_json,
-    )
 
-    settings = _settings(ctx)
-    retriever = _retriever_task(settings, resolve_version(settings, task, version), task)
-    documents = {document.id: document.text for document in retriever.documents}
-    configured = retriever.settings
-    queries, skipped = collect_judgements(
-        _offline_events(settings), configured.pairs, known_ids=set(documents)
-    )
-    built = build_pairs(
-        queries,
-        documents,
-        configured.pairs,
-        mine=retriever.mining_search(),
-        seed=configured.training.seed,
-    )
-    text = pairs_to_csv(built) if fmt == "csv" else pairs_to_json(built)
+    settings = _with_overrides(_settings(ctx), task, overrides)
+    built = _task(settings, task, serving=resolve_version(settings, task, serving))
+    share = settings.for_task(task).training.fresh_share if fresh_share is None else fresh_share
+    training_set = built.build_training_set(_offline_events(settings), fresh_share=share)
+    lines = [
+        json.dumps({"split": split, "example": example}, default=str)
+        for split in ("train", "validation", "fresh")
+        for example in getattr(training_set, split)
+    ]
+    text = "".join(line + "\n" for line in lines)
     if out is None:
         click.echo(text, nl=False)
     else:
         out.write_text(text)
-    note = f", skipped {dict(skipped)}" if skipped else ""
-    click.echo(f"{len(built)} pairs from {len(queries)} judged queries{note}", err=True)
+    skipped = f", skipped {dict(training_set.skipped)}" if training_set.skipped else ""
+    click.echo(
+        f"{len(training_set.train)} train, {len(training_set.validation)} validation, "
+        f"{len(training_set.fresh)} fresh examples ({_signal(training_set)}){skipped}",
+        err=True,
+    )
 
 
-@cli.group()
-def simulate() -> None:
-    """Simulated users: generated queries served by a version, noisily rated and corrected,
-    written as events for `kaizend publish`."""
-
-
-_simulate_out_option = click.option(
+@cli.command()
+@click.argument("task")
+@click.option("--queries", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
     help="JSONL of events with a kind, for `kaizend publish`.",
 )
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--model",
+    "version",
+    default="champion",
+    show_default=True,
+    help="The version that answers the simulated users.",
+)
+@click.option(
+    "--set",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the kind's simulation (repeatable; the FIT parser's: pool=traffic|"
+    "heldout, noise=0.1, correction_share=0.5).",
+)
+@click.pass_context
+def simulate(
+    ctx: click.Context, task: str, queries: int, out: Path, seed: int, version: str,
+    options: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Simulated users of TASK: queries answered by a version, rated and sometimes corrected,
+    written as events for `kaizend publish` (for kinds that come with a simulation)."""
+    from kaizend.daemon.versions import resolve_version, version_label
 
-
-def _write_events(out: Path, events: list[dict[str, Any]]) -> None:
-    """Write simulated events as JSONL and say how many of each kind."""
+    settings = _settings(ctx)
+    built = _task(settings, task)
+    resolved = resolve_version(settings, task, version)
+    try:
+        events = built.simulate_traffic(
+            built.load(resolved), queries=queries, seed=seed,
+            model_version=version_label(settings, task, version), options=_pairs(options),
+        )  # fmt: skip
+    except ValueError as err:
+        raise click.ClickException(f"{task}: {err}") from err
+    if events is None:
+        raise click.ClickException(f"the kind of {task} has no simulated users")
     with out.open("w") as lines:
-        for event in events:
-            lines.write(json.dumps(event) + "\n")
+        for item in events:
+            lines.write(json.dumps(item) + "\n")
     counts = {
         kind: sum(e["kind"] == kind for e in events) for kind in ("query", "feedback", "correction")
     }
     click.echo(f"wrote {len(events)} events to {out}: {counts}", err=True)
 
 
-@simulate.command(name="retriever")
-@click.option("--queries", type=click.IntRange(min=1), default=2000, show_default=True)
-@_simulate_out_option
-@click.option("--seed", type=int, default=1, show_default=True)
-@_retriever_model_option
-@click.pass_context
-def simulate_retriever(
-    ctx: click.Context, queries: int, out: Path, seed: int, version: str
-) -> None:
-    """Retrieval queries over the register, rated result by result, some corrected.
+def _pairs(items: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` options, each value read as TOML (a number, a boolean) or kept a string."""
+    import tomllib
 
-    The queries never ask what the benchmark queries ask, so `kaizend examples retriever`
-    stays a held-out set.
-    """
-    from kaizend.daemon.versions import resolve_version, version_label
-    from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback
-
-    settings = _settings(ctx)
-    retriever_task = _retriever_task(settings)
-    resolved = resolve_version(settings, "retriever", version)
-    register = Register(retriever_task.sites)
-    held_out = {query.key for query in retriever_task.benchmark_queries()}
-    generated = generate_queries(register, queries, seed=seed, exclude_keys=held_out)
-    retriever = retriever_task.load(resolved)
-    label = version_label(settings, "retriever", version)
-    events = simulate_feedback(generated, retriever, register, seed=seed, model_version=label)
-    _write_events(out, events)
-
-
-@simulate.command(name="parser")
-@click.option("--queries", type=click.IntRange(min=1), default=2000, show_default=True)
-@_simulate_out_option
-@click.option(
-    "--pool",
-    "pool_name",
-    type=click.Choice(["traffic", "heldout"]),
-    default="traffic",
-    show_default=True,
-    help="traffic: what users send day to day; heldout: questions whose slot combinations "
-    "traffic never has, to judge a version trained on traffic's corrections.",
-)
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option(
-    "--noise",
-    type=click.FloatRange(0, 1),
-    default=None,
-    help="Share of raters who get it backwards (default: UserBehaviour's, 0.1).",
-)
-@click.option(
-    "--correction-share",
-    type=click.FloatRange(0, 1),
-    default=None,
-    help="Share of wrong parses whose user sends the intended parse back (default: "
-    "UserBehaviour's, 0.5).",
-)
-@_model_option
-@click.pass_context
-def simulate_parser(
-    ctx: click.Context,
-    queries: int,
-    out: Path,
-    pool_name: str,
-    seed: int,
-    noise: float | None,
-    correction_share: float | None,
-    version: str,
-) -> None:
-    """Questions from the user pool (not the training generator), parsed by a version and
-    judged by users who know the intended parse; a share of wrong parses get corrected.
-
-    One query a second, timed so that the last reaction comes a minute before now; the same
-    seed and version write the same event ids, so publishing a file twice stores it once.
-    """
-    from datetime import UTC, datetime, timedelta
-
-    from kaizend.daemon.versions import resolve_version, version_label
-    from kaizend.models.fit.userpool import pool, sample_traffic
-    from kaizend.models.fit.users import UserBehaviour, simulate_parser_traffic
-    from kaizend.models.parser.serve import load_parser
-
-    settings = _settings(ctx)
-    parser = load_parser(resolve_version(settings, "parser", version))
-    asked = sample_traffic(pool(pool_name), queries, seed=seed)
-    given = {"noise": noise, "correction_share": correction_share}
-    behaviour = UserBehaviour(**{name: value for name, value in given.items() if value is not None})
-    latest = max(behaviour.feedback_delay_s[1], behaviour.correction_delay_s[1]) + 60
-    events = simulate_parser_traffic(
-        asked,
-        parser,
-        seed=seed,
-        model_version=version_label(settings, "parser", version),
-        behaviour=behaviour,
-        start=datetime.now(UTC) - timedelta(seconds=queries + latest),
-    )
-    _write_events(out, events)
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            values[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key.strip()] = value
+    return values
 
 
 _ROLE = click.Choice(["service", "worker", "operator", "daemon"])

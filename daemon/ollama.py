@@ -35,7 +35,8 @@ def publish_promoted(settings: Settings, store: EventStore, version_id: str) -> 
         return None
     name = model_name(settings.ollama, version_id)
     try:
-        return build_task(settings, record.task).publish_to_ollama(settings, record)
+        publication = build_task(settings, record.task).publish_to_ollama(settings, record)
+        return None if publication is None else publication.model
     except KaizendError as err:
         log.error("ollama publication of %s failed; the promotion stands: %s", name, err)
     except Exception:  # noqa: BLE001 - a bug here must not go unnoticed, nor kill the daemon

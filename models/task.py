@@ -253,8 +253,24 @@ class OptionalHooks:
         whole configuration; ``gateway.backend = "ollama"``); None: served in-process."""
         return None
 
-    def publish_to_ollama(self, settings: Any, record: Any) -> str | None:
+    def publish_to_ollama(self, settings: Any, record: Any) -> Any:
         """After a promotion (or `kaizend ollama publish`): create the Ollama model of the
-        registered version ``record``; its name, or None when the task has nothing Ollama
-        serves. Raises `KaizendError` when the publication fails."""
+        registered version ``record``; the publication (its ``model`` name, ``seconds``,
+        uploaded ``blobs``), or None when the task has nothing Ollama serves. Raises
+        `KaizendError` when the publication fails."""
+        return None
+
+    def simulate_traffic(
+        self,
+        predictor: Any,
+        *,
+        queries: int,
+        seed: int,
+        model_version: str,
+        options: dict[str, Any],
+    ) -> list[dict[str, Any]] | None:
+        """Simulated users of the task: ``queries`` queries answered by ``predictor`` (a
+        loaded version), rated and sometimes corrected, as events with a ``kind`` for
+        `kaizend publish`; ``options`` are the kind's own (`ValueError` for one it does not
+        know). None: the kind comes with no simulation."""
         return None

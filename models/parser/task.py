@@ -199,7 +199,47 @@ class ParserTask(OptionalHooks):
         # Published to Ollama when it was promoted, or by `kaizend ollama publish`.
         return OllamaParser.from_version(settings.ollama, version, version_id)
 
-    def publish_to_ollama(self, settings: Any, record: Any) -> str | None:
+    def publish_to_ollama(self, settings: Any, record: Any) -> Any:
         from kaizend.models.parser.ollama import publish_version
 
-        return publish_version(settings, record).model
+        return publish_version(settings, record)
+
+    def simulate_traffic(
+        self,
+        predictor: Any,
+        *,
+        queries: int,
+        seed: int,
+        model_version: str,
+        options: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Questions from the FIT user pool (not the training generator), judged by users
+        who know the intended parse; a share of wrong parses get corrected. Options:
+        ``pool`` (traffic: what users send day to day; heldout: slot combinations traffic
+        never has), ``noise`` (share of raters who get it backwards), ``correction_share``
+        (share of wrong parses whose user sends the intended parse back). One query a
+        second, timed so that the last reaction comes a minute before now; the same seed and
+        version write the same event ids."""
+        from datetime import UTC, datetime, timedelta
+
+        from kaizend.models.fit.userpool import pool, sample_traffic
+        from kaizend.models.fit.users import UserBehaviour, simulate_parser_traffic
+
+        unknown = set(options) - {"pool", "noise", "correction_share"}
+        if unknown:
+            raise ValueError(f"unknown options {sorted(unknown)}: pool, noise, correction_share")
+        pool_name = options.get("pool", "traffic")
+        if pool_name not in ("traffic", "heldout"):
+            raise ValueError(f"pool must be traffic or heldout, not {pool_name!r}")
+        behaviour = UserBehaviour(
+            **{k: float(options[k]) for k in ("noise", "correction_share") if k in options}
+        )
+        latest = max(behaviour.feedback_delay_s[1], behaviour.correction_delay_s[1]) + 60
+        return simulate_parser_traffic(
+            sample_traffic(pool(pool_name), queries, seed=seed),
+            predictor,
+            seed=seed,
+            model_version=model_version,
+            behaviour=behaviour,
+            start=datetime.now(UTC) - timedelta(seconds=queries + latest),
+        )

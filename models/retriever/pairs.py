@@ -18,8 +18,6 @@ an unrated result of an uncorrected query may well be relevant.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import random
@@ -231,26 +229,3 @@ def build_pairs(
                 }
             )
     return pairs
-
-
-def pairs_to_csv(pairs: Sequence[Mapping[str, Any]]) -> str:
-    """The pairs as CSV: one row per pair, negatives as numbered columns."""
-    width = max((len(pair["negative_ids"]) for pair in pairs), default=0)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    header = ["query_id", "source", "anchor", "positive_id", "positive"]
-    for number in range(1, width + 1):
-        header += [f"negative_{number}_id", f"negative_{number}"]
-    writer.writerow(header)
-    for pair in pairs:
-        row = [pair["query_id"], pair["source"], pair["anchor"], pair["positive_id"]]
-        row.append(pair["positive"])
-        for doc_id, text in zip(pair["negative_ids"], pair["negatives"], strict=True):
-            row += [doc_id, text]
-        writer.writerow(row)
-    return out.getvalue()
-
-
-def pairs_to_json(pairs: Sequence[Mapping[str, Any]]) -> str:
-    """The pairs as JSON lines, one object per pair."""
-    return "".join(json.dumps(pair, sort_keys=True) + "\n" for pair in pairs)

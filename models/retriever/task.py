@@ -144,14 +144,14 @@ class RetrieverTask(OptionalHooks):
             raise NotEnoughSignal(
                 self.name,
                 f"{counts['positive']} positive judgements stored, "
-                f"{pair_settings.min_positive} needed (retriever.pairs.min_positive)",
+                f"{pair_settings.min_positive} needed (tasks.{self.name}.pairs.min_positive)",
                 counts,
             )
         if counts["negative"] < pair_settings.min_negative:
             raise NotEnoughSignal(
                 self.name,
                 f"{counts['negative']} negative judgements stored, "
-                f"{pair_settings.min_negative} needed (retriever.pairs.min_negative)",
+                f"{pair_settings.min_negative} needed (tasks.{self.name}.pairs.min_negative)",
                 counts,
             )
         pairs = build_pairs(
@@ -239,6 +239,29 @@ class RetrieverTask(OptionalHooks):
         """The version's embedder on the CPU (the daemon leaves the GPU to trainings)."""
         directory = model_dir(version, self.settings.base_model)
         return SentenceEmbedder(directory, batch_size=self.settings.encode_batch_size, device="cpu")
+
+    def simulate_traffic(
+        self,
+        predictor: Any,
+        *,
+        queries: int,
+        seed: int,
+        model_version: str,
+        options: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Retrieval queries over the FIT register, rated result by result, some corrected.
+        The queries never ask what the benchmark queries ask, so the benchmark stays held
+        out. No options."""
+        from kaizend.models.fit.retrieval import Register, simulate_feedback
+
+        if options:
+            raise ValueError(f"unknown options {sorted(options)}: the retriever takes none")
+        register = Register(self.sites)
+        held_out = {query.key for query in self.benchmark_queries()}
+        generated = generate_queries(register, queries, seed=seed, exclude_keys=held_out)
+        return simulate_feedback(
+            generated, predictor, register, seed=seed, model_version=model_version
+        )
 
     def load(self, version: str | Path, *, build: bool = True) -> Retriever:
         """A `Retriever` for ``version``; its collection is built or resumed first if

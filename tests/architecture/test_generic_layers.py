@@ -21,15 +21,6 @@ NOT_GENERIC = ("models/fit", "models/parser", "models/retriever")
 """The FIT domain package and the built-in kinds' packages."""
 DOMAIN_MODULES = tuple("kaizend." + path.replace("/", ".") for path in NOT_GENERIC)
 
-KNOWN = {
-    # Left for the rest of issue 14: the FIT commands still live in the generic CLI, and
-    # the FIT month simulation in the generic drift package.
-    "daemon/cli.py",
-    "models/drift/simulate.py",
-}
-"""Modules not yet cleaned up. This set may only shrink: a module that becomes clean must
-leave it (the test says so), and no other module may join it."""
-
 
 def generic_modules() -> list[Path]:
     files = []
@@ -83,10 +74,7 @@ def test_no_generic_module_names_a_task_or_imports_the_domain() -> None:
         problems = violations(path, names)
         if problems:
             found[relative] = problems
-    new = {module: problems for module, problems in found.items() if module not in KNOWN}
-    assert not new, f"generic modules that name a task or import the domain: {new}"
-    cleaned = KNOWN - set(found)
-    assert not cleaned, f"clean now, remove from KNOWN: {sorted(cleaned)}"
+    assert not found, f"generic modules that name a task or import the domain: {found}"
 
 
 def test_the_scan_sees_a_violation(tmp_path: Path) -> None:

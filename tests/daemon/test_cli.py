@@ -169,7 +169,7 @@ def test_sql_works_while_the_daemon_runs_and_refuses_writes(
     missing = kaizend(tmp_path, "models", "show", "parser-v9")
     assert missing.returncode == 1 and "kaizend models list" in missing.stderr
     parsed = subprocess.run(
-        [sys.executable, "-m", "kaizend.daemon", "parse"],
+        [sys.executable, "-m", "kaizend.daemon", "predict", "parser"],
         cwd=tmp_path,
         env=cli_env(tmp_path),
         input="wind sites over 100kw in berkshire\n",
@@ -177,7 +177,9 @@ def test_sql_works_while_the_daemon_runs_and_refuses_writes(
         text=True,
         timeout=60,
     )
-    assert json.loads(parsed.stdout)["parsed"]["postcode_patterns"] == ["RG", "SL"]
+    answer = json.loads(parsed.stdout)
+    assert answer["output"]["postcode_patterns"] == ["RG", "SL"]
+    assert answer["fallback_used"] is False and answer["latency_ms"] > 0
 
     status = json.loads(kaizend(tmp_path, "status", "--json", check=True).stdout)
     assert status["counts"]["query_events"] == 100 and status["healthy"] is True

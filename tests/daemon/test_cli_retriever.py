@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,17 +48,22 @@ def test_pairs_retriever_exports_the_stored_feedback_as_csv_and_json(tmp_path: P
         {"kind": "feedback", "event_id": "f2", "query_id": "a", "ts": ts, "doc_id": "1585",
          "thumbs": "down"},
     ])  # fmt: skip
-    proc = kaizend(tmp_path, "pairs", "retriever", "--format", "csv", "--model", "base")
-    assert proc.returncode == 0, proc.stderr
-    [row] = list(csv.DictReader(io.StringIO(proc.stdout)))
-    assert (row["anchor"], row["positive_id"], row["negative_1_id"]) == (
-        "wind turbines in berkshire", "4004", "1585",
+    refused = kaizend(tmp_path, "dataset", "retriever", "--model", "base")
+    assert refused.returncode == 1
+    assert "1 positive judgements stored, 50 needed (tasks.retriever.pairs.min_positive)" in (
+        refused.stderr
+    )
+    out = tmp_path / "dataset.jsonl"
+    kaizend(tmp_path, "dataset", "retriever", "--model", "base", "--out", str(out),
+            "--fresh-share", "0", "--set", "pairs={min_positive=1, min_negative=0}",
+            check=True)  # fmt: skip
+    [line] = [json.loads(line) for line in out.read_text().splitlines()]
+    pair = line["example"]
+    assert line["split"] in ("train", "validation")
+    assert (pair["anchor"], pair["positive_id"], pair["negative_ids"]) == (
+        "wind turbines in berkshire", "4004", ["1585"],
     )  # fmt: skip
-    assert "Berkshire" in row["positive"]
-    assert "1 pairs from 1 judged queries" in proc.stderr
-    out = tmp_path / "pairs.jsonl"
-    kaizend(tmp_path, "pairs", "retriever", "--format", "json", "--out", str(out), check=True)
-    assert json.loads(out.read_text())["negative_ids"] == ["1585"]
+    assert "Berkshire" in pair["positive"]
 
 
 def test_retriever_commands_say_what_is_wrong(tmp_path: Path) -> None:
@@ -68,7 +71,7 @@ def test_retriever_commands_say_what_is_wrong(tmp_path: Path) -> None:
     data.write_text('{"text": "hydro in wales"}\n')
     proc = kaizend(tmp_path, "eval", "retriever", "--model", "base", "--data", str(data))
     assert proc.returncode == 1 and "eval.jsonl:1" in proc.stderr
-    proc = kaizend(tmp_path, "search", "--model", "retriever-v9", "wind in kent")
+    proc = kaizend(tmp_path, "predict", "retriever", "--model", "retriever-v9")
     assert proc.returncode == 1
     assert "unknown retriever version 'retriever-v9': give base, champion" in proc.stderr
 
@@ -85,7 +88,7 @@ def test_simulate_retriever_writes_rated_events_of_version_zero(
 
     tiny = build_tiny_model(tmp_path / "tiny")
     # The full register takes minutes to embed; the command is the same on 300 sites.
-    monkeypatch.setattr(cli, "_retriever_task", lambda settings, serving="base": RetrieverTask(
+    monkeypatch.setattr(cli, "_task", lambda settings, name, **options: RetrieverTask(
         RetrieverSettings(base_model=str(tiny)), tmp_path / "chroma", site_count=TINY_SITES,
         benchmark_size=30,
     ))  # fmt: skip

@@ -20,7 +20,7 @@ def _events(path: Path) -> list[dict]:
 def test_simulate_parser_writes_valid_events_from_the_chosen_pool(tmp_path: Path) -> None:
     out = tmp_path / "heldout.jsonl"
     proc = kaizend(tmp_path, "simulate", "parser", "--queries", "400", "--out", str(out),
-                   "--pool", "heldout", "--model", "rules", "--seed", "4")  # fmt: skip
+                   "--set", "pool=heldout", "--model", "rules", "--seed", "4")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     events = _events(out)
     kinds = [event["kind"] for event in events]
@@ -56,12 +56,14 @@ def test_simulate_parser_writes_valid_events_from_the_chosen_pool(tmp_path: Path
 
     again = tmp_path / "again.jsonl"
     kaizend(tmp_path, "simulate", "parser", "--queries", "400", "--out", str(again),
-            "--pool", "heldout", "--model", "rules", "--seed", "4", check=True)  # fmt: skip
+            "--set", "pool=heldout", "--model", "rules", "--seed", "4", check=True)  # fmt: skip
     # Same seed and version: same event ids, so a second publish stores nothing new.
     assert [e["event_id"] for e in _events(again)] == [e["event_id"] for e in events]
     traffic = tmp_path / "traffic.jsonl"
     kaizend(tmp_path, "simulate", "parser", "--queries", "200", "--out", str(traffic),
-            "--noise", "0", "--correction-share", "1", check=True)  # fmt: skip
+            "--set", "noise=0", "--set", "correction_share=1", check=True)  # fmt: skip
+    unknown = kaizend(tmp_path, "simulate", "parser", "--out", str(traffic), "--set", "pol=x")
+    assert unknown.returncode == 1 and "unknown options ['pol']" in unknown.stderr
     pool = {query.text: query for query in userpool.pool("traffic")}
     events = _events(traffic)
     queries = {e["query_id"]: e for e in events if e["kind"] == "query"}

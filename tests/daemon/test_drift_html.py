@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from kaizend.core.config import Settings
 from kaizend.models.drift.report import CachedEmbedder, text_encoder
-from kaizend.models.drift.simulate import MonthPlan, daily_reports, load, simulate_month
+from kaizend.models.fit.month import MonthPlan, daily_reports, load, simulate_month
 from kaizend.storage.events import EventStore
 from PIL import Image
 

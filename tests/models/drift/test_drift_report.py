@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from kaizend.core.config import Settings
 from kaizend.models.drift.report import compute, gather
-from kaizend.models.drift.simulate import MonthPlan, daily_reports, load, simulate_month
+from kaizend.models.fit.month import MonthPlan, daily_reports, load, simulate_month
 from kaizend.storage.events import EventStore
+
+from tests.conftest import FIT_TASKS
 
 END = datetime(2026, 11, 30, tzinfo=UTC)
 
@@ -30,7 +32,7 @@ def store(tmp_path: Path, month: object) -> EventStore:
 
 
 def settings(**drift: object) -> Settings:
-    return Settings(daemon={"data_dir": "/nonexistent"}, drift=drift)
+    return Settings(daemon={"data_dir": "/nonexistent"}, drift=drift, tasks=FIT_TASKS)
 
 
 def test_the_reference_is_the_champions_training_traffic_or_the_past_window(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from kaizend.core.config import Settings
 from kaizend.models.drift.report import CachedEmbedder, compute, gather, text_encoder
-from kaizend.models.drift.simulate import MonthPlan, load, simulate_month
+from kaizend.models.fit.month import MonthPlan, load, simulate_month
 from kaizend.storage.events import EventStore
 
 from tests.conftest import FIT_TASKS  # noqa: E402

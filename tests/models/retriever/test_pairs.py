@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -15,8 +13,6 @@ from kaizend.models.retriever.pairs import (
     build_pairs,
     collect_judgements,
     count_signal,
-    pairs_to_csv,
-    pairs_to_json,
 )
 from kaizend.storage.events import EventStore
 
@@ -141,16 +137,3 @@ def test_thresholds_are_configurable(store: EventStore) -> None:
     assert a.neutral == {"2"}
     with pytest.raises(ValueError, match="must be below"):
         RetrieverPairSettings(positive_min_rating=3, negative_max_rating=3)
-
-
-def test_export_as_csv_and_json_lines(store: EventStore) -> None:
-    settings = RetrieverPairSettings(hard_negatives=2)
-    queries, _ = collect_judgements(store.cursor(), settings, known_ids=set(DOCS))
-    pairs = build_pairs(queries, DOCS, settings)
-    rows = list(csv.DictReader(io.StringIO(pairs_to_csv(pairs))))
-    assert len(rows) == len(pairs) == 4
-    assert rows[0]["anchor"] == "wind turbines in berkshire"
-    assert rows[0]["positive"] == DOCS[rows[0]["positive_id"]]
-    assert rows[0]["negative_2"] == DOCS[rows[0]["negative_2_id"]]
-    lines = [json.loads(line) for line in pairs_to_json(pairs).splitlines()]
-    assert [line["id"] for line in lines] == [pair["id"] for pair in pairs]
