@@ -25,11 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kaizend.models.fit.corpus import site_documents  # noqa: E402
 from kaizend.models.fit.retrieval import generate_queries  # noqa: E402
 from kaizend.models.fit.sites import generate_sites  # noqa: E402
 from kaizend.models.retriever.base import base_path  # noqa: E402
 from kaizend.models.retriever.config import RetrieverSettings  # noqa: E402
-from kaizend.models.retriever.corpus import site_documents  # noqa: E402
 from kaizend.models.retriever.embedding import SentenceEmbedder  # noqa: E402
 from kaizend.models.retriever.index import index_fingerprint  # noqa: E402
 from kaizend.storage.vectors import VectorStore, collection_name  # noqa: E402

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from kaizend.handlers.events import EVENT_TYPES  # noqa: E402
 from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback  # noqa: E402
+from kaizend.models.fit.retriever import RetrieverTask  # noqa: E402
 from kaizend.models.fit.sites import SITE_COUNT  # noqa: E402
 from kaizend.models.retriever.config import RetrieverSettings  # noqa: E402
-from kaizend.models.retriever.task import RetrieverTask  # noqa: E402
 from kaizend.storage.events import EventStore  # noqa: E402
 
 KEYS = ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10")
@@ -86,7 +86,11 @@ def main() -> None:
     data_dir = options.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     task = RetrieverTask(
-        settings, data_dir / "chroma", site_count=options.sites, benchmark_size=options.benchmark
+        settings,
+        data_dir / "chroma",
+        site_count=options.sites,
+        benchmark_size=options.benchmark,
+        name="retriever",
     )
     timings: dict[str, float] = {}
     began = time.perf_counter()

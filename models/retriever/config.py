@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -100,3 +101,17 @@ class RetrieverSettings(_Section):
     top_k: int = Field(10, ge=1, description="Results a search returns.")
     pairs: RetrieverPairSettings = RetrieverPairSettings()
     training: RetrieverTrainingSettings = RetrieverTrainingSettings()
+
+
+class EmbedderSettings(RetrieverSettings):
+    """The keys of a ``[tasks.<name>]`` table of kind ``embedder``."""
+
+    corpus: Path = Field(
+        description="The documents: JSONL or Parquet of doc_id, text and an optional metadata "
+        "object (a relative path lies in the data directory). A changed file is re-indexed."
+    )
+    benchmark: Path | None = Field(
+        None,
+        description="JSONL of {text, relevant_ids}: the fixed benchmark the gate also checks "
+        "(none: the gate decides on the fresh set of stored feedback alone).",
+    )

@@ -1,101 +1,75 @@
-"""The retrieval corpus: one document per site of the FIT register.
+"""An embedder task's corpus: the documents its index holds, from a file the team supplies.
 
-A document is the text the embedder sees plus the site's id (its ``fit_id``) and metadata.
-The text names the site the ways a user might: the technology, the capacity with its unit,
-the postcode district and area, the post town, the towns and counties around it, the region,
-when it was commissioned, its tariff band and rate, and when its tariff ends.
+A corpus file is JSONL (one object a line) or Parquet, with a ``doc_id``, a ``text`` and an
+optional ``metadata`` object of scalar values. A changed corpus has another
+`corpus_fingerprint`, so each version's collection is rebuilt from the new documents.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
-from kaizend.models.fit.gazetteer_data import AREAS
-from kaizend.models.fit.retrieval import places_containing
-
-# What each technology is called in a document (the register's own names are terse).
-TECHNOLOGY_NAMES: dict[str, str] = {
-    "Wind": "Wind turbine",
-    "Photovoltaic": "Solar photovoltaic (PV)",
-    "Hydro": "Hydroelectric (hydro)",
-    "Anaerobic digestion": "Anaerobic digestion (AD)",
-    "Micro CHP": "Micro combined heat and power (CHP)",
-}
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Document:
-    """One site as the index stores it: ``id`` is the FIT id."""
+    """One document as the index stores it."""
 
     id: str
     text: str
     metadata: dict[str, Any]
 
 
-def places_of(district: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(towns, counties) a postcode district lies in, as the gazetteer names them.
-
-    Post towns are left out: the document names the postcode area by its post town anyway.
-    """
-    places = places_containing(district)
-    post_towns = set(AREAS.values())
-    towns = tuple(p.name for p in places if p.kind != "county" and p.name not in post_towns)
-    counties = tuple(p.name for p in places if p.kind == "county")
-    return towns, counties
+class CorpusError(ValueError):
+    """A corpus file that cannot be read as documents; the message names the place."""
 
 
-def format_kw(capacity_kw: float) -> str:
-    """A capacity as people write it: "3.92 kW", "500 kW", "1.5 MW (1500 kW)"."""
-    plain = f"{capacity_kw:g}"
-    if capacity_kw >= 1000:
-        return f"{capacity_kw / 1000:g} MW ({plain} kW)"
-    return f"{plain} kW"
+def _document(row: Any, where: str) -> Document:
+    if not isinstance(row, dict):
+        raise CorpusError(f"{where}: a document is an object with doc_id and text")
+    doc_id, text = row.get("doc_id"), row.get("text")
+    if doc_id is None or not isinstance(text, str) or not text.strip():
+        raise CorpusError(f"{where}: needs a doc_id and a non-empty text")
+    metadata = row.get("metadata") or {}
+    if not isinstance(metadata, dict) or any(
+        not isinstance(v, str | int | float | bool) for v in metadata.values()
+    ):
+        raise CorpusError(f"{where}: metadata must be an object of strings, numbers, booleans")
+    return Document(str(doc_id), text, metadata)
 
 
-def describe_site(site: dict[str, Any]) -> str:
-    """The document text of one register row (a dict with the register's columns).
+def load_corpus(path: Path) -> list[Document]:
+    """The documents of a JSONL or Parquet file, in file order; `CorpusError` naming the line
+    (or row) of a bad one and a repeated doc_id."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"no corpus file {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
 
-    Compact on purpose: encoding cost grows with the tokens, and 40,194 documents are
-    embedded for every version.
-    """
-    district = site["postcode_district"]
-    area = site["postcode_area"]
-    towns, counties = places_of(district)
-    where = [district, *towns, f"{AREAS.get(area, area)} ({area})", *counties, site["region"]]
-    commissioned: date = site["commissioning_date"]
-    fit_end: date = site["fit_end_date"]
-    return (
-        f"{TECHNOLOGY_NAMES[site['technology']]}, {format_kw(site['declared_capacity_kw'])}, "
-        f"{', '.join(where)}. Commissioned {_MONTHS[commissioned.month - 1]} "
-        f"{commissioned.year}. Tariff band {site['tariff_band']}, {site['fit_rate_p_kwh']:g} "
-        f"p/kWh, FIT ends {_MONTHS[fit_end.month - 1]} {fit_end.year}."
-    )
-
-
-def site_documents(sites: pa.Table) -> list[Document]:
-    """One `Document` per row of the register, in register order."""
-    documents = []
-    for site in sites.to_pylist():
-        metadata = {
-            "technology": site["technology"],
-            "capacity_kw": float(site["declared_capacity_kw"]),
-            "postcode_district": site["postcode_district"],
-            "postcode_area": site["postcode_area"],
-            "region": site["region"],
-            "commissioning_year": site["commissioning_date"].year,
-            "commissioning_date": site["commissioning_date"].isoformat(),
-            "tariff_band": site["tariff_band"],
-            "fit_rate_p_kwh": float(site["fit_rate_p_kwh"]),
-            "fit_end_date": site["fit_end_date"].isoformat(),
-        }
-        documents.append(Document(str(site["fit_id"]), describe_site(site), metadata))
+        rows = pq.read_table(path).to_pylist()
+        documents = [_document(row, f"{path} row {i}") for i, row in enumerate(rows, 1)]
+    else:
+        documents = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise CorpusError(f"{path}:{number}: not JSON: {err}") from err
+            documents.append(_document(row, f"{path}:{number}"))
+    seen: set[str] = set()
+    for document in documents:
+        if document.id in seen:
+            raise CorpusError(f"{path}: doc_id {document.id!r} appears twice")
+        seen.add(document.id)
+    if not documents:
+        raise CorpusError(f"{path}: no documents")
     return documents
 
 

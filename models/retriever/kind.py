@@ -1,5 +1,6 @@
-"""The ``fit-retriever`` task kind: a sentence-transformers embedder over the FIT register,
-with a ChromaDB collection per version, as a plugin registered in ``pyproject.toml``."""
+"""The ``embedder`` task kind: a sentence-transformers retriever over the team's corpus, a
+ChromaDB collection per version, trained on pairs from feedback and corrections (registered
+in ``pyproject.toml``)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,57 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from kaizend.core.errors import ConfigError
 from kaizend.models.kinds import TaskContext
-from kaizend.models.retriever.config import RetrieverSettings
+from kaizend.models.retriever.config import EmbedderSettings
 from kaizend.models.task import Task
 
 
-class RetrieverKind:
-    name = "fit-retriever"
-    summary = "FIT question -> ranked register sites: fine-tuned embedder, ChromaDB per version"
-    settings_model = RetrieverSettings
+def halved(settings: Any, halve_batch: bool) -> Any:
+    """``settings`` with half the training batch, after an out-of-memory error."""
+    if not halve_batch:
+        return settings
+    training = settings.training.model_copy(
+        update={"batch_size": max(1, settings.training.batch_size // 2)}
+    )
+    return settings.model_copy(update={"training": training})
+
+
+def chroma_dir(context: TaskContext) -> Path:
+    """Each task's collections in a directory of its own."""
+    return context.path(Path("chroma") / context.name)
+
+
+def with_serving(task: Any, context: TaskContext) -> Any:
+    return task if context.serving is None else replace(task, serving_version=context.serving)
+
+
+def existing(context: TaskContext, key: str, path: Path) -> Path:
+    resolved = context.path(path)
+    if not resolved.is_file():
+        name = f"tasks.{context.name}.{key}"
+        raise ConfigError(name, f"config key {name!r}: no file {resolved}")
+    return resolved
+
+
+class EmbedderKind:
+    name = "embedder"
+    summary = "text -> ranked documents of your corpus: fine-tuned embedder, ChromaDB per version"
+    settings_model = EmbedderSettings
 
     def build(self, context: TaskContext) -> Task:
-        from kaizend.models.retriever.task import RetrieverTask
+        from kaizend.models.retriever.task import EmbedderTask
 
         settings: Any = context.settings
-        if context.halve_batch:
-            training = settings.training.model_copy(
-                update={"batch_size": max(1, settings.training.batch_size // 2)}
-            )
-            settings = settings.model_copy(update={"training": training})
-        task = RetrieverTask(settings, chroma_dir=context.path(Path("chroma")), name=context.name)
-        if context.serving is not None:
-            task = replace(task, serving_version=context.serving)
-        return task
+        benchmark = settings.benchmark and existing(context, "benchmark", settings.benchmark)
+        task = EmbedderTask(
+            halved(settings, context.halve_batch),
+            chroma_dir=chroma_dir(context),
+            corpus=existing(context, "corpus", settings.corpus),
+            benchmark=benchmark or None,
+            name=context.name,
+        )
+        return with_serving(task, context)
 
 
-KIND = RetrieverKind()
+KIND = EmbedderKind()

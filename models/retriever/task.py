@@ -1,4 +1,4 @@
-"""The retrieval embedder as a kaizend task.
+"""The ``embedder`` kind's task: a sentence-transformers retriever over a team's corpus.
 
 Training data are pairs built from the feedback stored for retriever queries
 (`models.retriever.pairs`); validation pairs come from a share of the rated queries that
@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from kaizend.models.fit.retrieval import RetrievalQuery, generate_queries
-from kaizend.models.fit.sites import SITE_COUNT, generate_sites
 from kaizend.models.retriever.base import BUILTIN_VERSION, base_path
 from kaizend.models.retriever.config import RetrieverSettings
-from kaizend.models.retriever.corpus import Document, site_documents
+from kaizend.models.retriever.corpus import Document, load_corpus
 from kaizend.models.retriever.embedding import SentenceEmbedder
 from kaizend.models.retriever.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC, evaluate
 from kaizend.models.retriever.index import ensure_index
@@ -48,9 +46,6 @@ from kaizend.storage.vectors import IndexNotReady, VectorStore
 
 log = logging.getLogger(__name__)
 
-BENCHMARK_SEED = 4_004
-BENCHMARK_QUERIES = 300
-
 
 # New signal: rated results (feedback naming a document) and corrections of retriever
 # queries, by the time they were stored.
@@ -64,32 +59,31 @@ SELECT (SELECT count(*) FROM feedback_events f JOIN query_events q USING (query_
 
 
 @dataclass(frozen=True)
-class RetrieverTask(OptionalHooks):
-    """Builds, trains, evaluates and loads embedder versions."""
+class EmbedderTask(OptionalHooks):
+    """Builds, trains, evaluates and loads embedder versions over ``corpus``."""
 
     settings: RetrieverSettings
     chroma_dir: Path
+    corpus: Path | None = None
+    """The corpus file (JSONL or Parquet of doc_id, text, metadata; `load_corpus`)."""
+    benchmark: Path | None = None
+    """JSONL of ``{text, relevant_ids}``: the fixed benchmark (None: the gate decides on the
+    fresh set alone)."""
     serving_version: str | Path = BUILTIN_VERSION
     """The version whose index serves production: hard negatives are mined from it."""
-    site_count: int = SITE_COUNT
-    site_seed: int = 7
-    benchmark_size: int = BENCHMARK_QUERIES
     progress_bar: bool = False
-    name: str = "retriever"
+    name: str = "embedder"
     primary_metric: str = PRIMARY_METRIC
     greater_is_better: bool = GREATER_IS_BETTER
     builtin_version: str = BUILTIN_VERSION
     _retrievers: dict[str, Retriever] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
-    def sites(self) -> Any:
-        """The FIT register the corpus is built from."""
-        return generate_sites(seed=self.site_seed, n=self.site_count)
-
-    @cached_property
     def documents(self) -> list[Document]:
-        """One document per site."""
-        return site_documents(self.sites)
+        """The corpus, read once."""
+        if self.corpus is None:
+            raise ValueError(f"{self.name}: no corpus configured")
+        return load_corpus(self.corpus)
 
     @cached_property
     def store(self) -> VectorStore:
@@ -109,13 +103,9 @@ class RetrieverTask(OptionalHooks):
         params = {"task": self.name, "since": since, "until": until}
         return con.execute(_NEW_SIGNAL, params).fetchone()[0]
 
-    def benchmark_queries(self) -> list[RetrievalQuery]:
-        """The fixed benchmark: generated queries with their relevant sites (its own seed)."""
-        return generate_queries(self.sites, self.benchmark_size, seed=BENCHMARK_SEED)
-
     def benchmark_examples(self) -> Sequence[dict[str, Any]]:
-        """The benchmark queries as ``{id, text, relevant_ids}`` examples."""
-        return [query.to_example() for query in self.benchmark_queries()]
+        """The benchmark file's ``{id, text, relevant_ids}`` examples (none without one)."""
+        return self.load_examples(self.benchmark) if self.benchmark is not None else []
 
     def _split(self, query_id: str) -> str:
         digest = hashlib.sha256(f"{self.settings.training.seed}:{query_id}".encode()).digest()
@@ -230,38 +220,10 @@ class RetrieverTask(OptionalHooks):
 
         return load_examples(path)
 
-    def drift_fields(self) -> Any:
-        from kaizend.models.fit.drift import FIT_FIELDS
-
-        return FIT_FIELDS
-
     def text_encoder(self, version: str | Path) -> SentenceEmbedder:
         """The version's embedder on the CPU (the daemon leaves the GPU to trainings)."""
         directory = model_dir(version, self.settings.base_model)
         return SentenceEmbedder(directory, batch_size=self.settings.encode_batch_size, device="cpu")
-
-    def simulate_traffic(
-        self,
-        predictor: Any,
-        *,
-        queries: int,
-        seed: int,
-        model_version: str,
-        options: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """Retrieval queries over the FIT register, rated result by result, some corrected.
-        The queries never ask what the benchmark queries ask, so the benchmark stays held
-        out. No options."""
-        from kaizend.models.fit.retrieval import Register, simulate_feedback
-
-        if options:
-            raise ValueError(f"unknown options {sorted(options)}: the retriever takes none")
-        register = Register(self.sites)
-        held_out = {query.key for query in self.benchmark_queries()}
-        generated = generate_queries(register, queries, seed=seed, exclude_keys=held_out)
-        return simulate_feedback(
-            generated, predictor, register, seed=seed, model_version=model_version
-        )
 
     def load(self, version: str | Path, *, build: bool = True) -> Retriever:
         """A `Retriever` for ``version``; its collection is built or resumed first if

@@ -81,8 +81,8 @@ def test_simulate_retriever_writes_rated_events_of_version_zero(
 ) -> None:
     from click.testing import CliRunner
     from kaizend.daemon import cli
+    from kaizend.models.fit.retriever import RetrieverTask
     from kaizend.models.retriever.config import RetrieverSettings
-    from kaizend.models.retriever.task import RetrieverTask
 
     from tests.models.retriever.conftest import TINY_SITES, build_tiny_model
 
@@ -90,7 +90,7 @@ def test_simulate_retriever_writes_rated_events_of_version_zero(
     # The full register takes minutes to embed; the command is the same on 300 sites.
     monkeypatch.setattr(cli, "_task", lambda settings, name, **options: RetrieverTask(
         RetrieverSettings(base_model=str(tiny)), tmp_path / "chroma", site_count=TINY_SITES,
-        benchmark_size=30,
+        benchmark_size=30, name=name,
     ))  # fmt: skip
     monkeypatch.setenv("KAIZEND_DAEMON__DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("KAIZEND_TASKS", FIT_TASKS_ENV["KAIZEND_TASKS"])

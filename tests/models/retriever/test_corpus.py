@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import cache
 
+from kaizend.models.fit.corpus import site_documents
 from kaizend.models.fit.sites import SITE_COUNT, generate_sites
-from kaizend.models.retriever.corpus import Document, corpus_fingerprint, site_documents
+from kaizend.models.retriever.corpus import Document, corpus_fingerprint
 
 
 @cache

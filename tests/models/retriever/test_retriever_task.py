@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from kaizend.handlers.events import EVENT_TYPES
 from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback
+from kaizend.models.fit.retriever import RetrieverTask
 from kaizend.models.retriever.config import RetrieverSettings
 from kaizend.models.retriever.search import SearchResult
-from kaizend.models.retriever.task import RetrieverTask
 from kaizend.models.retriever.train import COMPLETE_MARK, last_complete_checkpoint, rows_for_loss
 from kaizend.models.retriever.version import IncompleteVersion, RetrieverVersion
 from kaizend.models.task import NotEnoughSignal, TrainProgress
@@ -22,7 +22,9 @@ from tests.models.retriever.conftest import TINY_SITES
 
 
 def make_task(tmp_path: Path, settings: RetrieverSettings) -> RetrieverTask:
-    return RetrieverTask(settings, tmp_path / "chroma", site_count=TINY_SITES, benchmark_size=30)
+    return RetrieverTask(
+        settings, tmp_path / "chroma", site_count=TINY_SITES, benchmark_size=30, name="retriever"
+    )
 
 
 def store_feedback(task: RetrieverTask, path: Path, queries: int = 120) -> EventStore:
