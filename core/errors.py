@@ -2,14 +2,14 @@
 
 One root, :class:`KaizendError`; each subclass also inherits the matching builtin so callers
 that catch ``ValueError`` or ``OSError`` keep working, and carries the facts a message needs.
-Messages say what to do next.
+Messages say what to do next. The root and :class:`InvalidEvent` (which a producer meets too)
+are defined in the slim client, ``kaizend_client.errors``, so that its errors are kaizend's.
 """
 
 from __future__ import annotations
 
-
-class KaizendError(Exception):
-    """Root of every error kaizend raises on purpose."""
+from kaizend_client.errors import InvalidEvent as InvalidEvent
+from kaizend_client.errors import KaizendError as KaizendError
 
 
 class ConfigError(KaizendError, ValueError):
@@ -74,14 +74,6 @@ class UnstorableData(KaizendError, ValueError):
     Ingestion splits such a batch until the refused event is alone and keeps it, with this
     error and its bytes, in ``rejected_events``; its neighbours commit.
     """
-
-
-class InvalidEvent(KaizendError, ValueError):
-    """A payload parsed, but a value cannot be stored as it is; ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"field '{field}': {message}")
-        self.field = field
 
 
 class StatisticsError(KaizendError, ValueError):

@@ -47,13 +47,13 @@ from kaizend.handlers.ingest import (
     watch_abandoned,
 )
 from kaizend.handlers.permissions import inbox_prefix, nats_users_config
-from kaizend.handlers.producer import Producer
 from kaizend.handlers.routing import routing_bucket
 from kaizend.handlers.streams import ensure_stream
 from kaizend.models.tasks import build_tasks
 from kaizend.storage.events import EventStore
 from kaizend.storage.export import export_parquet
 from kaizend.storage.registry import Registry
+from kaizend_client import Producer
 
 log = logging.getLogger(__name__)
 

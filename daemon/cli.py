@@ -177,6 +177,47 @@ def publish(ctx: click.Context, file: Path) -> None:
 
 
 @cli.command()
+@click.argument("name", required=False)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the files (or NAME) into this directory instead of printing.",
+)
+@click.option(
+    "--defaults",
+    is_flag=True,
+    help="Describe the built-in defaults (what schemas/ in the repository holds), not this "
+    "configuration's subjects.",
+)
+@click.pass_context
+def schemas(ctx: click.Context, name: str | None, out: Path | None, defaults: bool) -> None:
+    """The event contract: JSON Schemas of the events, of an inference request and its
+    replies and of a routing entry, and the AsyncAPI document of kaizend's NATS interface.
+    Prints NAME (query-event, asyncapi, ...); without NAME or --out, lists the names."""
+    from kaizend.handlers.asyncapi import builtin_settings, contract_files
+
+    files = contract_files(builtin_settings() if defaults else _settings(ctx))
+    if name is not None:
+        chosen = name if name in files else f"{name}.json"
+        if chosen not in files:
+            raise click.BadParameter(
+                f"{name!r} is none of {', '.join(n.removesuffix('.json') for n in files)}",
+                param_hint="NAME",
+            )
+        files = {chosen: files[chosen]}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for file, text in files.items():
+            (out / file).write_text(text)
+            click.echo(out / file)
+    elif name is not None:
+        click.echo(files[chosen], nl=False)
+    else:
+        click.echo("\n".join(file.removesuffix(".json") for file in files))
+
+
+@cli.command()
 @click.argument("task")
 @click.option(
     "--model",

@@ -135,7 +135,7 @@ def current_champions(settings: Settings) -> dict[str, str]:
 
 async def infer(settings: Settings, task: str, text: str, unit_id: str | None) -> dict[str, Any]:
     """``kaizend infer``: one request to the inference gateway, as a service would send it."""
-    from kaizend.handlers.producer import infer as ask
+    from kaizend_client import infer as ask
 
     url = daemon_nats_url(settings)
     if url is None:

@@ -49,7 +49,7 @@ async def run_gateway(settings: Settings) -> int:
 
     from kaizend.daemon.runtime import connect_beside_daemon, on_stop_signals
     from kaizend.handlers.gateway import Gateway
-    from kaizend.handlers.producer import Producer
+    from kaizend_client import Producer
 
     broker = await connect_beside_daemon(settings, "kaizend-gateway", "serve on", "daemon")
     if broker is None:

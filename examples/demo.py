@@ -37,9 +37,9 @@ from kaizend.core.config import load_config
 from kaizend.daemon.credentials import role_credentials
 from kaizend.handlers.connection import connect_options
 from kaizend.handlers.permissions import inbox_prefix
-from kaizend.handlers.producer import InferenceFailed
 from kaizend.models.fit import userpool
 from kaizend.models.fit.users import UserBehaviour, is_right, react
+from kaizend_client import InferenceFailed
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
-from kaizend.handlers.producer import Producer, infer
 from kaizend.models.fit.schema import ParsedQuery, validate_output
 from kaizend.models.fit.sites import load_sites, query_sites
+from kaizend_client import Producer, infer
 from nats.aio.client import Client as NATS
 
 SERVICE = "fit-search"
@@ -80,7 +80,7 @@ class FitSearch:
     async def search(
         self, text: str, *, user: str, limit: int = 10, retrieve: bool = False
     ) -> Answer:
-        """Answer a user's question; raises `handlers.producer.InferenceFailed` when the
+        """Answer a user's question; raises `kaizend_client.InferenceFailed` when the
         gateway could not (the service would show an error page)."""
         started = time.perf_counter()
         reply = await infer(self.nc, "parser", text, unit_id=user, timeout=30, service=SERVICE)

@@ -70,6 +70,25 @@ class DriftRequest(BaseModel):
     task: str | None = Field(None, min_length=1)
 
 
+ADMIN_REQUESTS: dict[str, tuple[str, str]] = {
+    "sql": ("sql", "Run a read-only query: {sql, max_rows?} -> {columns, types, rows, "
+            "truncated} or {error}."),
+    "status": ("status", "The status document `kaizend status` prints and `kaizend check` "
+               "judges: counts, consumer lag, health."),
+    "train": ("train", "Queue a training of {task} (or find the one queued or running) -> "
+              "{job} or {error}."),
+    "promote": ("promote", "Make {task}'s {version} the champion now -> {done} or {error}."),
+    "challenge": ("challenge", "Make {task}'s {version} the challenger (no offline gate) -> "
+                  "{done} or {error}."),
+    "rollback": ("rollback", "Roll back {task}'s challenger, else its champion -> {done} or "
+                 "{error}."),
+    "experiment": ("experiment", "Pause or resume an experiment -> {done} or {error}."),
+    "drift": ("drift_report", "Compute, store and act on a drift report of {task} (or every "
+              "task) now -> {reports} or {error}."),
+}  # fmt: skip
+"""Each admin subject (``<admin prefix>.<name>``): the responder's method and what it does."""
+
+
 class TrainingRequests(Protocol):
     """What the admin responder needs of the daemon's orchestrator."""
 
@@ -124,17 +143,15 @@ class Admin:
     def register(self, broker: NatsBroker) -> None:
         self._broker = broker
         prefix = self.settings.admin.subject_prefix
-        # One worker more than the queries allowed at once, so that one more is refused at
-        # once rather than queued behind a long one.
-        workers = self.settings.admin.sql_concurrency + 1
-        broker.subscriber(f"{prefix}.sql", max_workers=workers)(self.sql)
-        broker.subscriber(f"{prefix}.status")(self.status)
-        broker.subscriber(f"{prefix}.train")(self.train)
-        broker.subscriber(f"{prefix}.promote")(self.promote)
-        broker.subscriber(f"{prefix}.challenge")(self.challenge)
-        broker.subscriber(f"{prefix}.rollback")(self.rollback)
-        broker.subscriber(f"{prefix}.experiment")(self.experiment)
-        broker.subscriber(f"{prefix}.drift")(self.drift_report)
+        for name, (method, description) in ADMIN_REQUESTS.items():
+            options: dict[str, Any] = {}
+            if name == "sql":
+                # One worker more than the queries allowed at once, so that one more is
+                # refused at once rather than queued behind a long one.
+                options["max_workers"] = self.settings.admin.sql_concurrency + 1
+            broker.subscriber(f"{prefix}.{name}", description=description, **options)(
+                getattr(self, method)
+            )
 
     async def _control(
         self, what: str, act: Callable[[ExperimentControls], Awaitable[Any]]

@@ -2,10 +2,10 @@
 
 A NATS micro service (``kaizen-gateway``; its instances share a queue group, so starting
 more of them on other boxes spreads the load) with one endpoint per task on
-``<gateway.subject_prefix>.<task>``. A request ``{"text", "unit_id", "query_id"?,
-"service"?}`` is assigned an arm by the routing bucket (the same sticky hash as the producer
-client), answered by that arm's version, and recorded as a query event with arm, version,
-latency, fallback, error and the asking service:
+``<gateway.subject_prefix>.<task>``. A request (`kaizend_client.InferRequest`: ``{"text",
+"unit_id", "query_id"?, "service"?}``) is assigned an arm by the routing bucket (the same sticky
+hash as the producer client), answered by that arm's version, and recorded as a query event
+with arm, version, latency, fallback, error and the asking service:
 
     reply = await nc.request("kaizen.infer.parser", b'{"text": "wind in devon", "unit_id": "u1"}')
     {"query_id": "...", "task": "parser", "arm": "champion", "version": "parser-v0",
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -42,13 +41,14 @@ from typing import Any, Protocol
 
 from kaizend.core import __version__, metrics
 from kaizend.core.config import GatewaySettings
-from kaizend.handlers.producer import Producer
 from kaizend.handlers.routing import Routing
+from kaizend_client import InferError, InferReply, InferRequest, Producer
+from kaizend_client.events import PATTERN_REASONS
 from nats.aio.client import Client as NATS
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,10 @@ PredictorLoader = Callable[[str, str, str | None], Predictor]
 """``(task, version_id, artifact directory or None for a built-in) -> Predictor``; blocking."""
 
 
-class InferRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    text: str = Field(min_length=1, max_length=10_000)
-    unit_id: str | None = Field(None, max_length=256, description="Sticky assignment key.")
-    query_id: str | None = Field(None, max_length=256, description="Default: a new uuid.")
-    service: str | None = Field(
-        None, max_length=256, description="The asking service, recorded on the query event."
-    )
+def _error_text(err: Exception) -> str:
+    """The error a query event records: the exception, with any NUL escaped (the column
+    refuses NUL characters, and the event must store)."""
+    return f"{type(err).__name__}: {err}".replace("\x00", "\\x00")
 
 
 class GatewayError(Exception):
@@ -271,7 +266,10 @@ class Gateway:
         except ValidationError as err:
             problem = err.errors()[0]
             where = ".".join(str(p) for p in problem["loc"]) or "body"
-            await request.respond_error("400", f"bad request: {where}: {problem['msg']}")
+            why = problem["msg"]
+            if problem["type"] == "string_pattern_mismatch":
+                why = PATTERN_REASONS.get(problem["ctx"]["pattern"], why)
+            await request.respond_error("400", f"bad request: {where}: {why}")
             return
         query_id = infer.query_id or str(uuid.uuid4())
         unit_id = infer.unit_id or query_id
@@ -282,14 +280,16 @@ class Gateway:
             )
             return
         arm, version = routing.assign(unit_id)
-        header = {"query_id": query_id, "task": task, "arm": arm, "version": version}
+        routed = {"query_id": query_id, "task": task, "arm": arm, "version": version}
         try:
             answer = await self._predict(task, version, routing.artifact(version), infer.text)
         except Exception as err:  # noqa: BLE001 - the user saw an error: answered and recorded
             code = err.code if isinstance(err, GatewayError) else "500"
-            error = f"{type(err).__name__}: {err}"
+            error = _error_text(err)
             metrics.SERVING_ERRORS.labels(task, version, code).inc()
-            await request.respond_error(code, error, json.dumps(header).encode())
+            await request.respond_error(
+                code, error, InferError(**routed).model_dump_json().encode()
+            )
             await self.producer.query(
                 task, infer.text, unit_id=unit_id, output=None,
                 latency_ms=(time.perf_counter() - started) * 1e3, arm=arm, version=version,
@@ -301,9 +301,9 @@ class Gateway:
         metrics.SERVING_REQUESTS.labels(task, version).inc()
         if answer.fallback_used:
             metrics.SERVING_FALLBACKS.labels(task, version).inc()
-        reply = {**header, "output": answer.output, "fallback_used": answer.fallback_used,
-                 "latency_ms": round(latency_ms, 2)}  # fmt: skip
-        await request.respond(json.dumps(reply).encode())
+        reply = InferReply(**routed, output=answer.output, fallback_used=answer.fallback_used,
+                           latency_ms=round(latency_ms, 2))  # fmt: skip
+        await request.respond(reply.model_dump_json().encode())
         await self.producer.query(
             task, infer.text, unit_id=unit_id, output=answer.output, latency_ms=latency_ms,
             arm=arm, version=version, query_id=query_id, fallback_used=answer.fallback_used,
@@ -325,7 +325,7 @@ class Gateway:
                 task, routing.challenger, routing.challenger_artifact, text
             )
         except Exception as err:  # noqa: BLE001 - recorded as the shadow's error
-            error = f"{type(err).__name__}: {err}"
+            error = _error_text(err)
         await self.producer.query(
             task, text, unit_id=unit_id, output=answer.output if answer else None,
             latency_ms=(time.perf_counter() - started) * 1e3, arm="shadow",

@@ -45,7 +45,7 @@ from faststream.nats.message import NatsBatchMessage
 from kaizend.core import metrics
 from kaizend.core.config import IngestSettings, StreamSettings
 from kaizend.core.errors import InvalidEvent, StorageError
-from kaizend.handlers.events import EVENT_TYPES, PATTERN_REASONS
+from kaizend.handlers.events import EVENT_TYPES, PATTERN_REASONS, event_row
 from kaizend.storage.events import EVENT_TABLES, REJECTED_TABLE, EventStore
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -183,7 +183,7 @@ def classify(
             )
         else:
             try:
-                row = event_type.model_validate_json(data).to_row()
+                row = event_row(event_type.model_validate_json(data))
             except ValidationError as err:
                 reason = f"invalid {kind} event: {describe_validation_error(err)}"
             except InvalidEvent as err:

@@ -1,76 +1,24 @@
-"""Routing: which model version answers whom, kept in the NATS key-value bucket.
+"""The routing bucket on the daemon's side: creating it, with its replicas, and writing it.
 
-The daemon writes one entry per task into the bucket ``routing.bucket`` (``kaizen_routing``
-by default; key = task); every producer watches the bucket and assigns each request's unit (a
-user or a session) to an arm:
-
-    u = first 8 bytes of sha256("<salt>:<unit_id>") as a number in [0, 1)
-    arm = "challenger" if u < challenger_weight else "champion"
-
-Assignment is deterministic and sticky: the same unit gets the same arm for as long as the
-salt and weight stay, and when the ramp raises the weight only champion units move over (a
-unit's ``u`` never changes within an experiment, which has one salt).
+The entry, the sticky hash that assigns a unit to an arm, and how producers open the bucket
+are the contract, in the slim client (:mod:`kaizend_client.routing`): one definition for the
+producers, the gateway and the daemon. The daemon writes one entry per task into the bucket
+``routing.bucket`` (``kaizen_routing`` by default; key = task).
 """
 
 from __future__ import annotations
 
-import hashlib
-from typing import Literal
-
 from kaizend.handlers.streams import ReplicasRefused, ensure_replicas
+from kaizend_client.routing import BUCKET, Arm, Routing, unit_position
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import APIError, BucketNotFoundError
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-BUCKET = "kaizen_routing"
+__all__ = ["BUCKET", "Arm", "Routing", "put_routing", "routing_bucket", "unit_position"]
 
-Arm = Literal["champion", "challenger"]
-
-
-class Routing(BaseModel):
-    """One task's routing entry."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    task: str = Field(min_length=1)
-    champion: str = Field(min_length=1, description="Version id the champion arm serves.")
-    challenger: str | None = Field(None, description="Version id of the challenger, if any.")
-    challenger_weight: float = Field(0.0, ge=0.0, le=1.0, description="Challenger's share.")
-    experiment_id: str | None = None
-    salt: str = Field("", description="Changes with every experiment: a new assignment.")
-    champion_artifact: str | None = Field(
-        None, description="The champion's version directory; None for a built-in version 0."
-    )
-    challenger_artifact: str | None = Field(None, description="The challenger's directory.")
-    shadow: bool = Field(
-        False, description="The gateway also runs the challenger, unanswered, on champion units."
-    )
-
-    @model_validator(mode="after")
-    def _challenger_needs_a_version(self) -> Routing:
-        if self.challenger_weight > 0 and not self.challenger:
-            raise ValueError("challenger_weight > 0 needs a challenger version")
-        return self
-
-    def assign(self, unit_id: str) -> tuple[Arm, str]:
-        """The arm and version for ``unit_id``."""
-        if self.challenger and unit_position(self.salt, unit_id) < self.challenger_weight:
-            return "challenger", self.challenger
-        return "champion", self.champion
-
-    def artifact(self, version: str) -> str | None:
-        """The directory of ``version`` (one of this entry's two), None for a built-in."""
-        if version == self.challenger:
-            return self.challenger_artifact
-        return self.champion_artifact
-
-
-def unit_position(salt: str, unit_id: str) -> float:
-    """The unit's fixed place in [0, 1) for this salt."""
-    digest = hashlib.sha256(f"{salt}:{unit_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+HISTORY = 16
+"""Revisions the bucket keeps of each entry."""
 
 
 async def routing_bucket(
@@ -89,7 +37,9 @@ async def routing_bucket(
         return kv
     try:
         return await js.create_key_value(
-            KeyValueConfig(bucket=bucket, history=16, storage=StorageType.FILE, replicas=replicas)
+            KeyValueConfig(
+                bucket=bucket, history=HISTORY, storage=StorageType.FILE, replicas=replicas
+            )
         )
     except APIError as err:
         if replicas == 1:

@@ -53,7 +53,7 @@ _CONVERSION_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables and views that do not exist yet."""
-    con.execute(resources.files("storage").joinpath("schema.sql").read_text())
+    con.execute(resources.files(__package__).joinpath("schema.sql").read_text())
 
 
 def arrow_schemas(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Schema]:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kaizend.handlers.producer import Producer, infer
 from kaizend.handlers.routing import Routing, routing_bucket
 from kaizend.storage.registry import Registry
+from kaizend_client import Producer, infer
 
 from tests.conftest import (
     MEMORISE,

@@ -31,8 +31,8 @@ from kaizend.daemon.serving import predictor_loader
 from kaizend.handlers.connection import connect_options
 from kaizend.handlers.jobs import JobResult, result_subject
 from kaizend.handlers.permissions import inbox_prefix, role_permissions, subject_matches
-from kaizend.handlers.producer import Producer
 from kaizend.handlers.publish import Outgoing, publish_events
+from kaizend_client import Producer
 from pydantic import SecretStr
 
 from tests.conftest import event, eventually, make_settings, outgoing

@@ -22,3 +22,19 @@ def test_every_integer_field_is_bounded_within_its_column() -> None:
             checked += 1
     # schema_version of each kind, and the feedback's rating.
     assert checked == 4
+
+
+def test_the_clients_integer_bounds_are_the_ddls() -> None:
+    # The slim client owns its bounds as constants (it cannot read the DDL without DuckDB);
+    # the DDL stays the one definition of the columns, and this keeps both in step.
+    from kaizend_client.events import MAX_SCHEMA_VERSION, Event
+
+    ranges = integer_ranges()
+    stored = min(ranges[table]["schema_version"][1] for table in EVENT_TABLES.values())
+    assert MAX_SCHEMA_VERSION == stored
+    le = next(
+        m.le
+        for m in Event.model_fields["schema_version"].metadata
+        if isinstance(m, annotated_types.Le)
+    )
+    assert le == stored

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from kaizend.core import metrics
-from kaizend.handlers.producer import InferenceFailed, infer
 from kaizend.handlers.routing import Routing, put_routing, routing_bucket
 from kaizend.models.fit import rules
 from kaizend.models.fit.schema import to_compact_dict
+from kaizend_client import InferenceFailed, infer
 
 from tests.conftest import MEMORISE, RunningDaemon, eventually, make_settings, rows, run_daemon
 

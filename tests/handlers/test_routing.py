@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kaizend.handlers.producer import Producer
 from kaizend.handlers.routing import Routing, put_routing, routing_bucket
+from kaizend_client import Producer
 
 from tests.conftest import RunningDaemon, eventually
 

@@ -18,8 +18,8 @@ from kaizend.core.config import ConfigError, TrainingSettings
 from kaizend.daemon.app import Daemon
 from kaizend.daemon.nats_server import find_binary
 from kaizend.handlers.jobs import ensure_jobs_stream
-from kaizend.handlers.producer import Producer
 from kaizend.handlers.streams import ReplicasRefused
+from kaizend_client import Producer
 from nats.js.errors import BucketNotFoundError
 
 from tests.conftest import eventually, make_settings, run_daemon

@@ -14,11 +14,8 @@ The producer watches the routing bucket, so a new experiment or a promotion reac
 moments, without a restart. Until the daemon has written a task's entry, the task routes
 everything to ``"champion"`` with version ``"unknown"``.
 
-A service that would rather not run a model itself asks the inference gateway, which routes,
-answers and records the query event; only feedback and corrections are left to send:
-
-    reply = await infer(nc, "parser", text, unit_id=user_id)
-    await producer.feedback(reply["query_id"], rating=5)
+Every event is checked against its model before it is published: one that the daemon would
+reject raises `InvalidEvent` here, at the call, instead of landing in ``rejected_events``.
 """
 
 from __future__ import annotations
@@ -31,55 +28,47 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kaizend.core.errors import KaizendError
-from kaizend.handlers.routing import BUCKET, Arm, Routing, routing_bucket
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from kaizend_client.errors import InvalidEvent
+from kaizend_client.events import EVENT_TYPES, MSG_ID_HEADER, PATTERN_REASONS, SUBJECT_PREFIX
+from kaizend_client.routing import BUCKET, Arm, Routing, open_routing
+
 log = logging.getLogger(__name__)
 
-ERROR_HEADER = "Nats-Service-Error"
-ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+def _refusal(err: ValidationError) -> InvalidEvent:
+    problem = err.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in problem["loc"]) or "event"
+    message = problem["msg"]
+    if problem["type"] == "string_pattern_mismatch":
+        message = PATTERN_REASONS.get(problem["ctx"]["pattern"], message)
+    return InvalidEvent(where, message)
 
 
-class InferenceFailed(KaizendError, RuntimeError):
-    """The gateway answered with an error: ``code`` 400 (bad request), 503 (not ready: no
-    routing entry, or the version cannot be loaded) or 500 (the version failed)."""
-
-    def __init__(self, code: str, message: str, reply: dict[str, Any] | None) -> None:
-        super().__init__(f"inference gateway error {code}: {message}")
-        self.code = code
-        self.reply = reply or {}
-
-
-async def infer(
-    nc: NATS,
-    task: str,
-    text: str,
-    *,
-    unit_id: str | None = None,
-    query_id: str | None = None,
-    timeout: float = 10.0,
-    subject_prefix: str = "kaizen.infer",
-    service: str | None = None,
-) -> dict[str, Any]:
-    """Ask the gateway for ``task``'s answer to ``text``: ``{query_id, task, arm, version,
-    output, fallback_used, latency_ms}``; raises `InferenceFailed` for an error reply.
-    ``service`` names the asking service on the query event the gateway records."""
-    request = {"text": text, "unit_id": unit_id, "query_id": query_id, "service": service}
-    msg = await nc.request(f"{subject_prefix}.{task}", json.dumps(request).encode(), timeout)
-    headers = msg.headers or {}
-    if ERROR_CODE_HEADER in headers:
-        body = json.loads(msg.data) if msg.data else None
-        raise InferenceFailed(headers[ERROR_CODE_HEADER], headers.get(ERROR_HEADER, ""), body)
-    return json.loads(msg.data)
+def encode_event(kind: str, event: dict[str, Any]) -> bytes:
+    """``event`` (of ``kind``: query, feedback, correction) as the bytes to publish, checked
+    against its model; raises `InvalidEvent` for one the daemon would reject."""
+    try:
+        EVENT_TYPES[kind].model_validate(event)
+    except KeyError:
+        raise InvalidEvent("kind", f"unknown kind {kind!r}: one of {sorted(EVENT_TYPES)}") from None
+    except ValidationError as err:
+        raise _refusal(err) from err
+    try:
+        return json.dumps(event, default=str, allow_nan=False).encode()
+    except ValueError as err:  # NaN or an infinity inside a JSON field
+        raise InvalidEvent(kind, f"JSON numbers must be finite ({err})") from err
 
 
 class Producer:
     """Routes requests by the bucket and publishes query, feedback and correction events."""
 
-    def __init__(self, nc: NATS, *, subject_prefix: str = "kaizen.events", service: str | None):
+    def __init__(
+        self, nc: NATS, *, subject_prefix: str = SUBJECT_PREFIX, service: str | None
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.subject_prefix = subject_prefix
@@ -93,14 +82,14 @@ class Producer:
         cls,
         nc: NATS,
         *,
-        subject_prefix: str = "kaizen.events",
+        subject_prefix: str = SUBJECT_PREFIX,
         service: str | None = None,
         bucket: str = BUCKET,
     ) -> Producer:
         """Open the routing bucket (the daemon's ``routing.bucket``) and start watching it;
         wait for the current entries."""
         producer = cls(nc, subject_prefix=subject_prefix, service=service)
-        kv = await routing_bucket(producer.js, bucket)
+        kv = await open_routing(producer.js, bucket)
         producer._watching = asyncio.create_task(producer._watch(kv))
         await asyncio.wait_for(producer._ready.wait(), 10.0)
         return producer
@@ -140,8 +129,8 @@ class Producer:
         event = {"event_id": str(uuid.uuid4()), "ts": datetime.now(UTC).isoformat(), **event}
         await self.js.publish(
             f"{self.subject_prefix}.{kind}",
-            json.dumps(event, default=str).encode(),
-            headers={"Nats-Msg-Id": event["event_id"]},
+            encode_event(kind, event),
+            headers={MSG_ID_HEADER: event["event_id"]},
         )
         return event["event_id"]
 
