@@ -21,7 +21,7 @@ from typing import Any
 
 import nats
 import pytest
-from kaizend.handlers.producer import Producer, infer
+from kaizend_client import Producer, infer
 
 from tests.conftest import ROOT, eventually
 
