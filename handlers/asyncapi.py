@@ -59,6 +59,13 @@ def builtin_settings() -> Settings:
     return Settings.model_construct()
 
 
+def _task_parameter(tasks: tuple[str, ...]) -> dict[str, Any]:
+    """The ``{task}`` of the gateway's subjects: the configuration's tasks when it declares
+    some (the built-in defaults declare none)."""
+    described = {"description": "The task to answer for: one declared as [tasks.<name>]."}
+    return {"enum": list(tasks), **described} if tasks else described
+
+
 def _ref(*path: str) -> dict[str, str]:
     return {"$ref": "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)}
 
@@ -242,9 +249,7 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
         "description": f"The inference gateway (NATS micro service {SERVICE_NAME}; its "
         "instances share a queue group) routes each request by the routing bucket, answers "
         "with that arm's version and records the query event itself.",
-        "parameters": {
-            "task": {"enum": list(gateway.tasks), "description": "The task to answer for."}
-        },
+        "parameters": {"task": _task_parameter(settings.served_tasks)},
         "messages": {"inferRequest": _ref("components", "messages", "inferRequest")},
     }
     channels["inferReplies"] = {

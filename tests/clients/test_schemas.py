@@ -93,6 +93,7 @@ def test_the_document_follows_the_configuration() -> None:
     settings = Settings.model_validate(
         {"stream": {"subject_prefix": "acme.events", "duplicate_window_s": 30},
          "gateway": {"subject_prefix": "acme.infer", "tasks": ["parser"]},
+         "tasks": {"parser": {"kind": "fit-parser"}, "tickets": {"kind": "fit-parser"}},
          "routing": {"bucket": "acme_routing"}, "admin": {"subject_prefix": "acme.admin"},
          "nats": {"url": "nats://svc:secret@nats.acme:4333"}}
     )  # fmt: skip

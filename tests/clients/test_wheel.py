@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"core", "daemon", "handlers", "models", "storage"}
 SKIP = shutil.ignore_patterns(
-    ".git", ".venv", "node_modules", "var", "build", "dist", "*.egg-info", "__pycache__",
+    ".git", ".venv", "node_modules", "var", "build", "dist", "*.egg-info", "*.dist-info", "__pycache__",
     ".pytest_cache", ".ruff_cache",
 )  # fmt: skip
 
@@ -83,8 +83,9 @@ def test_installed_beside_a_package_called_models(wheels: dict[str, Path], tmp_p
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no source checkout
     _run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
-         "--no-index", *wheels.values(), cwd=tmp_path)  # fmt: skip
+         "--no-index", *wheels.values(), cwd=tmp_path, env=env)  # fmt: skip
     purelib = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))",
                         cwd=tmp_path).strip())  # fmt: skip
     ours = [sysconfig.get_path("purelib"), *site.getsitepackages()]
@@ -109,7 +110,6 @@ print(json.dumps({
     "rating": integer_ranges()["feedback_events"]["rating"],
 }))
 """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no source checkout
     found = json.loads(_run(python, "-c", probe, cwd=service, env=env))
     assert found["whose"] == "the service's own models"
     files = {name: Path(file) for name, file in found["files"].items()}
