@@ -40,9 +40,13 @@ activity and answered at the user's own rate. One JSON line per A/A condition (I
 with the share of false decisions (promoted or rolled back), without and with the
 adjustment; then two lines for a challenger at 0.55 against 0.50, at ICC 0.1 and at ICC 0.3
 (sigma 1.0), without and with the adjustment on the same simulated traffic: the share
-promoted, the median units (summed over the steps, and in the deciding step) and queries to
-a decision (an undecided run counting as never), and the median correlation of the units'
-pre-period and in-experiment (linearised) values at the decision.
+promoted, the median units (summed over the steps, in the earlier steps and in the deciding
+step) and queries to a decision (an undecided run counting as never), and the median
+correlation of the units' pre-period and in-experiment (linearised) values at the decision.
+A last line compares the two at equal power (ICC 0.3): with a step's maximum of 168 ticks
+(the daemon's default of 7 days, at a tick an hour), the units and queries by which 50%, 80%
+and 90% of the experiments were promoted, i.e. what each design needs for that power (None
+when it never gets there).
 """
 
 from __future__ import annotations
@@ -189,6 +193,10 @@ USERS = 4000
 TICK_QUERIES = 500
 TICK_S = 3600.0
 MAX_STEP_TICKS = 40
+EQUAL_POWER_STEP_TICKS = 168
+"""A step's maximum for the equal-power line: the daemon's default ``max_step_s`` (7 days)
+at a tick an hour, so that both designs reach the powers compared."""
+POWERS = (0.5, 0.8, 0.9)
 
 
 @dataclass(frozen=True)
@@ -251,13 +259,19 @@ def pre_correlation(table: dict[str, np.ndarray]) -> float:
 
 
 def clustered_experiment(
-    seed: int, icc: float, sigma: float, lift: float, adjust: bool, pre_queries: int
+    seed: int,
+    icc: float,
+    sigma: float,
+    lift: float,
+    adjust: bool,
+    pre_queries: int,
+    max_step_ticks: int = MAX_STEP_TICKS,
 ) -> dict[str, float]:
     """One simulated experiment driven by the policy to its end: its action, and the units
     (summed over steps) and queries at the decision."""
     rng = np.random.default_rng(seed)
     pop = population(rng, icc, sigma, pre_queries)
-    policy = Policy(min_units=1000, max_duration_s=MAX_STEP_TICKS * TICK_S, guardrails=())
+    policy = Policy(min_units=1000, max_duration_s=max_step_ticks * TICK_S, guardrails=())
     treated_rate = np.clip(pop.rate + lift, 0.0, 1.0)
     done: list[StepData] = []
     weight = policy.weights[0]
@@ -287,6 +301,7 @@ def clustered_experiment(
             return {
                 "action": decision.action,
                 "units": spent_units + units,
+                "earlier_steps_units": spent_units,
                 "last_step_units": units,
                 "queries": spent_queries + sum(current.queries),
                 "variance_removed": current.variance_removed,
@@ -297,7 +312,7 @@ def clustered_experiment(
             }
 
 
-def _clustered_batch(args: tuple[list[int], float, float, float, bool, int]) -> list[dict]:
+def _clustered_batch(args: tuple[list[int], float, float, float, bool, int, int]) -> list[dict]:
     seeds, *rest = args
     return [clustered_experiment(seed, *rest) for seed in seeds]
 
@@ -310,10 +325,13 @@ def run_clustered(
     adjust: bool,
     pre_queries: int,
     workers: int,
+    max_step_ticks: int = MAX_STEP_TICKS,
 ) -> list[dict[str, float]]:
     """``clustered_experiment`` for every seed, over ``workers`` processes."""
     chunks = [seeds[i::workers] for i in range(workers)]
-    jobs = [(chunk, icc, sigma, lift, adjust, pre_queries) for chunk in chunks if chunk]
+    jobs = [
+        (chunk, icc, sigma, lift, adjust, pre_queries, max_step_ticks) for chunk in chunks if chunk
+    ]
     if workers <= 1:
         return [r for job in jobs for r in _clustered_batch(job)]
     from concurrent.futures import ProcessPoolExecutor
@@ -330,6 +348,18 @@ def _median_to_decision(runs: list[dict[str, float]], key: str) -> float | None:
     return median if np.isfinite(median) else None
 
 
+def _at_power(runs: list[dict[str, float]], key: str, power: float) -> float | None:
+    """``key`` by which a share ``power`` of the runs was promoted: the units (or queries) the
+    design needs for that power, were it stopped there (None when it never reaches it)."""
+    values = [r[key] if r["action"] == "promote" else np.inf for r in runs]
+    value = float(np.quantile(values, power, method="inverted_cdf"))
+    return value if np.isfinite(value) else None
+
+
+def _saved(plain: float | None, adjusted: float | None) -> float | None:
+    return round(1 - adjusted / plain, 3) if plain and adjusted else None
+
+
 def _share(runs: list[dict[str, float]], *actions: str) -> float:
     return round(sum(r["action"] in actions for r in runs) / len(runs), 4)
 
@@ -339,9 +369,11 @@ def clustered_report(sims: int, seed: int, workers: int, pre_queries: int) -> li
     seeds = np.random.SeedSequence(seed).generate_state(sims).tolist()
     lines: list[dict] = []
 
-    def both(icc: float, sigma: float, lift: float) -> tuple[list[dict], list[dict]]:
+    def both(
+        icc: float, sigma: float, lift: float, ticks: int = MAX_STEP_TICKS
+    ) -> tuple[list[dict], list[dict]]:
         return tuple(  # type: ignore[return-value]
-            run_clustered(seeds, icc, sigma, lift, adjust, pre_queries, workers)
+            run_clustered(seeds, icc, sigma, lift, adjust, pre_queries, workers, ticks)
             for adjust in (False, True)
         )
 
@@ -363,6 +395,7 @@ def clustered_report(sims: int, seed: int, workers: int, pre_queries: int) -> li
         units = [_median_to_decision(runs, "units") for runs in (plain, adjusted)]
         queries = [_median_to_decision(runs, "queries") for runs in (plain, adjusted)]
         last = [_median_to_decision(runs, "last_step_units") for runs in (plain, adjusted)]
+        earlier = [_median_to_decision(runs, "earlier_steps_units") for runs in (plain, adjusted)]
         lines.append({
             "bench": f"experiment_simulations_clustered_{name}", "icc": icc,
             "activity_sigma": 1.0, "control": 0.50, "challenger": 0.55, "sims": sims,
@@ -372,6 +405,8 @@ def clustered_report(sims: int, seed: int, workers: int, pre_queries: int) -> li
             "median_units_in_deciding_step": last[0],
             "median_units_in_deciding_step_adjusted": last[1],
             "units_in_deciding_step_saved": round(1 - last[1] / last[0], 3) if all(last) else None,
+            "median_units_in_earlier_steps": earlier[0],
+            "median_units_in_earlier_steps_adjusted": earlier[1],
             "median_queries_to_decision": queries[0],
             "median_queries_to_decision_adjusted": queries[1],
             "queries_saved": round(1 - queries[1] / queries[0], 3) if all(queries) else None,
@@ -382,6 +417,25 @@ def clustered_report(sims: int, seed: int, workers: int, pre_queries: int) -> li
                 [r["variance_removed"] for r in adjusted])), 3),
             "seconds": round(time.perf_counter() - start, 1),
         })  # fmt: skip
+    # At equal power: the units (queries) by which a share of the experiments was promoted,
+    # a step lasting up to the daemon's default maximum so that both designs get there.
+    start = time.perf_counter()
+    plain, adjusted = both(0.3, 1.0, 0.05, EQUAL_POWER_STEP_TICKS)
+    line: dict = {
+        "bench": "experiment_simulations_clustered_equal_power", "icc": 0.3,
+        "activity_sigma": 1.0, "control": 0.50, "challenger": 0.55, "sims": sims,
+        "max_step_ticks": EQUAL_POWER_STEP_TICKS, "promoted": _share(plain, "promote"),
+        "promoted_adjusted": _share(adjusted, "promote"),
+    }  # fmt: skip
+    for power in POWERS:
+        for key, name in (("units", "units"), ("last_step_units", "units_in_deciding_step"),
+                          ("queries", "queries")):  # fmt: skip
+            values = [_at_power(runs, key, power) for runs in (plain, adjusted)]
+            line[f"{name}_at_power_{power}"] = values[0]
+            line[f"{name}_at_power_{power}_adjusted"] = values[1]
+            line[f"{name}_at_power_{power}_saved"] = _saved(*values)
+    line["seconds"] = round(time.perf_counter() - start, 1)
+    lines.append(line)
     return lines
 
 

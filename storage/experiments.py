@@ -3,9 +3,17 @@
 The unit of analysis is the unit of randomisation: routing assigns an arm by ``unit_id``
 (sticky per user), so every metric is summed per unit within the step's time window, and
 the experiment tests compare arms over units (ratio metrics, see
-`models.experiments.stats.ratio_stats`). A query without a ``unit_id`` is a unit of its own;
-a unit answered by both arms within one step (its questions in flight while a new step's
-routing moved it to the challenger) is left out of that step.
+`models.experiments.stats.ratio_stats`). A query without a ``unit_id`` is a unit of its own.
+
+A unit answered by both arms within one step is a challenger unit of that step, and only its
+challenger answers count. Within an experiment (one salt) a unit only ever moves from the
+champion to the challenger: a step raises the share, and a resumed step brings the
+challenger's units back after the pause. Its champion answers in the step are the ones the
+gateway routed before it saw the step's routing entry, in flight when the step began (a
+query's ``ts`` is when its answer was published). Leaving such a unit out instead would drop
+every unit a step moves, the more surely the more it asks: heavy users would vanish from the
+challenger arm, and the first step, whose challenger units all move at its start, could end
+with none at all.
 
 A query is one answered by one of the experiment's two versions inside the window, as the
 ``query_units`` macro of ``schema.sql`` defines it (the one definition that the quality views
@@ -82,9 +90,9 @@ WITH step AS (
       AND ((arm = 'champion' AND model_version = $champion)
            OR (arm = 'challenger' AND model_version = $challenger))
     GROUP BY arm, unit
-    -- A unit answered by both arms in one step (its questions in flight while the routing
-    -- changed its arm) measures neither version: left out.
-    QUALIFY count(*) OVER (PARTITION BY unit) = 1
+    -- A unit answered by both arms in one step was moved to the challenger by the step's
+    -- routing (its champion answers were in flight): its challenger answers alone count.
+    QUALIFY arm = 'challenger' OR count(*) OVER (PARTITION BY unit) = 1
 ), pre AS (
     SELECT unit_id AS unit, {_sums("pre_")}
     FROM query_units($attribution)

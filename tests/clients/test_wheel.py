@@ -26,8 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"core", "daemon", "handlers", "models", "storage"}
 SKIP = shutil.ignore_patterns(
-    ".git", ".venv", "node_modules", "var", "build", "dist", "*.egg-info", "*.dist-info", "__pycache__",
-    ".pytest_cache", ".ruff_cache",
+    ".git", ".venv", "node_modules", "var", "build", "dist", "*.egg-info", "*.dist-info",
+    "__pycache__", ".pytest_cache", ".ruff_cache",
 )  # fmt: skip
 
 

@@ -78,8 +78,8 @@ def test_queries_are_summed_per_unit_with_the_units_pre_period_history(tmp_path:
             query("a3", "champion", "v0", unit_id="u1"),
             query("b1", "challenger", "v1", unit_id="u2"),            # no history
             query("c1", "challenger", "v1"),                           # no unit: its own unit
-            query("d1", "champion", "v0", unit_id="u3"),               # u3 in both arms:
-            query("d2", "challenger", "v1", unit_id="u3"),             # left out
+            query("d1", "champion", "v0", unit_id="u3"),               # u3 in both arms: a
+            query("d2", "challenger", "v1", unit_id="u3"),             # challenger unit
         ],
         "feedback_events": [
             signal("f1", "p1", -29, rating=5), signal("f2", "a1", 2, rating=5),
@@ -95,8 +95,8 @@ def test_queries_are_summed_per_unit_with_the_units_pre_period_history(tmp_path:
     row = {column: values.tolist() for column, values in champion.items()}
     assert (row["queries"], row["successes"], row["slow"], row["rated"]) == ([3], [2], [1], [1])
     assert (row["pre_queries"], row["pre_successes"], row["pre_errors"]) == ([2], [1], [1])
-    assert challenger["queries"].tolist() == [1, 1]
-    assert challenger["pre_queries"].tolist() == [0, 0]
+    assert challenger["queries"].tolist() == [1, 1, 1]
+    assert challenger["pre_queries"].tolist() == [0, 0, 0]
     without = unit_metrics(
         store.cursor(), task="parser", champion="v0", challenger="v1", start=T0, end=None,
         attribution_s=3600,
@@ -111,3 +111,37 @@ def test_an_arm_without_units_has_no_rows(tmp_path: Path) -> None:
         start=T0, end=None, attribution_s=60,
     )  # fmt: skip
     assert metrics["challenger"]["queries"].size == 0
+
+
+def test_a_unit_a_step_moves_counts_in_the_challenger_with_its_challenger_answers(
+    tmp_path: Path,
+) -> None:
+    """At a step's start the gateway still answers with the routing of before for a moment:
+    the units the step moves get a few champion answers, then the challenger's. They are the
+    step's challenger units, however many questions they ask, and their champion answers of
+    the step are left out; a unit only the champion answered stays a champion unit."""
+    store = EventStore(tmp_path / "k.duckdb")
+    heavy = [query(f"h{i}", "champion", "v0", minutes=0.01 * i, unit_id="heavy") for i in range(3)]
+    heavy += [query(f"H{i}", "challenger", "v1", minutes=1 + i, unit_id="heavy") for i in range(5)]
+    store.write({
+        "query_events": [
+            *heavy,
+            query("l1", "champion", "v0", minutes=0.02, unit_id="light"),  # in flight
+            query("l2", "challenger", "v1", minutes=3, unit_id="light"),
+            query("s1", "champion", "v0", minutes=2, unit_id="stays"),
+            query("s2", "champion", "v0", minutes=4, unit_id="stays"),
+        ],
+        "feedback_events": [
+            signal("f1", "h0", 1, rating=5), signal("f2", "H0", 2, rating=5),
+            signal("f3", "H1", 3, rating=1), signal("f4", "s1", 3, rating=5),
+        ],
+    })  # fmt: skip
+    metrics = unit_metrics(
+        store.cursor(), task="parser", champion="v0", challenger="v1", start=T0, end=None,
+        attribution_s=3600,
+    )  # fmt: skip
+    champion, challenger = metrics["champion"], metrics["challenger"]
+    # Units in order of their ids: heavy, light.
+    assert challenger["queries"].tolist() == [5, 1]
+    assert challenger["successes"].tolist() == [1, 0]
+    assert (champion["queries"].tolist(), champion["successes"].tolist()) == ([2], [1])

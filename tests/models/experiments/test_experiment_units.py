@@ -247,3 +247,14 @@ def test_the_sql_aggregation_gives_the_tables_the_simulation_feeds_the_policy(
             a, b = getattr(ours, arm)["success"], getattr(theirs, arm)["success"]
             assert (a.n, a.sum, a.sum_squares) == pytest.approx((b.n, b.sum, b.sum_squares))
         assert ours.variance_removed == pytest.approx(theirs.variance_removed)
+
+
+def test_units_at_a_power_are_those_by_which_that_share_of_experiments_was_promoted(
+    bench: ModuleType,
+) -> None:
+    runs = [{"action": "promote", "units": u} for u in (300, 100, 200)]
+    runs += [{"action": "inconclusive", "units": 50}, {"action": "rollback", "units": 10}]
+    # Promoted by 100, 200, 300 units: 3 of 5 runs; the others never count.
+    assert bench._at_power(runs, "units", 0.2) == 100
+    assert bench._at_power(runs, "units", 0.6) == 300
+    assert bench._at_power(runs, "units", 0.8) is None
