@@ -64,7 +64,6 @@ class ExperimentLoop:
         self.settings = settings
         self.store = store
         self.routing = routing
-        self.policy = policy_from(settings)
         self._lock = asyncio.Lock()
         self._tasks: tuple[str, ...] = ()
 
@@ -90,7 +89,7 @@ class ExperimentLoop:
             salt=experiment.salt,
             champion_artifact=registry.get(experiment.champion).artifact_path,
             challenger_artifact=registry.get(experiment.challenger).artifact_path,
-            shadow=self.settings.experiments.shadow and experiment.status == "running",
+            shadow=self._settings(task).experiments.shadow and experiment.status == "running",
         )  # fmt: skip
 
     async def _route(self, task: str, experiment: Experiment | None) -> Routing:
@@ -137,6 +136,14 @@ class ExperimentLoop:
                 log.warning("routing of %s restored from the registry: the bucket held %s",
                             task, stored)  # fmt: skip
 
+    def _settings(self, task: str) -> Settings:
+        """The settings of ``task``'s experiments: its ``[tasks.<name>.experiments]``
+        overrides applied (an experiment of a task no longer declared keeps the defaults)."""
+        return self.settings.for_task(task) if task in self.settings.tasks else self.settings
+
+    def policy(self, task: str) -> Policy:
+        return policy_from(self._settings(task))
+
     # -- the tick ---------------------------------------------------------------------------
 
     async def tick(self) -> dict[str, Decision]:
@@ -146,7 +153,7 @@ class ExperimentLoop:
                 log.info(
                     "experiment %s started: %s vs %s at %.0f%%",
                     experiment.experiment_id, experiment.challenger, experiment.champion,
-                    self.policy.weights[0] * 100,
+                    self.policy(experiment.task).weights[0] * 100,
                 )  # fmt: skip
                 await self._route(experiment.task, experiment)
             decisions = {}
@@ -171,12 +178,12 @@ class ExperimentLoop:
                 challenger = registry.alias(task, "challenger")
                 if champion and challenger:
                     started.append(
-                        experiments.create(task, champion, challenger, self.policy.weights[0])
+                        experiments.create(task, champion, challenger, self.policy(task).weights[0])
                     )
         return started
 
     def _step_data(self, con: Any, experiment: Experiment) -> list[StepData]:
-        e = self.settings.experiments
+        e = self._settings(experiment.task).experiments
         pre_start = experiment.created_at - timedelta(days=e.cuped_window_days)
         data = []
         for step in ExperimentStore(con).steps(experiment.experiment_id):
@@ -199,7 +206,8 @@ class ExperimentLoop:
             experiments = ExperimentStore(con)
             for experiment in experiments.running():
                 steps = self._step_data(con, experiment)
-                decision = decide(steps, self.policy)
+                policy = self.policy(experiment.task)
+                decision = decide(steps, policy)
                 current = steps[-1]
                 test = decision.test
                 experiments.log(experiment.experiment_id, {
@@ -213,7 +221,7 @@ class ExperimentLoop:
                     "ci_lower": test.ci_lower if test else None,
                     "ci_upper": test.ci_upper if test else None,
                     "p_value": test.p_value if test else None,
-                    "alpha": self.policy.alpha, "srm_p_value": decision.srm_p_value,
+                    "alpha": policy.alpha, "srm_p_value": decision.srm_p_value,
                     "gate": decision.gate, "action": decision.action, "reason": decision.reason,
                     "queries_champion": current.queries[0],
                     "queries_challenger": current.queries[1],
@@ -230,7 +238,7 @@ class ExperimentLoop:
             return
         if action == "advance":
             steps = await asyncio.to_thread(self._steps, experiment)
-            weight = self.policy.next_weight(steps[-1].weight)
+            weight = self.policy(experiment.task).next_weight(steps[-1].weight)
             assert weight is not None, "the policy advances only before the last step"
             await asyncio.to_thread(self._next_step, experiment, weight)
             await self._route(experiment.task, experiment)

@@ -82,9 +82,6 @@ check_interval_s = 1
 fresh_share = 0.2
 [experiments]
 tick_s = 0.5
-steps = [0.5]
-min_units = 150
-attribution_s = 3600
 [tasks.tickets]
 kind = "tfidf-classifier"
 labels = {json.dumps(list(LABELS))}
@@ -94,6 +91,10 @@ min_new_signal = 40
 cooldown_s = 3600
 [tasks.tickets.gate]
 min_fresh_examples = 8
+[tasks.tickets.experiments]
+steps = [0.5]
+min_units = 150
+attribution_s = 3600
 """)
     return config
 
@@ -177,6 +178,12 @@ async def test_a_plugin_kind_trains_is_gated_and_promoted_through_the_gateway(
             "SELECT status, challenger, reason FROM experiments"
         )
         assert (status, challenger) == ("promoted", "tickets-v1"), reason
+        # The task's own experiment settings: one step at 50%, decided on >= 150 units.
+        [[steps, weight, units]] = await sql(
+            "SELECT count(DISTINCT step), max(weight), max(n_champion + n_challenger) "
+            "FROM experiment_decisions"
+        )
+        assert (steps, weight) == (1, 0.5) and units >= 150
         [[gate]] = await sql("SELECT passed FROM gate_decisions WHERE version_id = 'tickets-v1'")
         assert gate is True
         [[champion]] = await sql(
