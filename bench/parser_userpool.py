@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kaizend.handlers.events import EVENT_TYPES  # noqa: E402
+from kaizend.handlers.events import EVENT_TYPES, event_row  # noqa: E402
 from kaizend.models.fit import querygen, userpool  # noqa: E402
 from kaizend.models.fit.schema import ParsedQuery, to_compact_dict  # noqa: E402
 from kaizend.models.fit.users import simulate_parser_traffic  # noqa: E402
@@ -79,7 +79,7 @@ def _success(traffic: list[userpool.UserQuery], parsers: dict[str, Any]) -> dict
             body = dict(event) | ({"unit_id": f"{event['unit_id']}-{arm}"} if "unit_id" in event
                                   else {})  # fmt: skip
             kind = body.pop("kind")
-            row = EVENT_TYPES[kind].model_validate(body).to_row()
+            row = event_row(EVENT_TYPES[kind].model_validate(body))
             tables[f"{kind}_events"].append(row | {"ingested_at": datetime.now(UTC)})
     with tempfile.TemporaryDirectory() as directory:
         store = EventStore(Path(directory) / "k.duckdb")

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kaizend.handlers.events import EVENT_TYPES  # noqa: E402
+from kaizend.handlers.events import EVENT_TYPES, event_row  # noqa: E402
 from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback  # noqa: E402
 from kaizend.models.fit.retriever import RetrieverTask  # noqa: E402
 from kaizend.models.fit.sites import SITE_COUNT  # noqa: E402
@@ -43,7 +43,7 @@ def _rows(events: list[dict]) -> dict[str, list[dict]]:
     for event in events:
         body = dict(event)
         kind = body.pop("kind")
-        row = EVENT_TYPES[kind].model_validate(body).to_row() | {"ingested_at": now}
+        row = event_row(EVENT_TYPES[kind].model_validate(body)) | {"ingested_at": now}
         tables.setdefault(f"{kind}_events", []).append(row)
     return tables
 

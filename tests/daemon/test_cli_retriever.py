@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kaizend.handlers.events import EVENT_TYPES
+from kaizend.handlers.events import EVENT_TYPES, event_row
 from kaizend.storage.events import EventStore
 
 from tests.conftest import FIT_TASKS_ENV
@@ -28,7 +28,7 @@ def _store(tmp_path: Path, events: list[dict]) -> None:
     for event in events:
         body = dict(event)
         kind = body.pop("kind")
-        row = EVENT_TYPES[kind].model_validate(body).to_row() | {"ingested_at": datetime.now(UTC)}
+        row = event_row(EVENT_TYPES[kind].model_validate(body)) | {"ingested_at": datetime.now(UTC)}
         tables.setdefault(f"{kind}_events", []).append(row)
     store = EventStore(tmp_path / "var" / "kaizend.duckdb")
     store.write(tables)

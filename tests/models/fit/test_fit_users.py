@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kaizend.handlers.events import EVENT_TYPES
+from kaizend.handlers.events import EVENT_TYPES, event_row
 from kaizend.models.fit import userpool
 from kaizend.models.fit.schema import ParsedQuery, validate_output
 from kaizend.models.fit.userpool import UserQuery
@@ -56,7 +56,7 @@ def _store(path: Path, *runs: list[dict]) -> EventStore:
     for event in (event for run in runs for event in run):
         body = dict(event)
         kind = body.pop("kind")
-        row = EVENT_TYPES[kind].model_validate(body).to_row() | {"ingested_at": datetime.now(UTC)}
+        row = event_row(EVENT_TYPES[kind].model_validate(body)) | {"ingested_at": datetime.now(UTC)}
         tables.setdefault(f"{kind}_events", []).append(row)
     store = EventStore(path)
     store.write(tables)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kaizend.handlers.events import EVENT_TYPES
+from kaizend.handlers.events import EVENT_TYPES, event_row
 from kaizend.models.fit.retrieval import Register, generate_queries, simulate_feedback
 from kaizend.models.fit.retriever import RetrieverTask
 from kaizend.models.retriever.config import RetrieverSettings
@@ -37,7 +37,7 @@ def store_feedback(task: RetrieverTask, path: Path, queries: int = 120) -> Event
     for event in events:
         body = dict(event)
         kind = body.pop("kind")
-        row = EVENT_TYPES[kind].model_validate(body).to_row() | {"ingested_at": datetime.now(UTC)}
+        row = event_row(EVENT_TYPES[kind].model_validate(body)) | {"ingested_at": datetime.now(UTC)}
         tables.setdefault(f"{kind}_events", []).append(row)
     store = EventStore(path)
     store.write(tables)
