@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 from kaizend.core.config import RetrieverSettings
@@ -77,6 +77,10 @@ class RetrieverTask:
     primary_metric: str = PRIMARY_METRIC
     greater_is_better: bool = GREATER_IS_BETTER
     builtin_version: str = BUILTIN_VERSION
+    slow_first_load: ClassVar[bool] = True
+    """The first `load` of a version builds its collection (minutes for the 40,194 base
+    documents on 2 cores): the daemon runs it in a background process first
+    (`kaizend.daemon.prepare`), and its own load then finds the collection complete."""
     _retrievers: dict[str, Retriever] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
