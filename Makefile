@@ -39,6 +39,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/ingest_throughput.py
+	$(PY) bench/ingest_throughput.py --during-background
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache clients/typescript/node_modules clients/typescript/dist

@@ -52,6 +52,14 @@ class DaemonSettings(_Section):
         gt=0,
         description="On SIGTERM: at most this long to flush, ack and checkpoint before exiting.",
     )
+    background_niceness: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="CPU priority (nice) of background work: trainings, index builds, drift "
+        "reports and exports run this much below the event path (0: the same priority), so "
+        "they use the CPU that ingestion and serving leave idle.",
+    )
 
     @field_validator("data_dir")
     @classmethod

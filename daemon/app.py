@@ -1,7 +1,7 @@
 """The daemon's lifecycle: start-up order, the run loop, and the graceful stop.
 
 Start: embedded nats-server (when no URL is configured) -> DuckDB store and each task's
-version 0 -> broker with the ingest subscriber and the admin responders -> writer ->
+version 0 -> broker with the admin responders -> writer -> the ingest pull loop ->
 orchestrator (training triggers and results) and the local training worker -> every task's
 routing entry, from the registry -> inference gateway -> scheduler (Parquet export, trigger
 checks, experiment ticks, drift reports, consumer-lag gauges) -> Prometheus /metrics endpoint
@@ -27,6 +27,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from kaizend.core.config import Settings
 from kaizend.core.metrics import MetricsServer, serve_metrics
+from kaizend.daemon.background import BackgroundThread, Preparations
 from kaizend.daemon.credentials import ensure_embedded_credentials, role_credentials
 from kaizend.daemon.drift import DriftMonitor
 from kaizend.daemon.experiments import ExperimentLoop
@@ -38,15 +39,9 @@ from kaizend.daemon.worker import Worker
 from kaizend.handlers.admin import Admin
 from kaizend.handlers.connection import make_broker
 from kaizend.handlers.gateway import Gateway
-from kaizend.handlers.ingest import (
-    Ingestor,
-    apply_consumer_config,
-    events_stream,
-    subscribe,
-    tolerate_fetch_timeouts,
-    watch_abandoned,
-)
+from kaizend.handlers.ingest import Ingestor, events_stream, start_consuming, watch_abandoned
 from kaizend.handlers.permissions import inbox_prefix, nats_users_config
+from kaizend.handlers.pull import PullLoop
 from kaizend.handlers.routing import routing_bucket
 from kaizend.handlers.streams import ensure_stream
 from kaizend.models.tasks import build_tasks
@@ -142,7 +137,8 @@ class Daemon:
                     reason=f"initial champion: the built-in {task.builtin_version!r}",
                 )
         orchestrator = self.orchestrator = Orchestrator(s, store, tasks)
-        drift = self.drift = DriftMonitor(s, orchestrator)
+        background = BackgroundThread(s.daemon.background_niceness)
+        drift = self.drift = DriftMonitor(s, orchestrator, background)
         ingestor = Ingestor(store, s.ingest, s.stream.subject_prefix)
         ingestor.on_commit = orchestrator.notify_committed
         broker = make_broker(
@@ -154,7 +150,6 @@ class Daemon:
             credentials=role_credentials(s, "daemon"),
             inbox_prefix=inbox_prefix("daemon"),
         )
-        subscriber = subscribe(broker, s.stream, s.ingest, ingestor)
         watch_abandoned(broker, s.stream, s.ingest, ingestor)
         admin = Admin(s, store, ingestor, url, orchestrator, drift)
         admin.register(broker)
@@ -164,7 +159,7 @@ class Daemon:
                 scheduler,
                 s.storage.export_interval_s,
                 "parquet-export",
-                asyncio.to_thread,
+                background.run,
                 lambda: export_parquet(store.cursor(), s.export_path),
             )
         _every(scheduler, s.training.check_interval_s, "training-check", orchestrator.check)
@@ -175,6 +170,8 @@ class Daemon:
         worker: Worker | None = None
         worker_task: asyncio.Task[None] | None = None
         gateway: Gateway | None = None
+        pull: PullLoop | None = None
+        preparations = Preparations(s)
         try:
             ingestor.start()
             log.info("connecting to NATS at %s", url)
@@ -188,9 +185,8 @@ class Daemon:
                 key="stream.replicas",
             )
             await broker.start()
-            tolerate_fetch_timeouts(subscriber)
             admin.js = broker.connection.jetstream()
-            await apply_consumer_config(admin.js, s.stream, subscriber)
+            pull = await start_consuming(broker.connection, s.stream, s.ingest, ingestor)
             await orchestrator.start(broker.connection)
             routing = await routing_bucket(
                 admin.js, s.routing.bucket, create=True, replicas=s.routing.replicas
@@ -206,7 +202,11 @@ class Daemon:
                     bucket=s.routing.bucket,
                 )
                 gateway = self.gateway = Gateway(
-                    s.gateway, broker.connection, producer, predictor_loader(s), s.served_tasks
+                    s.gateway,
+                    broker.connection,
+                    producer,
+                    predictor_loader(s, preparations),
+                    s.served_tasks,
                 )
                 await gateway.start()
             _every(scheduler, s.experiments.tick_s, "experiment-tick", experiments.tick)
@@ -229,14 +229,16 @@ class Daemon:
             if scheduler.running:
                 scheduler.shutdown(wait=False)
             await admin.stop()
+            await asyncio.to_thread(preparations.stop)
             if gateway is not None:
                 await gateway.stop(grace_s=s.daemon.shutdown_grace_s / 2)
                 await gateway.producer.stop()
             drift.stop()
+            background.shutdown()
             if self.metrics is not None:
                 await asyncio.to_thread(self.metrics.stop)
             await self._stop_training(worker, worker_task, orchestrator)
-            await self._shutdown(broker, subscriber, ingestor, store, embedded)
+            await self._shutdown(broker, pull, ingestor, store, embedded)
         return self._exit_code
 
     async def _stop_training(
@@ -255,13 +257,16 @@ class Daemon:
         except Exception:  # noqa: BLE001 - the event pipeline must still stop cleanly
             log.exception("error while stopping the training worker")
 
-    async def _shutdown(self, broker, subscriber, ingestor, store, embedded) -> None:  # noqa: ANN001
+    async def _shutdown(self, broker, pull, ingestor, store, embedded) -> None:  # noqa: ANN001
         started = time.perf_counter()
         grace = self.settings.daemon.shutdown_grace_s
         try:
             async with asyncio.timeout(grace):
-                await subscriber.stop()  # no new fetches; waits for the batch in hand
+                if pull is not None:
+                    await pull.stop()  # no new fetches; the batch in hand goes to the writer
                 await ingestor.drain()  # commit and ack what was fetched
+                if pull is not None:
+                    await pull.fetcher.stop()
                 await broker.stop()
         except TimeoutError:
             log.error("graceful stop exceeded %.0f s; unacked events will be redelivered", grace)

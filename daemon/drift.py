@@ -2,11 +2,12 @@
 what they find.
 
 For each task: read the windows (a database cursor in a thread, under the orchestrator's
-guard, like every write of the daemon's), compute the report in a worker thread (embedding
-the query texts takes seconds to minutes and must never block the event loop), store it,
-update the Prometheus gauges, and, when a deciding input check drifted or the champion's
-success rate alarmed, fire the task's drift trigger (`Orchestrator.request(..., drift=True)`,
-which honours ``triggers.<task>.on_drift``), logged loudly. A trigger that fired less than the
+guard, like every write of the daemon's), compute the report on the daemon's background
+thread (`daemon.background`: embedding the query texts takes seconds to minutes and must
+neither block the event loop nor take the CPU from ingestion), store it, update the
+Prometheus gauges, and, when a deciding input check drifted or the champion's success rate
+alarmed, fire the task's drift trigger (`Orchestrator.request(..., drift=True)`, which
+honours ``triggers.<task>.on_drift``), logged loudly. A trigger that fired less than the
 task's ``cooldown_s`` ago is not fired again: drift that persists does not retrain every day.
 """
 
@@ -25,6 +26,7 @@ import duckdb
 from kaizend.core import metrics
 from kaizend.core.config import Settings
 from kaizend.core.errors import KaizendError
+from kaizend.daemon.background import BackgroundThread
 from kaizend.daemon.orchestrator import Orchestrator, OrchestratorStopped
 from kaizend.models.drift.report import (
     CachedEmbedder,
@@ -44,9 +46,13 @@ log = logging.getLogger(__name__)
 class DriftMonitor:
     """Computes, stores and acts on drift reports; `run` is the scheduler's job."""
 
-    def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
+    def __init__(
+        self, settings: Settings, orchestrator: Orchestrator, background: BackgroundThread
+    ) -> None:
         self.settings = settings
         self.orchestrator = orchestrator
+        self.background = background
+        """Where reports are computed, below the event path's priority."""
         self._lock = asyncio.Lock()
         self._embedder: CachedEmbedder | None = None
         self._stopping = threading.Event()
@@ -94,7 +100,9 @@ class DriftMonitor:
             functools.partial(gather, settings=self.settings, task=task, now=now)
         )
         embed = self._embed(inputs.encoder)
-        report = await asyncio.to_thread(compute, inputs, self.settings, embed)
+        report = await self.background.run(
+            compute, inputs, self.settings, embed, torch=embed is not None
+        )
         report = dataclasses.replace(report, action=await self._act(report))
         await self.orchestrator.db(
             lambda con: DriftStore(con).add(report.report_row(trigger), report.check_rows())

@@ -2,11 +2,12 @@
 
 The daemon runs one worker in its own process (``training.local_worker``); ``kaizend worker``
 runs one anywhere else that reaches NATS and the shared run directories (a second GPU box).
-A worker takes one job at a time, so one training runs at a time on its machine. While the
-training runs it streams progress on ``training.status_subject`` and tells JetStream it is
-still busy; at the end it publishes the result and acknowledges the job. A training that
-runs out of memory is tried again at once with half the batch size; any other failure is
-reported, and the daemon decides on a retry.
+A worker takes one job at a time, so one training runs at a time on its machine, at the
+background priority (`daemon.background`: it gets the CPU that ingestion and serving leave
+idle). While the training runs it streams progress on ``training.status_subject`` and tells
+JetStream it is still busy; at the end it publishes the result and acknowledges the job. A
+training that runs out of memory is tried again at once with half the batch size; any other
+failure is reported, and the daemon decides on a retry.
 
 On stop, the running training is terminated (it resumes from its checkpoint) and the job is
 handed back to the queue.
@@ -32,7 +33,7 @@ from typing import Any
 import nats.errors
 from kaizend.core.config import Settings
 from kaizend.core.errors import PathOutsideRoot
-from kaizend.daemon.process import die_with_parent
+from kaizend.daemon.background import child_preexec
 from kaizend.daemon.training_job import EXIT_OUT_OF_MEMORY
 from kaizend.handlers.jobs import (
     JobResult,
@@ -237,7 +238,8 @@ class Worker:
             stdout=asyncio.subprocess.PIPE,
             # Progress travels as protocol lines; bars would only clutter the daemon's log.
             env={**os.environ, "TQDM_DISABLE": "1"},
-            preexec_fn=die_with_parent,
+            # Below the event path's priority, and ended with the daemon.
+            preexec_fn=child_preexec(self.settings.daemon.background_niceness),
             # Its own process group: a Ctrl-C in the terminal reaches the daemon, which
             # stops this child in order, instead of killing it under the daemon's feet.
             process_group=0,

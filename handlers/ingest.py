@@ -1,4 +1,4 @@
-"""The ingest subscriber: JetStream pull batches -> validated rows -> one DuckDB commit -> acks.
+"""Ingestion: JetStream pull batches -> validated rows -> one DuckDB commit -> acks.
 
 Delivery is at-least-once: a message is acknowledged only after the transaction holding its
 row has committed, and the store's primary keys make a redelivered row a no-op, so the stored
@@ -12,11 +12,12 @@ the database's error. Only a storage fault (I/O, a full disk, a closed database,
 table) fails a batch: then the whole batch is negatively acknowledged with a growing delay, up
 to the consumer's ``max_deliver``.
 
-Committing runs in a worker thread and overlaps with fetching the next batch: the subscriber
-hands a validated batch to a single writer task, which commits, then acks. When batches queue
-up behind a commit (heavy load), the writer commits all of them in one transaction: DuckDB's
-cost per commit is fixed, so this group commit keeps up with bursts while a quiet stream still
-gets a commit per batch.
+Batches come from the durable pull consumer a request at a time (`handlers.pull`).
+Committing runs in a worker thread and overlaps with fetching the next batch: the pull loop
+hands a validated batch to a single writer task, which commits, then acks. DuckDB's cost per
+commit is fixed (a few ms), so under load the writer commits at most once per flush interval,
+all the batches that arrived since in one transaction (group commit); a quiet stream still
+gets each batch committed as soon as it is fetched.
 """
 
 from __future__ import annotations
@@ -30,26 +31,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import nats.errors
-from faststream import AckPolicy, NoCast
 from faststream.nats import (
-    ConsumerConfig,
-    DeliverPolicy,
     JStream,
     NatsBroker,
-    PullSub,
     RetentionPolicy,
     StorageType,
 )
-from faststream.nats.message import NatsBatchMessage
 from kaizend.core import metrics
 from kaizend.core.config import IngestSettings, StreamSettings
 from kaizend.core.errors import InvalidEvent, StorageError
 from kaizend.handlers.events import EVENT_TYPES, PATTERN_REASONS, event_row
+from kaizend.handlers.pull import BatchFetcher, PullLoop
 from kaizend.storage.events import EVENT_TABLES, REJECTED_TABLE, EventStore
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as NatsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
@@ -150,6 +147,11 @@ class Classified:
     def rejected(self) -> list[Msg]:
         return self.msgs.get(REJECTED_TABLE, [])
 
+    @property
+    def size(self) -> int:
+        """Messages in the batch."""
+        return sum(len(msgs) for msgs in self.msgs.values())
+
     def absorb(self, other: Classified) -> None:
         """Append ``other``'s rows and messages, to commit both in one transaction."""
         for table, rows in other.rows.items():
@@ -240,23 +242,41 @@ class Ingestor:
         await self._queue.put(batch)
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        spacing = self.settings.flush_interval_ms / 1000
+        group_limit = (QUEUED_BATCHES + 1) * self.settings.batch_size
+        last_commit = -spacing
         stopping = False
         while not stopping:
             batch = await self._queue.get()
             if batch is None:
                 break
-            # Group commit: take whatever else is already waiting.
-            while not self._queue.empty():
-                more = self._queue.get_nowait()
+            # Group commit: a DuckDB commit costs a few ms whatever its size, so a commit
+            # follows the previous one by at least a flush interval, and the batches that
+            # arrive meanwhile join it (up to the writer's share of max_ack_pending). A quiet
+            # stream, a batch per interval or less, still gets each one committed at once.
+            deadline = last_commit + spacing
+            while batch.size < group_limit:
+                try:
+                    more = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        more = await asyncio.wait_for(self._queue.get(), left)
+                    except TimeoutError:
+                        break
                 if more is None:
                     stopping = True
                     break
                 batch.absorb(more)
+            last_commit = loop.time()
             try:
                 await self._commit(batch)
             except Exception:
                 # Never let the writer die: the batch stays unacknowledged and is redelivered.
-                log.exception("could not settle a batch of %d messages", sum(batch.kinds.values()))
+                log.exception("could not settle a batch of %d messages", batch.size)
 
     def _store(self, batch: Classified) -> None:
         """Commit the batch (in the writer's thread); move each event the database refuses
@@ -383,45 +403,41 @@ def events_stream(settings: StreamSettings) -> JStream:
     )
 
 
-async def _raw_messages(batch: NatsBatchMessage) -> list[Msg]:
-    # Skip FastStream's per-message decoding: the handler validates the bytes itself.
-    return batch.raw_message
+def consumer_config(stream: StreamSettings, settings: IngestSettings) -> ConsumerConfig:
+    """The durable pull consumer's settings, as configured."""
+    return ConsumerConfig(
+        durable_name=settings.consumer,
+        filter_subject=f"{stream.subject_prefix}.>",
+        ack_policy=NatsAckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        # The writer's queue, the group it is committing, and the batch being fetched.
+        max_ack_pending=(2 * QUEUED_BATCHES + 2) * settings.batch_size,
+        deliver_policy=DeliverPolicy.ALL,
+    )
 
 
-def tolerate_fetch_timeouts(subscriber: Any) -> None:
-    """Make a bare ``asyncio.TimeoutError`` from nats-py's fetch look like nats' own timeout.
+async def start_consuming(
+    nc: NATS, stream: StreamSettings, settings: IngestSettings, ingestor: Ingestor
+) -> PullLoop:
+    """Create the durable consumer, or bring its settings up to date, and start fetching.
 
-    FastStream 0.7's pull loop ends a batch on ``nats.errors.TimeoutError`` but not on the
-    builtin ``TimeoutError`` that ``fetch`` raises when its deadline runs out between its two
-    requests; that escapes, the loop restarts, and the messages already gathered for the batch
-    are dropped until JetStream redelivers them after ``ack_wait``. Call after the broker
-    started (the subscription exists then).
+    Binding to an existing durable consumer would keep its old settings, so a changed
+    ``ack_wait`` or ``max_deliver`` would never take effect: the server updates the editable
+    fields in place (create-or-update). Returns the running loop; stop it before
+    :meth:`Ingestor.drain`.
     """
-    subscription = subscriber.subscription
-    fetch = subscription.fetch
-
-    async def fetch_ending_batch_on_timeout(*args: Any, **kwargs: Any) -> list[Msg]:
-        try:
-            return await fetch(*args, **kwargs)
-        except TimeoutError as err:
-            if isinstance(err, nats.errors.TimeoutError):
-                raise
-            raise nats.errors.TimeoutError from err
-
-    subscription.fetch = fetch_ending_batch_on_timeout
-
-
-async def apply_consumer_config(
-    js: JetStreamContext, stream: StreamSettings, subscriber: Any
-) -> None:
-    """Bring the durable consumer's settings up to date with the configuration.
-
-    Binding to an existing durable consumer keeps its old settings, so without this a changed
-    ``ack_wait`` or ``max_deliver`` would never take effect. The server updates the editable
-    fields in place (create-or-update).
-    """
-    config = subscriber.config.evolve(filter_subject=f"{stream.subject_prefix}.>")
-    await js.add_consumer(stream.name, config=config)
+    await nc.jetstream().add_consumer(stream.name, config=consumer_config(stream, settings))
+    fetcher = BatchFetcher(nc, stream.name, settings.consumer)
+    await fetcher.start()
+    loop = PullLoop(
+        fetcher,
+        ingestor.handle,
+        batch=settings.batch_size,
+        timeout_s=settings.flush_interval_ms / 1000,
+    )
+    loop.start()
+    return loop
 
 
 def watch_abandoned(
@@ -446,33 +462,3 @@ def watch_abandoned(
         )
 
     broker.subscriber(subject)(abandoned)
-
-
-def subscribe(
-    broker: NatsBroker, stream: StreamSettings, settings: IngestSettings, ingestor: Ingestor
-) -> Any:
-    """Register the durable pull subscriber that feeds ``ingestor``; return the subscriber."""
-
-    async def ingest(msgs: NoCast[list[Msg]]) -> None:
-        await ingestor.handle(msgs)
-
-    subscriber = broker.subscriber(
-        f"{stream.subject_prefix}.>",
-        stream=events_stream(stream),
-        durable=settings.consumer,
-        pull_sub=PullSub(
-            batch_size=settings.batch_size, timeout=settings.flush_interval_ms / 1000, batch=True
-        ),
-        config=ConsumerConfig(
-            ack_policy=NatsAckPolicy.EXPLICIT,
-            ack_wait=settings.ack_wait_s,
-            max_deliver=settings.max_deliver,
-            # The writer's queue, the group it is committing, and the batch being fetched.
-            max_ack_pending=(2 * QUEUED_BATCHES + 2) * settings.batch_size,
-            deliver_policy=DeliverPolicy.ALL,
-        ),
-        ack_policy=AckPolicy.MANUAL,
-        decoder=_raw_messages,
-    )
-    subscriber(ingest)
-    return subscriber

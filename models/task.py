@@ -238,6 +238,11 @@ class OptionalHooks:
     call these and never look at a task's name or kind.
     """
 
+    slow_first_load: bool = False
+    """The first `load` of a version does lasting work (an embedder builds the version's
+    index): the daemon runs it first in a background process at low priority
+    (`kaizend.daemon.prepare`), and its own load then finds the work done."""
+
     def drift_fields(self) -> Any:
         """The fields of a stored query that input-drift checks compare between windows (a
         `models.drift.fields.DriftFields`); None: the text's length only."""

@@ -124,6 +124,10 @@ class EventStore:
         self.path = path
         apply_schema(self._con)
         self._arrow_schemas = arrow_schemas(self._con)
+        # pyarrow imports pandas on its first conversion of Python rows (about a second of
+        # CPU): at the opening of the store, not in the first batch's commit.
+        for schema in self._arrow_schemas.values():
+            pa.Table.from_pylist([], schema=schema)
 
     def write(self, rows_by_table: Mapping[str, Sequence[dict[str, Any]]]) -> int:
         """Insert every row of the batch in one transaction; rows already stored are skipped.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 from kaizend.models.retriever.base import BUILTIN_VERSION, base_path
@@ -76,6 +76,7 @@ class EmbedderTask(OptionalHooks):
     primary_metric: str = PRIMARY_METRIC
     greater_is_better: bool = GREATER_IS_BETTER
     builtin_version: str = BUILTIN_VERSION
+    slow_first_load: ClassVar[bool] = True  # building a collection takes minutes
     _retrievers: dict[str, Retriever] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property

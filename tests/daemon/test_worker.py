@@ -7,6 +7,7 @@ so the worker's handling of out-of-memory errors and timeouts is exercised witho
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,18 @@ async def test_a_training_past_its_timeout_is_stopped_and_failed(
     result = await run_one_job(tmp_path, nats_server.url, HANGS, timeout_s=1.5)
     assert not result.succeeded and result.error == "timed out after 2 s"
     assert result.retryable
+
+
+REPORTS_NICENESS = """
+import json, os
+print(json.dumps({"type": "result", "result": {"niceness": os.nice(0)}}))
+"""
+
+
+async def test_the_training_runs_below_the_daemons_priority(
+    tmp_path: Path, nats_server: Any
+) -> None:
+    result = await run_one_job(tmp_path, nats_server.url, REPORTS_NICENESS, timeout_s=60)
+    assert result.succeeded
+    # The shipped background_niceness, 19, relative to this process, at most 19.
+    assert result.result == {"niceness": min(os.nice(0) + 19, 19)}

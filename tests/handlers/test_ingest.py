@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -59,6 +60,37 @@ async def test_every_kind_is_stored_once_with_its_fields(running: RunningDaemon)
     )
     status = await running.status()
     assert status["lag"]["num_ack_pending"] == 0 and status["lag"]["num_pending"] == 0
+
+
+async def test_a_burst_commits_in_few_transactions_and_a_lone_event_at_once(
+    tmp_path, nats_server
+) -> None:
+    settings = make_settings(
+        tmp_path / "data", nats_server.url, ingest={"batch_size": 100, "flush_interval_ms": 1000}
+    )
+    async with run_daemon(settings) as daemon:
+        lone = [outgoing("query", event("query", "lone"))]
+        started = time.monotonic()
+        await publish_events(daemon.js, lone)
+
+        async def lone_stored() -> bool:
+            return await daemon.scalar(TOTAL) == 1
+
+        await eventually(lone_stored)
+        # One flush interval for the fetch to give up waiting for a full batch; no more.
+        assert time.monotonic() - started < 2.5
+        burst = [outgoing("feedback", event("feedback", f"b{i}")) for i in range(2000)]
+        await publish_events(daemon.js, burst)
+
+        async def burst_stored() -> bool:
+            return await daemon.scalar(TOTAL) == 2001
+
+        await eventually(burst_stored, timeout=60)
+        status = await daemon.status()
+    # 21 fetched batches; a commit at least a flush interval after the previous one takes
+    # every batch that arrived meanwhile (at most 5 of them).
+    assert 1 + 2000 // 500 <= status["batches"] < 12
+    assert status["lag"]["num_ack_pending"] == 0
 
 
 async def test_feedback_before_its_query_links_up_when_it_arrives(running: RunningDaemon) -> None:
