@@ -32,7 +32,6 @@ from kaizend.models.retriever.config import RetrieverPairSettings
 
 log = logging.getLogger(__name__)
 
-TASK = "retriever"
 
 _QUERIES = """
 SELECT query_id, event_id, ts, text, output FROM query_events WHERE task = ?
@@ -100,17 +99,19 @@ def collect_judgements(
     con: duckdb.DuckDBPyConnection,
     settings: RetrieverPairSettings,
     known_ids: set[str] | frozenset[str] | None = None,
+    *,
+    task: str,
 ) -> tuple[list[QueryJudgements], Counter]:
-    """Every retriever query with a judgement, oldest first, and skipped signals by reason.
+    """Every query of ``task`` with a judgement, oldest first, and skipped signals by reason.
 
     ``known_ids`` (the corpus's ids) turns judgements of unknown documents into skips.
     """
     skipped: Counter = Counter()
     queries: dict[str, QueryJudgements] = {}
-    for query_id, _event_id, ts, text, output in con.execute(_QUERIES, [TASK]).fetchall():
+    for query_id, _event_id, ts, text, output in con.execute(_QUERIES, [task]).fetchall():
         queries[query_id] = QueryJudgements(query_id, text, ts, _shown(output))
     latest: dict[tuple[str, str], tuple[int, str]] = {}
-    for event_id, query_id, doc_id, rating, thumbs in con.execute(_FEEDBACK, [TASK]).fetchall():
+    for event_id, query_id, doc_id, rating, thumbs in con.execute(_FEEDBACK, [task]).fetchall():
         query = queries[query_id]
         if doc_id is None:
             if not query.shown:
@@ -131,7 +132,7 @@ def collect_judgements(
             query.negatives[doc_id] = event_id
         else:
             query.neutral.add(doc_id)
-    for event_id, query_id, corrected in con.execute(_CORRECTIONS, [TASK]).fetchall():
+    for event_id, query_id, corrected in con.execute(_CORRECTIONS, [task]).fetchall():
         relevant = _relevant_ids(corrected)
         if relevant is None:
             skipped["invalid corrected_output"] += 1

@@ -128,7 +128,9 @@ class EmbedderTask(OptionalHooks):
         """Pairs from the stored feedback; the newest ``fresh_share`` of queries held back."""
         pair_settings = self.settings.pairs
         documents = {document.id: document.text for document in self.documents}
-        queries, skipped = collect_judgements(con, pair_settings, known_ids=set(documents))
+        queries, skipped = collect_judgements(
+            con, pair_settings, known_ids=set(documents), task=self.name
+        )
         older, fresh = hold_back_newest(queries, fresh_share)
         counts = count_signal(older)
         if counts["positive"] < pair_settings.min_positive:

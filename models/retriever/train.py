@@ -295,7 +295,7 @@ def train_retriever(
     write_json(
         out_dir / CONFIG_FILE,
         {
-            "task": "retriever",
+            "kind": "embedder",
             "base_model": str(Path(base_path).resolve()),
             "base_fingerprint": fingerprint(Path(base_path)),
             "training": settings.model_dump(),

@@ -73,7 +73,7 @@ class RetrieverVersion:
         path = Path(path)
         for name in (METRICS_FILE, CONFIG_FILE, MODEL_DIR):
             if not (path / name).exists():
-                raise IncompleteVersion("retriever", path, name)
+                raise IncompleteVersion("embedder", path, name)
         return cls(
             path=path,
             config=json.loads((path / CONFIG_FILE).read_text()),

@@ -1,11 +1,12 @@
 """The generic layers know no task and no domain: every task is declared in configuration
 and reached through its kind (issue 14).
 
-Scanned: ``core/``, ``daemon/``, ``handlers/``, ``storage/`` and the generic modules of
-``models/`` (everything but the built-in kinds' packages and the FIT domain package). A
-generic module may not import the FIT package or a built-in kind's package (kinds are
-reached through the ``kaizend.task_kinds`` entry points), nor hold a string literal that is
-a task or kind name of the shipped configuration (docstrings aside).
+Scanned: ``core/``, ``daemon/``, ``handlers/``, ``storage/`` and ``models/`` but for the FIT
+domain package and the FIT parser's kind (``models/parser``, still FIT-specific). A generic
+module may not import the FIT package or the FIT parser (kinds are reached through the
+``kaizend.task_kinds`` entry points), nor hold a string literal that is a task or kind name
+of the shipped configuration (docstrings aside); the ``embedder`` kind (``models/retriever``)
+is generic too.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from kaizend.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERIC = ("core", "daemon", "handlers", "storage", "models")
-NOT_GENERIC = ("models/fit", "models/parser", "models/retriever")
-"""The FIT domain package and the built-in kinds' packages."""
+NOT_GENERIC = ("models/fit", "models/parser")
+"""The FIT domain package and the FIT parser's kind."""
 DOMAIN_MODULES = tuple("kaizend." + path.replace("/", ".") for path in NOT_GENERIC)
 
 

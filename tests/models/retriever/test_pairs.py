@@ -73,7 +73,9 @@ def store(tmp_path: Path) -> EventStore:
 
 def test_ratings_thumbs_and_corrections_become_judgements(store: EventStore) -> None:
     settings = RetrieverPairSettings()
-    queries, skipped = collect_judgements(store.cursor(), settings, known_ids=set(DOCS))
+    queries, skipped = collect_judgements(
+        store.cursor(), settings, known_ids=set(DOCS), task="retriever"
+    )
     assert skipped == {"unknown doc_id": 1, "invalid corrected_output": 1}
     a, b = queries  # oldest first; the parser query is not the retriever's
     assert (a.query_id, b.query_id) == ("a", "b")
@@ -92,7 +94,7 @@ def test_ratings_thumbs_and_corrections_become_judgements(store: EventStore) -> 
 
 def test_pairs_take_own_negatives_then_mined_ones_never_a_positive(store: EventStore) -> None:
     settings = RetrieverPairSettings(hard_negatives=3, mine_depth=5)
-    queries, _ = collect_judgements(store.cursor(), settings, known_ids=set(DOCS))
+    queries, _ = collect_judgements(store.cursor(), settings, known_ids=set(DOCS), task="retriever")
     mined_for = []
 
     def mine(texts: list[str]) -> list[list[tuple[str, float]]]:
@@ -122,7 +124,7 @@ def test_pairs_take_own_negatives_then_mined_ones_never_a_positive(store: EventS
 
 def test_positives_per_query_are_capped(store: EventStore) -> None:
     settings = RetrieverPairSettings(max_positives_per_query=1, hard_negatives=0)
-    queries, _ = collect_judgements(store.cursor(), settings, known_ids=set(DOCS))
+    queries, _ = collect_judgements(store.cursor(), settings, known_ids=set(DOCS), task="retriever")
     pairs = build_pairs(queries, DOCS, settings)
     assert Counter(pair["query_id"] for pair in pairs) == {"a": 1, "b": 1}
     assert all(pair["negative_ids"] == [] for pair in pairs)
@@ -130,7 +132,7 @@ def test_positives_per_query_are_capped(store: EventStore) -> None:
 
 def test_thresholds_are_configurable(store: EventStore) -> None:
     strict = RetrieverPairSettings(positive_min_rating=5, negative_max_rating=3)
-    queries, _ = collect_judgements(store.cursor(), strict, known_ids=set(DOCS))
+    queries, _ = collect_judgements(store.cursor(), strict, known_ids=set(DOCS), task="retriever")
     a = queries[0]
     assert sorted(a.positives) == ["3"]  # thumbs up counts as 5; a 4 no longer does
     assert sorted(a.negatives) == ["1", "4"]  # a 3 now counts as negative
