@@ -1,10 +1,11 @@
 """The AsyncAPI 3 document of kaizend's NATS interface, generated from the code.
 
-FastStream describes what the daemon subscribes to through it (the ingest subscriber and the
-admin responders, with the payload schemas of their type hints), from the same registration
-functions the daemon calls. What FastStream cannot see is completed here from the same
-sources: the event payloads and the ``Nats-Msg-Id`` header with the stream's duplicate window
-(the stream settings), the inference gateway's request-reply and its error codes (a NATS micro
+FastStream describes what the daemon subscribes to through it (the admin responders, with the
+payload schemas of their type hints), from the same registration function the daemon calls.
+What FastStream cannot see is completed here from the same sources: the events stream and
+its pull consumer (the ingest loop pulls batches with nats-py, `kaizend.handlers.pull`), the
+event payloads and the ``Nats-Msg-Id`` header with the stream's duplicate window (the stream
+settings), the inference gateway's request-reply and its error codes (a NATS micro
 service, not a FastStream subscriber), the routing bucket, and who may use each subject (the
 roles of :mod:`kaizend.handlers.permissions`; the admin subjects are operator-only).
 
@@ -26,7 +27,7 @@ from kaizend.core import __version__
 from kaizend.core.config import NatsSettings, Settings
 from kaizend.handlers.admin import ADMIN_REQUESTS, Admin
 from kaizend.handlers.gateway import SERVICE_NAME
-from kaizend.handlers.ingest import Ingestor, subscribe
+from kaizend.handlers.ingest import Ingestor
 from kaizend.handlers.permissions import role_permissions, user_name
 from kaizend.handlers.routing import HISTORY
 from kaizend.storage.events import EventStore
@@ -79,14 +80,13 @@ def _embedded(name: str) -> dict[str, Any]:
 
 
 def faststream_document(settings: Settings) -> dict[str, Any]:
-    """FastStream's AsyncAPI 3 document of the daemon's FastStream subscribers: the ingest
-    subscriber and the admin responders, registered as the daemon registers them (on a
-    broker that never connects, over an in-memory store that is never written)."""
+    """FastStream's AsyncAPI 3 document of the daemon's FastStream subscribers: the admin
+    responders, registered as the daemon registers them (on a broker that never connects,
+    over an in-memory store that is never written)."""
     broker = NatsBroker(settings.nats.url)
     store = EventStore(Path(":memory:"))
     try:
         ingestor = Ingestor(store, settings.ingest, settings.stream.subject_prefix)
-        subscribe(broker, settings.stream, settings.ingest, ingestor)
         Admin(settings, store, ingestor, settings.nats.url).register(broker)
         spec = AsyncAPI(broker, title="kaizend", schema_version=ASYNCAPI_VERSION)
         return spec.to_specification().to_jsonable()
@@ -168,10 +168,8 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
         for role in ("service", "operator", "daemon")
     }
 
-    # -- events: FastStream sees one pull subscriber on <prefix>.>; a channel per kind --------
+    # -- events: the stream on <prefix>.>, pulled by the ingest loop; a channel per kind -------
     events_address = f"{stream.subject_prefix}.>"
-    if events_address not in subscribers:
-        raise RuntimeError(f"the ingest subscriber is not on {events_address}")
     jetstream = {
         "stream": stream.name,
         "subjects": [events_address],
@@ -363,7 +361,6 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "tags": [_ref("components", "tags", "operatorOnly")],
             "security": [_ref("components", "securitySchemes", "operator")],
         }
-    del subscribers[events_address]
     if subscribers:  # a new FastStream subscriber: describe it above
         raise RuntimeError(f"FastStream subscribers not in the document: {sorted(subscribers)}")
 
