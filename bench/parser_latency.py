@@ -5,9 +5,12 @@ Variants, each over the same test-split questions:
 - ``baseline``: the unoptimised path, the adapter kept separate (peft) and
   ``model.generate`` (greedy, KV cache, stop at the end token);
 - ``merged``: adapter merged into the weights, kaizend's decoding loop (no output head on
-  prompt positions, stop as soon as the answer is complete);
+  prompt positions, stop as soon as the answer is complete), unconstrained;
 - ``merged_lookup``: the same with drafts verified in the same pass (identical output): the
   rule parser's answer with the prompt, then copies from the prompt;
+- ``merged_constrained`` and ``merged_lookup_constrained`` (the serving default): the same
+  two decoding loops held to the target format's grammar (`models.parser.constrained`),
+  with ``constrained_overhead_p50_ms`` against their unconstrained twins;
 - ``merged_lookup_int8``: the same with dynamically quantised int8 linear layers;
 - ``json_forced``: what a compact-JSON answer would cost: the merged model fed the JSON
   target one token per pass, as decoding it would.
@@ -124,9 +127,24 @@ def main() -> None:
         )
         report[name]["same_output_as_baseline"] = round(same / len(texts), 4)
 
-    merged = ModelParser.from_version(options.version, prompt_lookup=0)
+    merged = ModelParser.from_version(options.version, prompt_lookup=0, constrained=False)
     measure("merged", merged)
-    measure("merged_lookup", ModelParser.from_version(options.version, prompt_lookup=10))
+    lookup = ModelParser.from_version(options.version, prompt_lookup=10, constrained=False)
+    measure("merged_lookup", lookup)
+    # Constrained twins (same weights, the matcher added), measured right after.
+    for name, plain, lookahead in (("merged", merged, 0), ("merged_lookup", lookup, 10)):
+        held = ModelParser(
+            plain.model,
+            plain.tokenizer,
+            target_format=fmt,
+            name=name,
+            prompt_lookup=lookahead,
+            rule_hint=hint,
+        )
+        measure(f"{name}_constrained", held)
+        report[f"{name}_constrained"]["constrained_overhead_p50_ms"] = round(
+            report[f"{name}_constrained"]["p50_ms"] - report[name]["p50_ms"], 1
+        )
 
     # Where the time goes, on the merged model.
     prefill, per_token, expand = [], [], []
@@ -187,7 +205,9 @@ def main() -> None:
     try:
         measure(
             "merged_lookup_int8",
-            ModelParser.from_version(options.version, quantize="int8", prompt_lookup=10),
+            ModelParser.from_version(
+                options.version, quantize="int8", prompt_lookup=10, constrained=False
+            ),
         )
     except Exception as err:  # noqa: BLE001 - a missing int8 kernel is a result, not a crash
         report["merged_lookup_int8"] = {"error": f"{type(err).__name__}: {err}"}

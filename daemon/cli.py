@@ -857,8 +857,15 @@ def eval_group() -> None:
     help="JSONL of {text, expected}.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option(
+    "--unconstrained",
+    is_flag=True,
+    help="Decode freely instead of under the target format's grammar (for comparison).",
+)
 @click.pass_context
-def eval_parser(ctx: click.Context, version: str, data: Path, as_json: bool) -> None:
+def eval_parser(
+    ctx: click.Context, version: str, data: Path, as_json: bool, unconstrained: bool
+) -> None:
     """JSON-valid rate, exact match, field accuracy, fallback rate, latency p50/p95, ..."""
     from kaizend.daemon.versions import resolve_version
     from kaizend.models.parser.evaluate import evaluate, load_examples
@@ -868,7 +875,12 @@ def eval_parser(ctx: click.Context, version: str, data: Path, as_json: bool) -> 
         examples = load_examples(data)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
-    report = evaluate(load_parser(resolve_version(_settings(ctx), "parser", version)), examples)
+    settings = _settings(ctx)
+    parser = load_parser(
+        resolve_version(settings, "parser", version),
+        constrained=settings.parser.constrained and not unconstrained,
+    )
+    report = evaluate(parser, examples)
     _print_report(report, as_json)
 
 

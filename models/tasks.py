@@ -36,6 +36,7 @@ def _parser(settings: Settings, halve_batch: bool) -> Task:
         base_source=settings.parser.base_model or None,
         data_dir=settings.daemon.data_dir,
         correction_weight=settings.parser.correction_weight,
+        constrained=settings.parser.constrained,
     )
 
 

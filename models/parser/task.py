@@ -68,6 +68,8 @@ class ParserTask:
     base_source: Path | str | None = None
     data_dir: Path = Path("var")
     correction_weight: int = 3
+    constrained: bool = True
+    """Serve model versions with constrained decoding (`models.parser.constrained`)."""
     seed: int = 0
     name: str = "parser"
     primary_metric: str = PRIMARY_METRIC
@@ -179,4 +181,4 @@ class ParserTask:
         return evaluate(self.load(version), examples)
 
     def load(self, version: str | Path) -> Any:
-        return load_parser(version)
+        return load_parser(version, constrained=self.constrained)
