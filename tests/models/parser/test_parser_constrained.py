@@ -295,3 +295,27 @@ def _valid_json(raw: str, validator: Any) -> bool:
         return validator.is_valid(json.loads(raw))
     except json.JSONDecodeError:
         return False
+
+
+def test_a_refused_token_ends_the_answer_at_its_last_complete_field(tiny_base: Path) -> None:
+    import torch
+
+    model, tokenizer = load_base(tiny_base)
+    parser = ModelParser(model, tokenizer, target_format="slots")
+    forcing = ModelParser(model, tokenizer, target_format="slots", on_refusal="force")
+    logits = torch.zeros(model.config.vocab_size)
+
+    def refuse(prefix: str, wanted: str, chooser: ModelParser = parser) -> tuple[int, int | None]:
+        matcher = chooser.constraint.matcher()
+        matcher.accept_tokens(_ids(tokenizer, prefix))
+        greedy = _ids(tokenizer, wanted)[0]
+        assert matcher.valid_prefix([greedy]) == 0  # the model's choice is refused
+        return chooser._next(logits, greedy, matcher)
+
+    # A field out of order after a complete answer: keep what was written.
+    assert refuse(" W +g", " @") == (-1, len(_ids(tokenizer, " W +g")))
+    # A place that does not exist: "B" is a postcode area, but "Bx" goes on as a word, so
+    # the place goes.
+    assert refuse(" W @B", "x") == (-1, len(_ids(tokenizer, " W")))
+    token, cut = refuse(" W @B", "x", forcing)
+    assert cut is None and token >= 0  # force: the best allowed token instead
