@@ -5,9 +5,13 @@ Variants, each over the same test-split questions:
 - ``baseline``: the unoptimised path, the adapter kept separate (peft) and
   ``model.generate`` (greedy, KV cache, stop at the end token);
 - ``merged``: adapter merged into the weights, kaizend's decoding loop (no output head on
-  prompt positions, stop as soon as the answer is complete);
+  prompt positions, stop as soon as the answer is complete), unconstrained;
 - ``merged_lookup``: the same with drafts verified in the same pass (identical output): the
   rule parser's answer with the prompt, then copies from the prompt;
+- ``merged_constrained`` and ``merged_lookup_constrained`` (the serving default): the same
+  two decoding loops held to the target format's grammar (`models.parser.constrained`),
+  timed question by question in turn with their unconstrained twins, with
+  ``constrained_overhead_p50_ms`` against them;
 - ``merged_lookup_int8``: the same with dynamically quantised int8 linear layers;
 - ``json_forced``: what a compact-JSON answer would cost: the merged model fed the JSON
   target one token per pass, as decoding it would.
@@ -108,8 +112,7 @@ def main() -> None:
     samples, baseline_out = _time(baseline_parse, texts)
     report["baseline"] = _stats(samples)
 
-    def measure(name: str, parser: ModelParser) -> None:
-        samples, results = _time(parser.parse, texts)
+    def record(name: str, samples: list[float], results: list[Any]) -> None:
         report[name] = _stats(samples)
         report[name]["mean_generated_tokens"] = round(
             statistics.fmean(result.generated_tokens for result in results), 2
@@ -124,9 +127,39 @@ def main() -> None:
         )
         report[name]["same_output_as_baseline"] = round(same / len(texts), 4)
 
-    merged = ModelParser.from_version(options.version, prompt_lookup=0)
-    measure("merged", merged)
-    measure("merged_lookup", ModelParser.from_version(options.version, prompt_lookup=10))
+    def measure(name: str, parser: ModelParser) -> None:
+        record(name, *_time(parser.parse, texts))
+
+    def measure_twins(name: str, plain: ModelParser, held: ModelParser) -> None:
+        # Interleaved question by question, so that a load change on a shared machine hits
+        # both alike: the difference is the matcher's cost.
+        plain.parse(texts[0])  # warm-up
+        held.parse(texts[0])
+        runs: dict[str, tuple[list[float], list[Any]]] = {"plain": ([], []), "held": ([], [])}
+        for text in texts:
+            for key, parser in (("plain", plain), ("held", held)):
+                started = time.perf_counter()
+                runs[key][1].append(parser.parse(text))
+                runs[key][0].append((time.perf_counter() - started) * 1000)
+        record(name, *runs["plain"])
+        record(f"{name}_constrained", *runs["held"])
+        report[f"{name}_constrained"]["constrained_overhead_p50_ms"] = round(
+            report[f"{name}_constrained"]["p50_ms"] - report[name]["p50_ms"], 1
+        )
+
+    merged = ModelParser.from_version(options.version, prompt_lookup=0, constrained=False)
+    lookup = ModelParser.from_version(options.version, prompt_lookup=10, constrained=False)
+    # Each unconstrained variant and its constrained twin (same weights, the matcher added).
+    for name, plain, lookahead in (("merged", merged, 0), ("merged_lookup", lookup, 10)):
+        held = ModelParser(
+            plain.model,
+            plain.tokenizer,
+            target_format=fmt,
+            name=name,
+            prompt_lookup=lookahead,
+            rule_hint=hint,
+        )
+        measure_twins(name, plain, held)
 
     # Where the time goes, on the merged model.
     prefill, per_token, expand = [], [], []
@@ -187,7 +220,9 @@ def main() -> None:
     try:
         measure(
             "merged_lookup_int8",
-            ModelParser.from_version(options.version, quantize="int8", prompt_lookup=10),
+            ModelParser.from_version(
+                options.version, quantize="int8", prompt_lookup=10, constrained=False
+            ),
         )
     except Exception as err:  # noqa: BLE001 - a missing int8 kernel is a result, not a crash
         report["merged_lookup_int8"] = {"error": f"{type(err).__name__}: {err}"}

@@ -883,14 +883,27 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
     "TASK` writes it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one of the task's kind settings (repeatable), for example "
+    "--set constrained=false to compare the parser's free decoding.",
+)
 @click.pass_context
 def eval_command(
-    ctx: click.Context, task: str, version: str, data: Path | None, as_json: bool
+    ctx: click.Context,
+    task: str,
+    version: str,
+    data: Path | None,
+    as_json: bool,
+    overrides: tuple[str, ...],
 ) -> None:
     """Evaluate a version of TASK with the task's evaluator (its primary metric first)."""
     from kaizend.daemon.versions import resolve_version
 
-    settings = _settings(ctx)
+    settings = _with_overrides(_settings(ctx), task, overrides)
     built = _task(settings, task)
     try:
         examples = built.load_examples(data) if data else built.benchmark_examples()

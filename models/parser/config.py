@@ -135,6 +135,12 @@ class ParserSettings(BaseModel):
     correction_weight: int = Field(
         3, ge=1, description="Each stored correction counts this many times in training."
     )
+    constrained: bool = Field(
+        True,
+        description="Decode every model answer under the target format's grammar (the slot "
+        "code) or JSON Schema, so that it is valid by construction (llguidance); false: "
+        "free decoding, invalid answers fall back to the rule parser.",
+    )
     training: dict[str, Any] = Field(
         default_factory=dict,
         description="Fields of the profile to override, for example {max_steps = 200, "

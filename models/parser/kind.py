@@ -35,6 +35,7 @@ class ParserKind:
             base_source=settings.base_model or None,
             data_dir=context.global_settings.daemon.data_dir,
             correction_weight=settings.correction_weight,
+            constrained=settings.constrained,
             name=context.name,
         )
 

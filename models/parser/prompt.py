@@ -27,6 +27,8 @@ capacity bounds in kW; ``@`` the place; ``#`` the FIT id; ``~`` the remaining-ye
 from __future__ import annotations
 
 import json
+from functools import cache
+from itertools import combinations
 from typing import Any, Literal
 
 from kaizend.models.fit import gazetteer, rules
@@ -39,6 +41,7 @@ from kaizend.models.fit.schema import (
     validate_json,
     validate_output,
 )
+from kaizend.models.parser.constrained import Constraint
 
 TargetFormat = Literal["slots", "json"]
 TARGET_FORMATS: tuple[str, ...] = ("slots", "json")
@@ -247,3 +250,149 @@ def is_complete(raw: str, fmt: TargetFormat) -> bool:
             if seen_open and depth == 0:
                 return True
     return False
+
+
+# Bounds of the constrained answers: wider than anything the schema's users write (the
+# generated data's largest number has 5 digits), and finite, so that even a model that
+# babbles digits reaches the end of its answer.
+_MAX_DIGITS = 9
+_MAX_DECIMALS = 6
+_MAX_INTENT = 48
+_MAX_POSTCODES = 128
+
+
+def _place_names() -> list[str]:
+    # Longest first only for readability of the grammar; the lexer matches the union.
+    return sorted({place.name for place in gazetteer.all_places()}, key=lambda n: (-len(n), n))
+
+
+def _place_words(name: str) -> str:
+    # One literal per word, the space leading each word after the first: the lexer never
+    # backtracks, so "South West" must not be one lexeme that "South West London" extends
+    # (the " +g" after it would be read as the start of " London" and refused).
+    first, *rest = name.split(" ")
+    return " ".join(json.dumps(word) for word in [first, *(" " + w for w in rest)])
+
+
+def _postcode_place_pattern() -> str:
+    # A location may also be a postcode area or district the gazetteer resolves ("HA1").
+    areas = "|".join(sorted(gazetteer.postcode_areas(), key=lambda a: (-len(a), a)))
+    return f"({areas})([0-9][A-Z0-9]?)?"
+
+
+@cache
+def slot_grammar() -> str:
+    """The Lark grammar (llguidance's dialect) of every slot code `decode_slots` accepts as
+    the training targets write it: the leading space, fields in `encode_slots` order, each
+    at most once, technology letters in canonical order without repeats, two or more after
+    ``!c``, places the gazetteer resolves (names, postcode areas and districts), bounded
+    numbers and a positive ``~`` horizon.
+
+    What it cannot say (a lower capacity bound above the upper one) is left to
+    `decode_slots`.
+    """
+    codes = "".join(_TECH_CODES[name] for name in TECHNOLOGIES)
+    sets = ["".join(c) for size in range(1, 6) for c in combinations(codes, size)]
+    many = [letters for letters in sets if len(letters) >= 2]
+    other_types = [code for code in _CODE_TYPES if code != "c"]
+    number = rf"/[0-9]{{1,{_MAX_DIGITS}}}(\.[0-9]{{1,{_MAX_DECIMALS}}})?/"
+    positive = (
+        rf"/([1-9][0-9]{{0,{_MAX_DIGITS - 1}}}(\.[0-9]{{1,{_MAX_DECIMALS}}})?)"
+        rf"|(0\.[0-9]{{0,{_MAX_DECIMALS - 1}}}[1-9])/"
+    )
+    intents = f"/[a-z][a-z0-9_]{{0,{_MAX_INTENT - 1}}}/"
+    alternatives = " | ".join
+    return "\n".join(
+        [
+            'start: " " | compare | other',
+            'compare: " !c " TECHS_MANY rest',
+            f'other: (" !" ({alternatives(json.dumps(c) for c in other_types)}))? '
+            '(" " TECHS)? rest',
+            'rest: (" >" NUMBER)? (" <" NUMBER)? (" @" place)? (" #" FIT_ID)? '
+            '(" ~" POSITIVE)? (" %" INTENT)? " +g"? " +v"?',
+            f"TECHS: {alternatives(json.dumps(letters) for letters in sets)}",
+            f"TECHS_MANY: {alternatives(json.dumps(letters) for letters in many)}",
+            f"place: {alternatives(_place_words(name) for name in _place_names())}"
+            f" | /{_postcode_place_pattern()}/",
+            f"NUMBER: {number}",
+            f"POSITIVE: {positive}",
+            f"FIT_ID: /[0-9]{{1,{_MAX_DIGITS}}}/",
+            f"INTENT: {intents}",
+            "",
+        ]
+    )
+
+
+@cache
+def target_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the compact JSON target (`to_compact_dict`): the output schema's
+    fields in their order, without nulls, places the gazetteer resolves, bounded strings.
+
+    The output schema's rules between fields are written as alternatives (``anyOf``): an
+    aggregation exactly with query_type aggregation, a comparison with two or more
+    technologies, ``technology`` or ``technologies`` but not both, technologies in
+    canonical order without repeats. Only "capacity_min_kw <= capacity_max_kw" is beyond a
+    JSON Schema and left to `validate_output`.
+    """
+    number = {"type": "number", "minimum": 0}
+    ordered = [list(c) for size in range(2, 6) for c in combinations(TECHNOLOGIES, size)]
+    fields: dict[str, Any] = {
+        "query_type": None,  # per alternative
+        "aggregation": {"enum": ["count", "total_capacity"]},
+        "technology": {"enum": list(TECHNOLOGIES)},
+        "technologies": {"enum": ordered},
+        "capacity_min_kw": number,
+        "capacity_max_kw": number,
+        "location": {
+            "anyOf": [
+                {"enum": _place_names()},
+                {"type": "string", "pattern": f"^{_postcode_place_pattern()}$"},
+            ]
+        },
+        "postcode_patterns": {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^[A-Z]{1,2}([0-9][A-Z0-9]?)?$"},
+            "minItems": 1,
+            "maxItems": _MAX_POSTCODES,
+        },
+        "fit_id": {"type": "string", "pattern": rf"^[0-9]{{1,{_MAX_DIGITS}}}$"},
+        "fit_remaining_max_years": {"type": "number", "exclusiveMinimum": 0},
+        "query_intent": {
+            "type": "string",
+            "pattern": rf"^[a-z][a-z0-9_]{{0,{_MAX_INTENT - 1}}}$",
+        },
+        "include_regional": {"type": "boolean"},
+        "include_revenue": {"type": "boolean"},
+    }
+    assert list(fields) == list(ParsedQuery.model_fields)  # one order: the target's
+
+    def alternative(query_types: list[str], required: list[str], absent: set[str]) -> dict:
+        properties = {
+            name: {"enum": query_types} if name == "query_type" else schema
+            for name, schema in fields.items()
+            if name not in absent
+        }
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": False,
+        }
+
+    alternatives = [alternative(["comparison"], ["query_type", "technologies"],
+                                {"aggregation", "technology"})]  # fmt: skip
+    for query_types, required in ((["search", "fit_rate"], []), (["aggregation"], ["query_type",
+                                  "aggregation"])):  # fmt: skip
+        absent = set() if required else {"aggregation"}
+        for technologies in ("technology", "technologies"):
+            alternatives.append(alternative(query_types, required, absent | {technologies}))
+    return {"anyOf": alternatives}
+
+
+def target_constraint(fmt: TargetFormat) -> Constraint:
+    """What constrained decoding holds a model's answer in `fmt` to (see
+    `models.parser.constrained`): the slot grammar, or the JSON target's schema after the
+    leading space every target starts with."""
+    if fmt == "slots":
+        return Constraint.lark(slot_grammar())
+    return Constraint.json_schema(target_json_schema(), prefix=" ")

@@ -6,7 +6,9 @@ cache, stops as soon as its answer is complete, expands and validates it against
 and falls back to `models.fit.rules.parse` whenever that fails. Serving speed comes from
 generating few tokens (the slot code of `models.parser.prompt`), merging the adapter into
 the base weights, skipping the output head on prompt positions and, optionally, int8
-weights and prompt-lookup drafts.
+weights and prompt-lookup drafts. By default decoding is constrained
+(`models.parser.constrained`) to the target format's grammar or JSON Schema
+(`prompt.target_constraint`), so the model can only write answers of the right shape.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any, Literal, Protocol
 from kaizend.models.fit import rules
 from kaizend.models.fit.schema import InvalidParse, ParsedQuery, to_compact_dict
 from kaizend.models.parser import base as base_model
+from kaizend.models.parser.constrained import Constraint, Matcher, compile_constraint
 from kaizend.models.parser.prompt import (
     TargetFormat,
     build_prompt,
     decode_target,
     is_complete,
     rule_hint,
+    target_constraint,
 )
 from kaizend.models.parser.version import ParserVersion
 from kaizend.models.task import Prediction
@@ -34,6 +38,7 @@ from kaizend.models.task import Prediction
 log = logging.getLogger(__name__)
 
 Quantization = Literal["none", "int8"]
+OnRefusal = Literal["truncate", "force"]
 
 DEFAULT_LOOKUP = 10
 """At most this many tokens copied from the prompt are verified per pass (drafts stop at
@@ -110,7 +115,18 @@ class ModelParser(Predicts):
 
     Build it with `from_version` (a trained adapter) or `from_base` (an untrained base,
     for the baseline row of an evaluation). `rule_hint` must match how the version was
-    trained; `prompt_lookup` > 0 drafts that many tokens per pass from the prompt.
+    trained; `prompt_lookup` > 0 drafts that many tokens per pass from the prompt;
+    `constrained` holds every answer to the target format's grammar or JSON Schema, or to
+    `constraint` when given (any schema or grammar: the decoding loop is generic).
+
+    `on_refusal` is what happens when the model's own next token breaks the constraint:
+    ``truncate`` (the default) ends the answer at the longest complete answer it had
+    written, if there is one: the model was writing something invalid, such as a place
+    that does not exist ("@B" then "og"), and an answer without that field is better than
+    one the constraint invents ("@Bournemouth"). A refused token that continues a word
+    ("og" after "B") means the word was unfinished, so the cut goes before it even where
+    the answer up to it was complete ("B" is a postcode area). ``force`` goes on with the
+    best allowed token, as ``truncate`` does when nothing complete came before.
     """
 
     def __init__(
@@ -123,6 +139,9 @@ class ModelParser(Predicts):
         max_new_tokens: int | None = None,
         prompt_lookup: int = 0,
         rule_hint: bool = False,
+        constrained: bool = True,
+        constraint: Constraint | None = None,
+        on_refusal: OnRefusal = "truncate",
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -132,6 +151,12 @@ class ModelParser(Predicts):
         self.prompt_lookup = prompt_lookup
         self.rule_hint = rule_hint
         self._eos = tokenizer.eos_token_id
+        self.constraint = (
+            compile_constraint(tokenizer, constraint or target_constraint(target_format))
+            if constrained
+            else None
+        )
+        self.on_refusal: OnRefusal = on_refusal
 
     @classmethod
     def from_version(
@@ -142,13 +167,15 @@ class ModelParser(Predicts):
         quantize: Quantization = "none",
         threads: int | None = None,
         prompt_lookup: int | None = None,
+        constrained: bool = True,
     ) -> ModelParser:
         """Load a trained version directory for CPU inference.
 
         `merge` folds the LoRA weights into the base (no adapter matmuls per token);
         `quantize` "int8" swaps linear layers for dynamically quantised ones;
         `prompt_lookup` > 0 verifies that many drafted tokens copied from the prompt per
-        pass (None: `DEFAULT_LOOKUP` when the version reads rule hints, else off).
+        pass (None: `DEFAULT_LOOKUP` when the version reads rule hints, else off);
+        `constrained` decodes under the target format's grammar or schema.
         """
         import torch
         from peft import PeftModel
@@ -176,11 +203,17 @@ class ModelParser(Predicts):
                 else DEFAULT_LOOKUP * version.config.rule_hint
             ),
             rule_hint=version.config.rule_hint,
+            constrained=constrained,
         )
 
     @classmethod
     def from_base(
-        cls, base_path: Path, *, target_format: TargetFormat = "json", threads: int | None = None
+        cls,
+        base_path: Path,
+        *,
+        target_format: TargetFormat = "json",
+        threads: int | None = None,
+        constrained: bool = True,
     ) -> ModelParser:
         """An untrained base model with the same prompt: the 'base model' baseline."""
         import torch
@@ -188,7 +221,9 @@ class ModelParser(Predicts):
         if threads is not None:
             torch.set_num_threads(threads)
         model, tokenizer = base_model.load_base(Path(base_path))
-        return cls(model, tokenizer, target_format=target_format, name="base")
+        return cls(
+            model, tokenizer, target_format=target_format, name="base", constrained=constrained
+        )
 
     def generate(self, text: str) -> tuple[str, int, int]:
         """Greedy continuation of the prompt until the answer is complete.
@@ -199,18 +234,19 @@ class ModelParser(Predicts):
 
         hint = rule_hint(text, self.target_format) if self.rule_hint else None
         prompt = self.tokenizer(build_prompt(text, hint), add_special_tokens=False).input_ids
+        matcher = self.constraint.matcher() if self.constraint is not None else None
         with torch.inference_mode():
             if self.prompt_lookup > 0:
                 first = []
                 if hint is not None:
                     first = self.tokenizer(hint, add_special_tokens=False).input_ids
                     first.append(self._eos)
-                generated, passes = self._decode_with_lookup(prompt, first)
+                generated, passes = self._decode_with_lookup(prompt, first, matcher)
             else:
-                generated, passes = self._decode(prompt)
+                generated, passes = self._decode(prompt, matcher)
         return self.tokenizer.decode(generated, skip_special_tokens=True), len(generated), passes
 
-    def _decode(self, prompt: list[int]) -> tuple[list[int], int]:
+    def _decode(self, prompt: list[int], matcher: Matcher | None = None) -> tuple[list[int], int]:
         import torch
 
         # logits_to_keep=1: the output head on prompt positions would be wasted work.
@@ -218,11 +254,16 @@ class ModelParser(Predicts):
         passes = 1
         generated: list[int] = []
         for _ in range(self.max_new_tokens):
-            token = int(out.logits[0, -1].argmax())
+            logits = out.logits[0, -1]
+            token, cut = self._next(logits, int(logits.argmax()), matcher)
+            if cut is not None:
+                return generated[:cut], passes
             if token == self._eos:
                 break
             generated.append(token)
-            if self._complete(generated):
+            if matcher is not None:
+                matcher.accept(token)
+            if self._complete(generated, matcher):
                 break
             passes += 1
             out = self.model(
@@ -233,7 +274,24 @@ class ModelParser(Predicts):
             )
         return generated, passes
 
-    def _complete(self, generated: list[int]) -> bool:
+    def _next(self, logits: Any, greedy: int, matcher: Matcher | None) -> tuple[int, int | None]:
+        """(next token, None) given the model's own choice `greedy`: itself when
+        unconstrained or allowed, else the best allowed token; or (-1, length) to end the
+        answer at its first `length` tokens (`on_refusal` "truncate")."""
+        if matcher is None:
+            return greedy, None
+        token = matcher.choose(logits, greedy)
+        if token != greedy and self.on_refusal == "truncate":
+            midword = self.tokenizer.decode([greedy])[:1].isalnum()
+            cut = matcher.complete_before(matcher.consumed + (not midword))
+            if cut is not None:
+                return -1, cut
+        return token, None
+
+    def _complete(self, generated: list[int], matcher: Matcher | None = None) -> bool:
+        if matcher is not None:
+            # Only the end token may follow: stop without asking the model for it.
+            return matcher.finished
         if self.target_format == "slots":
             # A line break ends a slot code; checking the last token is enough.
             return "\n" in self.tokenizer.decode(generated[-1:])
@@ -259,18 +317,23 @@ class ModelParser(Predicts):
         return []
 
     def _decode_with_lookup(
-        self, prompt: list[int], first_draft: list[int]
+        self, prompt: list[int], first_draft: list[int], matcher: Matcher | None = None
     ) -> tuple[list[int], int]:
         """Greedy decoding that checks drafted tokens in the same pass (prompt lookup).
 
         Output is identical to `_decode`: a drafted token is kept only where it equals the
         greedy choice. The first pass verifies `first_draft` (the rule parser's answer and
         the end token) together with the prompt, so when the model agrees with the rules
-        the whole answer costs one pass; later drafts copy from the prompt.
+        the whole answer costs one pass; later drafts copy from the prompt. Under a
+        constraint a draft is cut to its longest valid prefix before the pass (a refused
+        token could never be kept), and each position's choice is the best allowed token.
         """
         import torch
 
-        draft = first_draft[: self.max_new_tokens + 1]
+        def valid(draft: list[int]) -> list[int]:
+            return draft if matcher is None else draft[: matcher.valid_prefix(draft)]
+
+        draft = valid(first_draft[: self.max_new_tokens + 1])
         out = self.model(
             input_ids=torch.tensor([[*prompt, *draft]]),
             use_cache=True,
@@ -282,29 +345,39 @@ class ModelParser(Predicts):
         generated: list[int] = []
         while True:
             # choices[0] follows the context, choices[i] follows draft[i - 1].
-            choices = out.logits[0].argmax(-1).tolist()
+            choices: list[int] = out.logits[0].argmax(-1).tolist()
+            choices[0], cut = self._next(out.logits[0, 0], choices[0], matcher)
             accepted = 0
-            while accepted < len(draft) and choices[accepted] == draft[accepted]:
+            while cut is None and accepted < len(draft) and choices[accepted] == draft[accepted]:
                 token = draft[accepted]
                 accepted += 1
                 if token == self._eos:
                     return generated, passes
                 generated.append(token)
                 context.append(token)
-                if self._complete(generated) or len(generated) >= self.max_new_tokens:
+                if matcher is not None:
+                    matcher.accept(token)
+                if self._complete(generated, matcher) or len(generated) >= self.max_new_tokens:
                     return generated, passes
+                choices[accepted], cut = self._next(
+                    out.logits[0, accepted], choices[accepted], matcher
+                )
+            if cut is not None:
+                return generated[:cut], passes
+            next_token = choices[accepted]
             # Drop the cache entries of rejected draft tokens.
             rejected = past.get_seq_length() - len(context)
             if rejected > 0:
                 past.crop(-rejected)
-            next_token = choices[accepted]
             if next_token == self._eos:
                 return generated, passes
             generated.append(next_token)
             context.append(next_token)
-            if self._complete(generated) or len(generated) >= self.max_new_tokens:
+            if matcher is not None:
+                matcher.accept(next_token)
+            if self._complete(generated, matcher) or len(generated) >= self.max_new_tokens:
                 return generated, passes
-            draft = self._draft(context)
+            draft = valid(self._draft(context))
             out = self.model(
                 input_ids=torch.tensor([[next_token, *draft]]),
                 past_key_values=past,
@@ -356,13 +429,19 @@ def _quantized(model: Any, quantize: Quantization) -> Any:
 
 
 def load_parser(
-    version: str | Path, *, quantize: Quantization = "none", threads: int | None = None
+    version: str | Path,
+    *,
+    quantize: Quantization = "none",
+    threads: int | None = None,
+    constrained: bool = True,
 ) -> Parser:
     """A parser for a version: ``"rules"`` or the path of a trained version directory.
 
     Resolving ``champion`` or a version id to a directory is the registry's job; this takes
-    what it resolved to.
+    what it resolved to. `constrained` (the default) decodes under the target's grammar.
     """
     if str(version) == "rules":
         return RuleParser()
-    return ModelParser.from_version(Path(version), quantize=quantize, threads=threads)
+    return ModelParser.from_version(
+        Path(version), quantize=quantize, threads=threads, constrained=constrained
+    )

@@ -69,6 +69,8 @@ class ParserTask(OptionalHooks):
     base_source: Path | str | None = None
     data_dir: Path = Path("var")
     correction_weight: int = 3
+    constrained: bool = True
+    """Serve model versions with constrained decoding (`models.parser.constrained`)."""
     seed: int = 0
     name: str = "parser"
     primary_metric: str = PRIMARY_METRIC
@@ -180,7 +182,7 @@ class ParserTask(OptionalHooks):
         return evaluate(self.load(version), examples)
 
     def load(self, version: str | Path) -> Any:
-        return load_parser(version)
+        return load_parser(version, constrained=self.constrained)
 
     def load_examples(self, path: Path) -> list[dict[str, Any]]:
         """JSONL of ``{text, expected}`` (`kaizend examples` writes some)."""

@@ -37,7 +37,7 @@ def test_merged_unmerged_and_prompt_lookup_decode_the_same(memorised: ParserVers
 
 def test_garbage_output_falls_back_to_the_rule_parser(tiny_base: Path) -> None:
     model, tokenizer = load_base(tiny_base)  # random weights: never a valid answer
-    parser = ModelParser(model, tokenizer, max_new_tokens=8)
+    parser = ModelParser(model, tokenizer, max_new_tokens=8, constrained=False)
     text = "compare wind and solar in Yorkshire"
     result = parser.parse(text)
     assert result.fallback_used
