@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from kaizend.core.config import Settings, TaskDeclaration
 from kaizend.core.errors import ConfigError
@@ -119,10 +119,3 @@ def kind_settings(declaration: TaskDeclaration, task: str) -> BaseModel:
         )
         first = ".".join(str(p) for p in err.errors()[0]["loc"])
         raise ConfigError(f"tasks.{task}.{first}", problems) from err
-
-
-def describe(settings: Settings) -> list[dict[str, Any]]:
-    """The declared tasks with their kinds, for `kaizend tasks` and checks."""
-    return [
-        {"task": name, "kind": declaration.kind} for name, declaration in settings.tasks.items()
-    ]

@@ -15,11 +15,6 @@ from kaizend.models.kinds import TaskContext, kind_of, kind_settings
 from kaizend.models.task import Task
 
 
-def task_names(settings: Settings) -> tuple[str, ...]:
-    """Every declared task, in the order of the configuration."""
-    return tuple(settings.tasks)
-
-
 def build_task(
     settings: Settings,
     name: str,
