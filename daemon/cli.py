@@ -217,15 +217,23 @@ def schemas(ctx: click.Context, name: str | None, out: Path | None, defaults: bo
         click.echo("\n".join(file.removesuffix(".json") for file in files))
 
 
-@cli.command()
-@click.argument("task")
-@click.option(
+_version_option = click.option(
     "--model",
     "version",
     default="champion",
     show_default=True,
     help="The built-in version 0, champion, challenger, a version id, or a version directory.",
 )
+
+
+def _set_option(name: str, help: str) -> Any:  # noqa: A002 - click's word
+    """``--set KEY=VALUE``, repeatable, into the parameter ``name`` (read with `_pairs`)."""
+    return click.option("--set", name, multiple=True, metavar="KEY=VALUE", help=help)
+
+
+@cli.command()
+@click.argument("task")
+@_version_option
 @click.pass_context
 def predict(ctx: click.Context, task: str, version: str) -> None:
     """Answer queries from stdin (plain lines, or JSONL with a "text") with a version of
@@ -764,12 +772,9 @@ def _with_overrides(settings: Settings, task: str, overrides: tuple[str, ...]) -
 
 @cli.command()
 @click.argument("task")
-@click.option(
-    "--set",
+@_set_option(
     "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="With --here: override one of the task's kind settings for this training (for "
+    "With --here: override one of the task's kind settings for this training (for "
     "example --set profile=full); repeatable.",
 )
 @click.option(
@@ -868,13 +873,7 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
 
 @cli.command(name="eval")
 @click.argument("task")
-@click.option(
-    "--model",
-    "version",
-    default="champion",
-    show_default=True,
-    help="The built-in version 0, champion, challenger, a version id, or a version directory.",
-)
+@_version_option
 @click.option(
     "--data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -883,12 +882,9 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
     "TASK` writes it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-@click.option(
-    "--set",
+@_set_option(
     "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override one of the task's kind settings (repeatable), for example "
+    "Override one of the task's kind settings (repeatable), for example "
     "--set constrained=false to compare the parser's free decoding.",
 )
 @click.pass_context
@@ -932,12 +928,8 @@ def eval_command(
     help="Hold back the newest share of the signal as the gate would (default: "
     "training.fresh_share, or the task's gate override).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override one of the task's kind settings (repeatable), as `kaizend train` does.",
+@_set_option(
+    "overrides", "Override one of the task's kind settings (repeatable), as `kaizend train` does."
 )
 @click.pass_context
 def dataset(
@@ -991,12 +983,9 @@ def dataset(
     show_default=True,
     help="The version that answers the simulated users.",
 )
-@click.option(
-    "--set",
+@_set_option(
     "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="An option of the kind's simulation (repeatable; the FIT parser's: pool=traffic|"
+    "An option of the kind's simulation (repeatable; the FIT parser's: pool=traffic|"
     "heldout, noise=0.1, correction_share=0.5).",
 )
 @click.pass_context
