@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -123,6 +123,35 @@ def confirmed_answers(con: duckdb.DuckDBPyConnection, task: str) -> list[Confirm
         )
         for query_id, ts, text, output, feedback_ids in rows
     ]  # fmt: skip
+
+
+# The newest correction of each query of a task whose text is known (the query has arrived).
+_CORRECTIONS = """
+SELECT c.event_id, q.text, c.corrected_output
+FROM correction_events c JOIN query_events q USING (query_id)
+WHERE q.task = ?
+QUALIFY row_number() OVER (PARTITION BY c.query_id ORDER BY c.ts DESC, c.event_id DESC) = 1
+ORDER BY c.ts, c.event_id
+"""
+_CORRECTIONS_STORED = """
+SELECT count(*) FROM correction_events c JOIN query_events q USING (query_id)
+WHERE q.task = ? AND c.ingested_at > ? AND c.ingested_at <= ?
+"""
+
+
+def newest_corrections(con: duckdb.DuckDBPyConnection, task: str) -> list[tuple[str, str, str]]:
+    """(event id, query text, corrected_output as JSON text) of the newest correction of each
+    query of ``task``, oldest first: what a task that learns from corrections trains on."""
+    return con.execute(_CORRECTIONS, [task]).fetchall()
+
+
+def corrections_stored(
+    con: duckdb.DuckDBPyConnection, task: str, since: datetime | None, until: datetime
+) -> int:
+    """Corrections of ``task``'s queries stored after ``since`` (all when None), up to
+    ``until``: the new signal of a task that learns from corrections."""
+    since = since or datetime.min.replace(tzinfo=UTC)
+    return con.execute(_CORRECTIONS_STORED, [task, since, until]).fetchone()[0]
 
 
 def hold_back_newest(items: Sequence[Any], share: float) -> tuple[Sequence[Any], Sequence[Any]]:

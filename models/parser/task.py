@@ -34,26 +34,12 @@ from kaizend.models.task import (
     OptionalHooks,
     TrainingSet,
     confirmed_answers,
+    corrections_stored,
     hold_back_newest,
+    newest_corrections,
 )
 
 log = logging.getLogger(__name__)
-
-# The newest correction of each parser query whose text is known (the query has arrived).
-_CORRECTIONS = """
-SELECT c.event_id, q.text, c.corrected_output
-FROM correction_events c JOIN query_events q USING (query_id)
-WHERE q.task = ?
-QUALIFY row_number() OVER (PARTITION BY c.query_id ORDER BY c.ts DESC, c.event_id DESC) = 1
-ORDER BY c.ts, c.event_id
-"""
-
-
-# New signal: corrections of parser queries, by the time they were stored.
-_NEW_CORRECTIONS = """
-SELECT count(*) FROM correction_events c JOIN query_events q USING (query_id)
-WHERE q.task = ? AND c.ingested_at > ? AND c.ingested_at <= ?
-"""
 
 
 @dataclass(frozen=True)
@@ -86,13 +72,12 @@ class ParserTask(OptionalHooks):
         self, con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime
     ) -> int:
         """Corrections of parser queries stored after ``since`` (all when None), up to ``until``."""
-        since = since or datetime.min.replace(tzinfo=UTC)
-        return con.execute(_NEW_CORRECTIONS, [self.name, since, until]).fetchone()[0]
+        return corrections_stored(con, self.name, since, until)
 
     def corrections(self, con: duckdb.DuckDBPyConnection) -> tuple[list[dict[str, Any]], Counter]:
         """Valid corrections as examples; invalid ones are counted by reason, not trained on."""
         examples, skipped = [], Counter()
-        for event_id, text, corrected in con.execute(_CORRECTIONS, [self.name]).fetchall():
+        for event_id, text, corrected in newest_corrections(con, self.name):
             try:
                 expected = to_compact_dict(validate_output(json.loads(corrected)))
             except (InvalidParse, json.JSONDecodeError, TypeError) as err:
@@ -222,7 +207,7 @@ class ParserTask(OptionalHooks):
         (share of wrong parses whose user sends the intended parse back). One query a
         second, timed so that the last reaction comes a minute before now; the same seed and
         version write the same event ids."""
-        from datetime import UTC, datetime, timedelta
+        from datetime import datetime, timedelta
 
         from kaizend.models.fit.userpool import pool, sample_traffic
         from kaizend.models.fit.users import UserBehaviour, simulate_parser_traffic

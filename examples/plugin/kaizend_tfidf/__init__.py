@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ from kaizend.models.task import (
     Prediction,
     TrainingSet,
     confirmed_answers,
+    corrections_stored,
     hold_back_newest,
+    newest_corrections,
 )
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,20 +53,6 @@ class TfidfSettings(BaseModel):
     )
     correction_weight: int = Field(3, ge=1, description="Copies of each correction in training.")
     C: float = Field(4.0, gt=0, description="Inverse regularisation of the logistic regression.")
-
-
-# The newest correction of each query of the task whose text is known.
-_CORRECTIONS = """
-SELECT c.event_id, q.text, c.corrected_output
-FROM correction_events c JOIN query_events q USING (query_id)
-WHERE q.task = ?
-QUALIFY row_number() OVER (PARTITION BY c.query_id ORDER BY c.ts DESC, c.event_id DESC) = 1
-ORDER BY c.ts, c.event_id
-"""
-_NEW_CORRECTIONS = """
-SELECT count(*) FROM correction_events c JOIN query_events q USING (query_id)
-WHERE q.task = ? AND c.ingested_at > ? AND c.ingested_at <= ?
-"""
 
 
 def read_examples(path: Path, labels: Sequence[str]) -> list[dict[str, Any]]:
@@ -136,8 +124,7 @@ class TfidfTask(OptionalHooks):
     def count_new_signal(
         self, con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime
     ) -> int:
-        since = since or datetime.min.replace(tzinfo=UTC)
-        return con.execute(_NEW_CORRECTIONS, [self.name, since, until]).fetchone()[0]
+        return corrections_stored(con, self.name, since, until)
 
     def _labelled(self, output: Any) -> str | None:
         label = output.get("label") if isinstance(output, dict) else None
@@ -147,7 +134,7 @@ class TfidfTask(OptionalHooks):
         self, con: duckdb.DuckDBPyConnection, *, fresh_share: float = 0.0
     ) -> TrainingSet:
         corrections, skipped = [], {}
-        for event_id, text, corrected in con.execute(_CORRECTIONS, [self.name]).fetchall():
+        for event_id, text, corrected in newest_corrections(con, self.name):
             label = self._labelled(json.loads(corrected))
             if label is None:
                 skipped["corrected_output without a known label"] = skipped.get(
