@@ -31,6 +31,8 @@ from kaizend.models.drift.report import ReportInputs, Window, compute  # noqa: E
 from kaizend.models.fit.querygen import generate_examples  # noqa: E402
 from kaizend.storage.drift import QueryRow  # noqa: E402
 
+from bench.record import record  # noqa: E402
+
 ALPHA = 0.05
 PLACES = np.array([1 / (i + 1) for i in range(400)])
 PLACES /= PLACES.sum()
@@ -150,7 +152,7 @@ def main() -> None:
         "report_level": reports(args.report_trials, args.seed),
     }
     result["seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(result))
+    record("drift_false_alarms", result)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ embedding time, and the HTML report's size.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from kaizend.core.config import Settings  # noqa: E402
 from kaizend.models.drift.report import CachedEmbedder, embedder_dir  # noqa: E402
 from kaizend.models.fit.month import MonthPlan, daily_reports, load, simulate_month  # noqa: E402
 from kaizend.storage.events import EventStore  # noqa: E402
+
+from bench.record import record  # noqa: E402
 
 
 def main() -> None:
@@ -56,11 +57,11 @@ def main() -> None:
         "input_drift": [d for d, r in enumerate(reports, 1) if r.input_drift],
         "performance_alarm": [d for d, r in enumerate(reports, 1) if r.performance_alarm],
     }
-    print(json.dumps({
+    record("drift_month", {
         "days": plan.days, "queries": month.count("query"), "shifted_reports": list(
             range(shift_from, plan.days + 1)), **flagged,
         "reports_s": round(elapsed, 1), "html": str(html), "html_bytes": html.stat().st_size,
-    }))  # fmt: skip
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ when it never gets there).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -74,6 +73,8 @@ from kaizend.models.experiments.stats import (  # noqa: E402
     ttest,
 )
 from kaizend.models.experiments.units import step_data  # noqa: E402
+
+from bench.record import record  # noqa: E402
 
 RAMP: tuple[tuple[float, int], ...] = ((0.10, 1000), (0.25, 1000), (0.50, 1000))
 """(challenger share, minimum units) per step; the last step runs to the horizon."""
@@ -457,7 +458,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.clustered:
         for line in clustered_report(args.sims, args.seed, args.workers, args.pre_queries):
-            print(json.dumps(line), flush=True)
+            record("experiment_simulations_clustered", line)
         return
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
@@ -489,7 +490,7 @@ def main() -> None:
             }
         report["tau_grid_sequential"] = grid
     report["seconds"] = round(time.perf_counter() - start, 2)
-    print(json.dumps(report))
+    record("experiment_simulations", report)
 
 
 if __name__ == "__main__":

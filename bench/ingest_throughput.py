@@ -46,6 +46,8 @@ sys.path.insert(0, str(ROOT))
 from kaizend.daemon.nats_server import EmbeddedNats  # noqa: E402
 from kaizend.handlers.publish import Outgoing, publish_events  # noqa: E402
 
+from bench.record import record  # noqa: E402
+
 
 def make_events(n: int, prefix: str, tag: str) -> list[Outgoing]:
     """``n`` valid events, 60% query / 30% feedback / 10% correction, as in production."""
@@ -328,34 +330,32 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as server:
             result = await bench_during_background(server.url, args.events, Path(tmp))
         quiet, busy = result["quiet"]["events_per_s"], result["busy"]["events_per_s"]
-        print(
-            json.dumps(
-                {
-                    "bench": "ingest_during_background",
-                    "cpus": os.cpu_count(),
-                    "quiet_events_per_s": quiet,
-                    "busy_events_per_s": busy,
-                    "ratio": round(busy / quiet, 3),
-                    **result,
-                }
-            )
+        record(
+            "ingest_during_background",
+            {
+                "bench": "ingest_during_background",
+                "cpus": os.cpu_count(),
+                "quiet_events_per_s": quiet,
+                "busy_events_per_s": busy,
+                "ratio": round(busy / quiet, 3),
+                **result,
+            },
         )
         return
     with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as server:
         kaizend = await bench_kaizend(server.url, args.events, Path(tmp))
         raw = await bench_raw(server.url, args.events, args.batch)
-    print(
-        json.dumps(
-            {
-                "bench": "ingest_throughput",
-                "cpus": os.cpu_count(),
-                "kaizend_events_per_s": kaizend["events_per_s"],
-                "raw_events_per_s": raw["events_per_s"],
-                "ratio": round(kaizend["events_per_s"] / raw["events_per_s"], 3),
-                "kaizend": kaizend,
-                "raw": raw,
-            }
-        )
+    record(
+        "ingest_throughput",
+        {
+            "bench": "ingest_throughput",
+            "cpus": os.cpu_count(),
+            "kaizend_events_per_s": kaizend["events_per_s"],
+            "raw_events_per_s": raw["events_per_s"],
+            "ratio": round(kaizend["events_per_s"] / raw["events_per_s"], 3),
+            "kaizend": kaizend,
+            "raw": raw,
+        },
     )
 
 

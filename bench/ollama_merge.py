@@ -13,13 +13,14 @@ one JSON line. Run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.record import record  # noqa: E402
 
 
 def main() -> None:
@@ -66,7 +67,7 @@ def main() -> None:
         moved = float((load_gguf(gguf_file)(input_ids=ids).logits - expected).abs().max())
     texts = [row["text"] for row in splits["test"][: args.queries]]
     same = sum(from_file.generate(t)[0] == in_process.generate(t)[0] for t in texts)
-    print(json.dumps({
+    record("ollama_merge", {
         "merge_s": round(merge_s, 1),
         "base_gguf_bytes": gguf_file.stat().st_size,
         "merged_gguf_bytes": merged.stat().st_size,
@@ -75,7 +76,7 @@ def main() -> None:
         "max_logit_difference_base_vs_in_process": round(moved, 4),
         "same_answer": same,
         "queries": len(texts),
-    }))  # fmt: skip
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

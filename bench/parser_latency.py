@@ -233,7 +233,7 @@ def main() -> None:
     )
     report["best"] = best[1]
     report["speedup_p50_vs_baseline"] = round(report["baseline"]["p50_ms"] / best[0], 2)
-    print(json.dumps(report))
+    record("parser_latency", report)
 
 
 if __name__ == "__main__":

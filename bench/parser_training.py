@@ -18,7 +18,6 @@ examples. Prints one JSON line. Run:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -40,6 +39,8 @@ from kaizend.models.parser.batches import (  # noqa: E402
 )
 from kaizend.models.parser.config import PROFILES, ParserTrainingConfig  # noqa: E402
 from kaizend.models.parser.train import eval_loss, seed_everything, train_parser  # noqa: E402
+
+from bench.record import record  # noqa: E402
 
 
 def baseline(
@@ -145,29 +146,28 @@ def main() -> None:
         )
     encoded = encode_examples(tokenizer, train, config.target_format, with_hint=config.rule_hint)
     lengths = [len(item) for item in encoded]
-    print(
-        json.dumps(
-            {
-                "bench": "parser_training",
-                "examples": len(train),
-                "epochs": options.epochs,
-                "threads": options.threads,
-                "baseline_examples_per_s": round(base_rate, 3),
-                "kaizend_examples_per_s": round(ours_rate, 3),
-                "speedup": round(ours_rate / base_rate, 3),
-                "baseline_eval_loss": round(base_loss, 5),
-                "kaizend_eval_loss": round(ours_loss, 5),
-                "eval_loss_rel_diff": round(abs(ours_loss - base_loss) / base_loss, 4),
-                "baseline_padding_share": round(
-                    padding_share(
-                        batch_order(lengths, config.batch_size, seed=0, group_by_length=False),
-                        lengths,
-                    ),
-                    4,
+    record(
+        "parser_training",
+        {
+            "bench": "parser_training",
+            "examples": len(train),
+            "epochs": options.epochs,
+            "threads": options.threads,
+            "baseline_examples_per_s": round(base_rate, 3),
+            "kaizend_examples_per_s": round(ours_rate, 3),
+            "speedup": round(ours_rate / base_rate, 3),
+            "baseline_eval_loss": round(base_loss, 5),
+            "kaizend_eval_loss": round(ours_loss, 5),
+            "eval_loss_rel_diff": round(abs(ours_loss - base_loss) / base_loss, 4),
+            "baseline_padding_share": round(
+                padding_share(
+                    batch_order(lengths, config.batch_size, seed=0, group_by_length=False),
+                    lengths,
                 ),
-                "kaizend_padding_share": round(version.metrics["padding_share_epoch0"], 4),
-            }
-        )
+                4,
+            ),
+            "kaizend_padding_share": round(version.metrics["padding_share_epoch0"], 4),
+        },
     )
 
 

@@ -18,7 +18,6 @@ Prints one JSON line. Run: ``.venv/bin/python bench/parser_userpool.py [--model 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ from kaizend.models.parser.evaluate import evaluate  # noqa: E402
 from kaizend.models.parser.serve import ParseResult, RuleParser, load_parser  # noqa: E402
 from kaizend.storage.events import EventStore  # noqa: E402
 from kaizend.storage.experiments import unit_metrics  # noqa: E402
+
+from bench.record import record  # noqa: E402
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -143,7 +144,7 @@ def main() -> None:
                 evaluate(model, [query.to_example() for query in queries])
             )
     report["seconds"] = round(time.perf_counter() - started, 2)
-    print(json.dumps(report))
+    record("parser_userpool", report)
 
 
 if __name__ == "__main__":
