@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kaizend.core.config import Settings  # noqa: E402
 from kaizend.models.drift import stats  # noqa: E402
 from kaizend.models.drift.report import ReportInputs, Window, compute  # noqa: E402
+from kaizend.models.fit.drift import FIT_FIELDS  # noqa: E402
 from kaizend.models.fit.querygen import generate_examples  # noqa: E402
 from kaizend.storage.drift import QueryRow  # noqa: E402
 
@@ -123,7 +124,7 @@ def reports(trials: int, seed: int) -> dict:
             task="parser", now=now, reference=window(2000, now - timedelta(days=8),
                                                      now - timedelta(days=1)),
             current=window(300, now - timedelta(days=1), now), performance="not measured",
-            volumes=[], embedder_dir=None,
+            volumes=[], fields=FIT_FIELDS, encoder=None,
         )  # fmt: skip
         report = compute(inputs, settings, embed)
         flagged.append(report.input_drift)
