@@ -93,7 +93,8 @@ def _ingest_rows(lines: list[dict]) -> Iterable[Sequence[object]]:
             f"{num(line['kaizend_events_per_s'])} events/s",
             f"{num(line['raw_events_per_s'])} events/s",
             dec(line["ratio"], 2),
-            f"{dec(line['kaizend']['consumer_cpu_s'], 1)} / {dec(line['raw']['consumer_cpu_s'], 1)}",
+            f"{dec(line['kaizend']['consumer_cpu_s'], 1)} / "
+            f"{dec(line['raw']['consumer_cpu_s'], 1)}",
         )
 
 
@@ -111,7 +112,8 @@ def _decisions(result: dict, expected: str | None, *, median: bool) -> str:
     """A test's decisions in one case: what it got right first, then what it got wrong."""
     parts = []
     if expected is None:  # A/A: every decision is a false one
-        parts += [f"{pct(result['promoted'])} promoted", f"{pct(result['rolled_back'])} rolled back"]
+        parts.append(f"{pct(result['promoted'])} promoted")
+        parts.append(f"{pct(result['rolled_back'])} rolled back")
     else:
         wrong = "rolled_back" if expected == "promoted" else "promoted"
         parts.append(f"{pct(result[expected])} {expected.replace('_', ' ')}")
@@ -147,24 +149,32 @@ def _drift_rows(lines: list[dict]) -> Iterable[Sequence[object]]:
     def at(group: dict, key: str, sizes: Sequence[str]) -> str:
         return ", ".join(f"{dec(group[s][key])} ({s})" for s in sizes)
 
-    small_cat, large_cat = ("2000/300", "300/300"), ("5000/5000",)
-    small_num, large_num = ("200/200",), ("5000/5000",)
-    small_emb, large_emb = ("100/100",), ("300/300",)
-    yield ("chi-square (400 place names, Zipf)", at(cat, "chi2", small_cat), at(cat, "chi2", large_cat))
-    yield ("PSI > 0.1 (same data; decides large windows only)", at(cat, "psi", small_cat), at(cat, "psi", large_cat))
-    yield ("Kolmogorov-Smirnov", at(numeric, "ks", small_num), at(numeric, "ks", large_num))
-    yield ("normalised Wasserstein > 0.1 (decides large windows only)", at(numeric, "wasserstein", small_num), at(numeric, "wasserstein", large_num))
-    yield ("MMD permutation test", at(emb, "mmd", small_emb), at(emb, "mmd", large_emb))
-    yield ("domain classifier, threshold raised to the Mann-Whitney null", at(emb, "domain_auc", small_emb), at(emb, "domain_auc", large_emb))
-    yield ("domain classifier at a fixed 0.55", at(emb, "domain_auc_fixed_0.55", small_emb), at(emb, "domain_auc_fixed_0.55", large_emb))
+    checks = (  # label, group, key, small windows, large windows
+        ("chi-square (400 place names, Zipf)", cat, "chi2", ("2000/300", "300/300"),
+         ("5000/5000",)),
+        ("PSI > 0.1 (same data; decides large windows only)", cat, "psi", ("2000/300", "300/300"),
+         ("5000/5000",)),
+        ("Kolmogorov-Smirnov", numeric, "ks", ("200/200",), ("5000/5000",)),
+        ("normalised Wasserstein > 0.1 (decides large windows only)", numeric, "wasserstein",
+         ("200/200",), ("5000/5000",)),
+        ("MMD permutation test", emb, "mmd", ("100/100",), ("300/300",)),
+        ("domain classifier, threshold raised to the Mann-Whitney null", emb, "domain_auc",
+         ("100/100",), ("300/300",)),
+        ("domain classifier at a fixed 0.55", emb, "domain_auc_fixed_0.55", ("100/100",),
+         ("300/300",)),
+    )  # fmt: skip
+    for label, group, key, small, large in checks:
+        yield label, at(group, key, small), at(group, key, large)
     report = line["report_level"]
-    yield (f"whole report (every check, {report['trials']} trials)", dec(report["reports_with_input_drift"]), "")  # fmt: skip
+    label = f"whole report (every check, {report['trials']} trials)"
+    yield label, dec(report["reports_with_input_drift"]), ""
 
 
 TABLES: dict[str, Table] = {
     "ingest_throughput": Table(
         "ingest_throughput",
-        ("run", "kaizend end to end", "bare nats-py consumer", "ratio", "consumer CPU s (kaizend / bare)"),
+        ("run", "kaizend end to end", "bare nats-py consumer", "ratio",
+         "consumer CPU s (kaizend / bare)"),
         _ingest_rows,
         every_run=True,
     ),
@@ -176,7 +186,8 @@ TABLES: dict[str, Table] = {
     ),
     "experiment_simulations": Table(
         "experiment_simulations",
-        ("case", "sequential test (τ = 0.1)", "Welch t-test peeked at every look", "Welch once at 10,000"),
+        ("case", "sequential test (τ = 0.1)", "Welch t-test peeked at every look",
+         "Welch once at 10,000"),
         _simulation_rows,
     ),
     "drift_false_alarms": Table(
@@ -215,7 +226,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("retriever_indexing.py", long=True),
     Benchmark("retriever_quality.py", long=True),
     Benchmark("ollama_merge.py", long=True),
-    Benchmark("parser_latency.py", ("--version", "{PARSER_VERSION}"), long=True, needs="PARSER_VERSION"),
+    Benchmark("parser_latency.py", ("--version", "{PARSER_VERSION}"), long=True,
+              needs="PARSER_VERSION"),
 )  # fmt: skip
 
 
@@ -290,7 +302,7 @@ def _provenance(table: Table, runs: list[list[dict]], root: Path) -> str:
     sources = [s for s in (script, *table.sources) if s]
     stale = staleness(first, sources, root)
     if stale:
-        text += f" **Older than the code**: {stale}; the figures are those of commit {first['commit']}."
+        text += f" **Older than the code**: {stale}; the figures are those of that commit."
     return text
 
 
@@ -323,10 +335,12 @@ def markdown_files(root: Path = ROOT) -> list[Path]:
 
 def rewrite(text: str, **kwargs: Path) -> str:
     """``text`` with every marked block generated anew."""
-    return BLOCK.sub(
-        lambda m: f"<!-- bench:{m['name']} -->\n{render(m['name'], **kwargs)}<!-- /bench:{m['name']} -->",
-        text,
-    )
+
+    def block(m: re.Match) -> str:
+        name = m["name"]
+        return f"<!-- bench:{name} -->\n{render(name, **kwargs)}<!-- /bench:{name} -->"
+
+    return BLOCK.sub(block, text)
 
 
 def differing_blocks(files: Iterable[Path], **kwargs: Path) -> list[str]:
