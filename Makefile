@@ -31,7 +31,7 @@ LOCK_VENV  := build/lock-venv
 LOCK_TORCH ?= $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--index $(TORCH_INDEX_URL) --index-strategy unsafe-best-match)
 LOCK_FLAGS ?=
 
-.PHONY: run test lint lock bench demo clean
+.PHONY: run test lint lock bench bench-report demo clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "kaizend needs Python 3.11+"' \
@@ -71,9 +71,14 @@ test: lint
 demo: $(STAMP)
 	$(PY) -m examples.demo
 
+# Every benchmark (bench/report.py's BENCHMARKS; FAST=1 skips the long ones), each keeping its
+# JSON lines in bench/results/, then the marked tables of README.md and docs/ rewritten from them.
 bench: $(STAMP)
-	$(PY) bench/ingest_throughput.py
-	$(PY) bench/ingest_throughput.py --during-background
+	$(PY) bench/report.py --run $(if $(FAST),--fast)
+
+# Only the tables, from the results already in bench/results/ (the standard library suffices).
+bench-report:
+	$(PYTHON) bench/report.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache clients/typescript/node_modules clients/typescript/dist

@@ -54,7 +54,7 @@ def _processor() -> str:
 
 @functools.cache
 def run_info() -> dict:
-    """This process's run: one per benchmark invocation, shared by all the lines it records."""
+    """This process's run, taken when it started: shared by all the lines it records."""
     # Results files and docs may differ from the commit without changing what was measured.
     changed = _git(
         "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results", ":!*.md"
@@ -68,6 +68,11 @@ def run_info() -> dict:
         "processor": _processor(),
         "python": platform.python_version(),
     }
+
+
+# At import, i.e. when the benchmark starts: the code and tree it measures, not the tree at its
+# end (a benchmark may run for an hour while its author edits files).
+run_info()
 
 
 def record(name: str, line: dict) -> dict:
