@@ -2,7 +2,7 @@
 (``ollama.publish = "merged"``), against the same version in-process, same run.
 
 Converts the packaged base (once per data directory), trains a quick-profile adapter for a
-few steps, merges it into the Q4_1 GGUF (`models.parser.gguf_merge`), reads the merged file
+few steps, merges it into the Q4_1 GGUF (`models.llm.gguf_merge`), reads the merged file
 back with transformers' GGUF loader and compares it with the in-process version (peft, merged
 in memory): the largest logit difference on one prompt (next to how far the adapter moves the
 base's logits), and how many of the test-split questions get the same greedy answer. Prints
@@ -32,12 +32,13 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
 
     import torch
+    from kaizend.models.fit.prompt import FitCodec
     from kaizend.models.fit.querygen import generate_examples, split_examples
-    from kaizend.models.parser.base import ensure_base, source_gguf
-    from kaizend.models.parser.config import profile
-    from kaizend.models.parser.gguf_merge import merge_adapter
-    from kaizend.models.parser.serve import ModelParser
-    from kaizend.models.parser.train import train_parser
+    from kaizend.models.llm.base import ensure_base, source_gguf
+    from kaizend.models.llm.config import profile
+    from kaizend.models.llm.gguf_merge import merge_adapter
+    from kaizend.models.llm.serve import ModelPredictor
+    from kaizend.models.llm.train import train_llm
     from transformers import AutoModelForCausalLM
 
     def load_gguf(path: Path):
@@ -48,16 +49,17 @@ def main() -> None:
     base = ensure_base(args.data_dir)
     splits = split_examples(generate_examples())
     config = profile("quick").model_copy(update={"max_steps": args.steps, "threads": 2})
+    codec = FitCodec()
     out = args.data_dir / "version"
-    version = train_parser(
-        splits["train"][:48], base_path=base, out_dir=out, config=config, resume=False
+    version = train_llm(
+        codec, splits["train"][:48], base_path=base, out_dir=out, config=config, resume=False
     )
     gguf_file = source_gguf(base)
     started = time.perf_counter()
     merged = merge_adapter(gguf_file, version.adapter_path, args.data_dir / "merged.gguf")
     merge_s = time.perf_counter() - started
-    in_process = ModelParser.from_version(version.path, threads=2, prompt_lookup=0)
-    from_file = ModelParser(load_gguf(merged), in_process.tokenizer, rule_hint=True)
+    in_process = ModelPredictor.from_version(version.path, codec, threads=2, prompt_lookup=0)
+    from_file = ModelPredictor(load_gguf(merged), in_process.tokenizer, codec)
     ids = torch.tensor(
         [in_process.tokenizer("Q: wind sites over 100kw in berkshire\nA:").input_ids]
     )

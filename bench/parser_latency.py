@@ -9,7 +9,7 @@ Variants, each over the same test-split questions:
 - ``merged_lookup``: the same with drafts verified in the same pass (identical output): the
   rule parser's answer with the prompt, then copies from the prompt;
 - ``merged_constrained`` and ``merged_lookup_constrained`` (the serving default): the same
-  two decoding loops held to the target format's grammar (`models.parser.constrained`),
+  two decoding loops held to the target format's grammar (`models.llm.constrained`),
   timed question by question in turn with their unconstrained twins, with
   ``constrained_overhead_p50_ms`` against them;
 - ``merged_lookup_int8``: the same with dynamically quantised int8 linear layers;
@@ -37,12 +37,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kaizend.models.fit.parser import trained_codec  # noqa: E402
+from kaizend.models.fit.prompt import decode_target, encode_target, make_prompt  # noqa: E402
 from kaizend.models.fit.querygen import generate_examples, split_examples  # noqa: E402
 from kaizend.models.fit.schema import to_compact_dict  # noqa: E402
-from kaizend.models.parser.base import load_base  # noqa: E402
-from kaizend.models.parser.prompt import decode_target, encode_target, make_prompt  # noqa: E402
-from kaizend.models.parser.serve import ModelParser  # noqa: E402
-from kaizend.models.parser.version import ParserVersion  # noqa: E402
+from kaizend.models.llm.base import load_base  # noqa: E402
+from kaizend.models.llm.serve import ModelPredictor  # noqa: E402
+from kaizend.models.llm.version import LlmVersion  # noqa: E402
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -81,9 +82,9 @@ def main() -> None:
     test = split_examples(generate_examples())["test"]
     rows = random.Random(0).sample(test, min(options.queries, len(test)))
     texts = [row["text"] for row in rows]
-    version = ParserVersion.load(options.version)
-    fmt = version.config.target_format
-    hint = version.config.rule_hint
+    version = LlmVersion.load(options.version)
+    codec = trained_codec(options.version)
+    fmt, hint = codec.target_format, codec.with_hint
 
     def build_prompt(text: str, target_format: str = fmt) -> str:
         return make_prompt(text, target_format, with_hint=hint)  # type: ignore[arg-type]
@@ -118,8 +119,7 @@ def main() -> None:
             statistics.fmean(result.generated_tokens for result in results), 2
         )
         same = sum(
-            ("fallback" if result.fallback_used else json.dumps(to_compact_dict(result.parsed)))
-            == expected
+            ("fallback" if result.fallback_used else json.dumps(result.output)) == expected
             for result, expected in zip(results, baseline_out, strict=True)
         )
         report[name]["mean_forward_passes"] = round(
@@ -127,19 +127,19 @@ def main() -> None:
         )
         report[name]["same_output_as_baseline"] = round(same / len(texts), 4)
 
-    def measure(name: str, parser: ModelParser) -> None:
-        record(name, *_time(parser.parse, texts))
+    def measure(name: str, parser: ModelPredictor) -> None:
+        record(name, *_time(parser.answer, texts))
 
-    def measure_twins(name: str, plain: ModelParser, held: ModelParser) -> None:
+    def measure_twins(name: str, plain: ModelPredictor, held: ModelPredictor) -> None:
         # Interleaved question by question, so that a load change on a shared machine hits
         # both alike: the difference is the matcher's cost.
-        plain.parse(texts[0])  # warm-up
-        held.parse(texts[0])
+        plain.answer(texts[0])  # warm-up
+        held.answer(texts[0])
         runs: dict[str, tuple[list[float], list[Any]]] = {"plain": ([], []), "held": ([], [])}
         for text in texts:
             for key, parser in (("plain", plain), ("held", held)):
                 started = time.perf_counter()
-                runs[key][1].append(parser.parse(text))
+                runs[key][1].append(parser.answer(text))
                 runs[key][0].append((time.perf_counter() - started) * 1000)
         record(name, *runs["plain"])
         record(f"{name}_constrained", *runs["held"])
@@ -147,17 +147,14 @@ def main() -> None:
             report[f"{name}_constrained"]["p50_ms"] - report[name]["p50_ms"], 1
         )
 
-    merged = ModelParser.from_version(options.version, prompt_lookup=0, constrained=False)
-    lookup = ModelParser.from_version(options.version, prompt_lookup=10, constrained=False)
+    merged = ModelPredictor.from_version(options.version, codec, prompt_lookup=0, constrained=False)
+    lookup = ModelPredictor.from_version(
+        options.version, codec, prompt_lookup=10, constrained=False
+    )
     # Each unconstrained variant and its constrained twin (same weights, the matcher added).
     for name, plain, lookahead in (("merged", merged, 0), ("merged_lookup", lookup, 10)):
-        held = ModelParser(
-            plain.model,
-            plain.tokenizer,
-            target_format=fmt,
-            name=name,
-            prompt_lookup=lookahead,
-            rule_hint=hint,
+        held = ModelPredictor(
+            plain.model, plain.tokenizer, codec, name=name, prompt_lookup=lookahead
         )
         measure_twins(name, plain, held)
 
@@ -220,8 +217,8 @@ def main() -> None:
     try:
         measure(
             "merged_lookup_int8",
-            ModelParser.from_version(
-                options.version, quantize="int8", prompt_lookup=10, constrained=False
+            ModelPredictor.from_version(
+                options.version, codec, quantize="int8", prompt_lookup=10, constrained=False
             ),
         )
     except Exception as err:  # noqa: BLE001 - a missing int8 kernel is a result, not a crash

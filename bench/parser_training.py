@@ -6,7 +6,7 @@ seed and epochs:
 
 - baseline: ``transformers.Trainer`` + peft + ``DataCollatorForSeq2Seq`` (dynamic padding,
   random batches), labels masked to the completion as usual for instruction tuning;
-- kaizend: ``models.parser.train.train_parser`` (length-grouped batches, output head only on
+- kaizend: ``models.llm.train.train_llm`` (length-grouped batches, output head only on
   target positions, a lean loop).
 
 Throughput is examples per second of the training loop (model loading excluded); the
@@ -29,22 +29,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kaizend.models.fit.prompt import FitCodec  # noqa: E402
 from kaizend.models.fit.querygen import generate_examples, split_examples  # noqa: E402
-from kaizend.models.parser.base import ensure_base, load_base  # noqa: E402
-from kaizend.models.parser.batches import (  # noqa: E402
+from kaizend.models.llm.base import ensure_base, load_base  # noqa: E402
+from kaizend.models.llm.batches import (  # noqa: E402
     IGNORE_INDEX,
     batch_order,
     encode_examples,
     padding_share,
 )
-from kaizend.models.parser.config import PROFILES, ParserTrainingConfig  # noqa: E402
-from kaizend.models.parser.train import eval_loss, seed_everything, train_parser  # noqa: E402
+from kaizend.models.llm.config import PROFILES, LlmTrainingConfig  # noqa: E402
+from kaizend.models.llm.train import eval_loss, seed_everything, train_llm  # noqa: E402
+
+CODEC = FitCodec()
+"""The FIT parser's default codec: the slot code with the rule hint."""
 
 from bench.record import record  # noqa: E402
 
 
 def baseline(
-    base: Path, train: list[dict[str, Any]], config: ParserTrainingConfig, out: Path
+    base: Path, train: list[dict[str, Any]], config: LlmTrainingConfig, out: Path
 ) -> tuple[float, Any, Any]:
     """Train with a plain Trainer; returns (examples/s, trained peft model, tokenizer)."""
     from peft import LoraConfig, get_peft_model
@@ -66,7 +70,7 @@ def baseline(
         ),
     )
     rows = []
-    for item in encode_examples(tokenizer, train, config.target_format, with_hint=config.rule_hint):
+    for item in encode_examples(tokenizer, train, CODEC):
         ids = list(item.input_ids)
         labels = [IGNORE_INDEX] * item.prompt_len + ids[item.prompt_len :]
         rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
@@ -126,12 +130,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         base_rate, base_model, tokenizer = baseline(base, train, config, Path(scratch) / "hf")
-        held = encode_examples(
-            tokenizer, held_out, config.target_format, with_hint=config.rule_hint
-        )
+        held = encode_examples(tokenizer, held_out, CODEC)
         base_loss = eval_loss(base_model, held, tokenizer.pad_token_id)
         del base_model
-        version = train_parser(
+        version = train_llm(CODEC, 
             train, base_path=base, out_dir=Path(scratch) / "kaizend", config=config,
             resume=False,
         )  # fmt: skip
@@ -144,7 +146,7 @@ def main() -> None:
             held,
             tokenizer.pad_token_id,
         )
-    encoded = encode_examples(tokenizer, train, config.target_format, with_hint=config.rule_hint)
+    encoded = encode_examples(tokenizer, train, CODEC)
     lengths = [len(item) for item in encoded]
     record(
         "parser_training",

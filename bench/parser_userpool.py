@@ -1,6 +1,6 @@
 """Benchmark: how different the simulated users' questions are from the parser's training data.
 
-Measured in the same run, with the one parser evaluator (`models.parser.evaluate`):
+Measured in the same run, with the one parser evaluator (`models.llm.evaluate`):
 
 - the rule parser (version 0) on querygen's test split (the baseline) and on the user
   pool's traffic and held-out questions (`models.fit.userpool`), overall, per intent and
@@ -31,10 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 from kaizend.handlers.events import EVENT_TYPES, event_row  # noqa: E402
 from kaizend.models.fit import querygen, userpool  # noqa: E402
+from kaizend.models.fit.parser import load_fit_parser  # noqa: E402
 from kaizend.models.fit.schema import ParsedQuery, to_compact_dict  # noqa: E402
 from kaizend.models.fit.users import simulate_parser_traffic  # noqa: E402
-from kaizend.models.parser.evaluate import evaluate  # noqa: E402
-from kaizend.models.parser.serve import ParseResult, RuleParser, load_parser  # noqa: E402
+from kaizend.models.llm.evaluate import evaluate  # noqa: E402
+from kaizend.models.llm.serve import Answer  # noqa: E402
 from kaizend.storage.events import EventStore  # noqa: E402
 from kaizend.storage.experiments import unit_metrics  # noqa: E402
 
@@ -51,8 +52,8 @@ class Oracle:
     def __init__(self, answers: dict[str, ParsedQuery]) -> None:
         self.answers = answers
 
-    def parse(self, text: str) -> ParseResult:
-        return ParseResult(text, self.answers[text], False, 0.0)
+    def answer(self, text: str) -> Answer:
+        return Answer(text, to_compact_dict(self.answers[text]), False, 0.0)
 
 
 def _brief(report: dict[str, Any]) -> dict[str, float]:
@@ -62,7 +63,7 @@ def _brief(report: dict[str, Any]) -> dict[str, float]:
 def _by_group(parser: Any, queries: list[userpool.UserQuery]) -> dict[str, dict[str, float]]:
     groups: dict[str, list[bool]] = defaultdict(list)
     for query in queries:
-        right = to_compact_dict(parser.parse(query.text).parsed) == query.expected
+        right = parser.answer(query.text).output == query.expected
         groups[query.intent].append(right)
         groups["with typos" if query.typos else "without typos"].append(right)
     return {name: round(sum(hits) / len(hits), 3) for name, hits in sorted(groups.items())}
@@ -107,7 +108,7 @@ def main() -> None:
     qg_split = querygen.split_examples(generated, seed=0)
     pools = {name: userpool.pool(name) for name in userpool.POOLS}
     everything = [*pools["traffic"], *pools["heldout"]]
-    rules = RuleParser()
+    rules = load_fit_parser("rules")
     report: dict[str, Any] = {
         "pool_size": len(everything),
         "templates": len({query.template for query in everything}),
@@ -137,7 +138,7 @@ def main() -> None:
     oracle = Oracle({query.text: query.parsed for query in everything})
     report["success_on_traffic"] = _success(traffic, {"oracle": oracle, "rules": rules})
     if args.model is not None:
-        model = load_parser(args.model)
+        model = load_fit_parser(args.model)
         report["model_querygen_test"] = _brief(evaluate(model, qg_split["test"]))
         for name, queries in pools.items():
             report[f"model_pool_{name}"] = _brief(

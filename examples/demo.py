@@ -483,15 +483,15 @@ class Demo:
 def heldout_comparison(versions: dict[str, str], n: int) -> dict[str, dict[str, float]]:
     """Each version on the same ``n`` held-out questions, faced by the same simulated users:
     exact match, and success as the experiment counts it."""
-    from kaizend.models.parser.serve import load_parser
+    from kaizend.models.fit.parser import load_fit_parser
 
     questions = userpool.pool("heldout")[:n]
     out = {}
     for version, artifact in versions.items():
-        parser = load_parser(artifact)
+        parser = load_fit_parser(artifact)
         right = success = 0
         for number, query in enumerate(questions):
-            parsed = parser.parse(query.text).parsed
+            parsed = parser.answer(query.text).output
             rng = random.Random(f"heldout:{number}")
             events = react(query, parsed, rng=rng, query_id=f"h{number}",
                            ts=datetime.now(UTC), behaviour=BEHAVIOUR)  # fmt: skip

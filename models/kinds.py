@@ -51,6 +51,15 @@ class TaskContext:
         """A path of the task's own under the data directory."""
         return self.global_settings.path(relative)
 
+    def existing_file(self, key: str, path: Path | str) -> Path:
+        """The file a setting names (relative: under the data directory); `ConfigError`
+        naming ``tasks.<name>.<key>`` when there is none."""
+        resolved = self.path(Path(path))
+        if not resolved.is_file():
+            name = f"tasks.{self.name}.{key}"
+            raise ConfigError(name, f"config key {name!r}: no file {resolved}")
+        return resolved
+
 
 class TaskKind(Protocol):
     """A plugin that builds tasks of one kind."""

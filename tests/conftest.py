@@ -23,8 +23,8 @@ from kaizend.core.config import Settings
 from kaizend.daemon.app import Daemon
 from kaizend.daemon.nats_server import EmbeddedNats
 from kaizend.handlers.publish import Outgoing
+from kaizend.models.fit.prompt import FitCodec, build_prompt, encode_target
 from kaizend.models.fit.querygen import generate_examples, split_examples
-from kaizend.models.parser.prompt import build_prompt, encode_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,16 @@ configuration file."""
 def fit_tasks(**tasks: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """`FIT_TASKS` with some of each task's keys replaced (a nested table as a whole)."""
     return {name: {**declared, **tasks.get(name, {})} for name, declared in FIT_TASKS.items()}
+
+
+def fit_parser_task(**fields: Any) -> Any:
+    """The FIT parser task outside a daemon (name ``parser``, the quick profile)."""
+    from kaizend.models.fit.parser import FitParserTask
+    from kaizend.models.llm.config import PROFILES
+
+    return FitParserTask(
+        **{"name": "parser", "codec": FitCodec(), "config": PROFILES["quick"], **fields}
+    )
 
 
 def make_settings(data_dir: Path, nats_url: str, **sections: dict[str, Any]) -> Settings:
@@ -289,10 +299,10 @@ MEMORISE = {
 def memorised(gguf_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A tiny parser version (LoRA on the tiny Llama, converted from its GGUF file like the
     packaged base) that has learnt one question by heart: `W >100 @Berkshire`."""
-    from kaizend.models.parser.config import ParserTrainingConfig
-    from kaizend.models.parser.train import train_parser
+    from kaizend.models.llm.config import LlmTrainingConfig
+    from kaizend.models.llm.train import train_llm
 
-    config = ParserTrainingConfig(
+    config = LlmTrainingConfig(
         lora_rank=16,
         lora_alpha=32.0,
         lora_dropout=0.0,
@@ -303,7 +313,7 @@ def memorised(gguf_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
         checkpoint_every=100,
     )
     out = tmp_path_factory.mktemp("memorised") / "parser-v1"
-    return train_parser([MEMORISE], base_path=gguf_base, out_dir=out, config=config)
+    return train_llm(FitCodec(), [MEMORISE], base_path=gguf_base, out_dir=out, config=config)
 
 
 @pytest.fixture(scope="session")
@@ -313,7 +323,7 @@ def gguf_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     import shutil
 
     import gguf
-    from kaizend.models.parser.gguf_merge import HF_TO_GGUF, permute
+    from kaizend.models.llm.gguf_merge import HF_TO_GGUF, permute
     from safetensors.numpy import load_file
 
     config = json.loads((tiny_base / "config.json").read_text())

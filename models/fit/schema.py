@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any, Literal
 
-from kaizend.core.errors import KaizendError
+from kaizend.models.llm.codec import InvalidOutput
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 TECHNOLOGIES: tuple[str, ...] = (
@@ -50,19 +50,15 @@ _INTENT_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 _FIT_ID_PATTERN = re.compile(r"^[0-9]{1,9}$")
 
 
-class InvalidParse(KaizendError, ValueError):
-    """Parser output that does not fit the schema.
-
-    `problems` lists one "field: message" line per violation, so a caller can log why a
-    model's answer was rejected before falling back to the rule parser.
-    """
+class InvalidParse(InvalidOutput):
+    """Parser output that does not fit the FIT schema (`problems`: one "field: message"
+    line per violation)."""
 
     def __init__(self, problems: list[str], output: Any = None) -> None:
-        self.problems = problems
-        self.output = output
-        super().__init__(
+        super().__init__(problems, output)
+        self.args = (
             "invalid parser output (fall back to the rule parser, or fix the training "
-            "target): " + "; ".join(problems)
+            "target): " + "; ".join(problems),
         )
 
 

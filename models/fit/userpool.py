@@ -21,7 +21,7 @@ combination the traffic pool has: a parser fine-tuned on corrections of traffic 
 on combinations it never saw corrected.
 
 Measured with `.venv/bin/python bench/parser_userpool.py` (the rule parser through the one
-evaluator, `models.parser.evaluate`; pool seed 0, 2026-12-01):
+evaluator, `models.llm.evaluate`; pool seed 0, 2026-12-01):
 
 | data set | n | exact match | field accuracy |
 |---|---|---|---|

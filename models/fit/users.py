@@ -13,7 +13,7 @@ and reacts.
 - **Behaviour** (`UserBehaviour`): a ``feedback_share`` of users judge at all, a
   ``thumbs_share`` of those with thumbs instead of stars (none for a 3), and for a wrong
   parse a ``correction_share`` send the intended parse as a correction, in the shape the
-  parser task trains on (`models.parser.task`: a compact `ParsedQuery` dict).
+  parser task trains on (`models.llm.task`: a compact `ParsedQuery` dict).
 
 Success as the experiment loop counts it (a rating >= 4 or thumbs up, and no correction;
 `storage.experiments`) is then about ``feedback_share * (1 - noise)`` for a right parse and
@@ -32,11 +32,12 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from kaizend.models.fit.schema import ParsedQuery, to_compact_dict
 from kaizend.models.fit.scoring import field_matches
 from kaizend.models.fit.userpool import UserQuery
+from kaizend.models.llm.serve import Answerer
 
 SERVICE = "fit-search-sim"
 """The ``service`` of every simulated query event."""
@@ -44,18 +45,6 @@ SERVICE = "fit-search-sim"
 # Event ids are uuid5 names under this namespace, so a rerun with the same seed makes the
 # same ids (the server drops the duplicates) while another seed or version makes new ones.
 _NAMESPACE = uuid.UUID("6f1c8e52-3f4b-4c1e-9a57-0d2b6c7e8a91")
-
-
-class _Answer(Protocol):
-    parsed: ParsedQuery
-    latency_ms: float
-    fallback_used: bool
-
-
-class ParserLike(Protocol):
-    """What serves the questions: `models.parser.serve.Parser` (rules or a model version)."""
-
-    def parse(self, text: str) -> _Answer: ...
 
 
 @dataclass(frozen=True)
@@ -176,7 +165,7 @@ def react(
 
 def simulate_parser_traffic(
     queries: Sequence[UserQuery],
-    parser: ParserLike,
+    parser: Answerer,
     *,
     seed: int = 0,
     model_version: str = "parser-v0",
@@ -199,7 +188,7 @@ def simulate_parser_traffic(
     for number, query in enumerate(queries):
         rng = random.Random(f"{seed}:{number}:{query.id}")
         unit_id = f"sim-user-{rng.randrange(users)}"
-        answer = parser.parse(query.text)
+        answer = parser.answer(query.text)
         ts = start + timedelta(seconds=number * interval_s)
         digest = hashlib.sha1(f"{model_version}:{seed}:{number}:{query.id}".encode())
         query_id = f"pq-{digest.hexdigest()[:16]}"
@@ -207,12 +196,12 @@ def simulate_parser_traffic(
             "kind": "query", "event_id": _event_id(query_id, "query"), "query_id": query_id,
             "ts": ts.isoformat(), "task": "parser", "text": query.text,
             "model_version": model_version, "unit_id": unit_id,
-            "output": to_compact_dict(answer.parsed), "latency_ms": round(answer.latency_ms, 3),
+            "output": answer.output, "latency_ms": round(answer.latency_ms, 3),
             "service": SERVICE, "fallback_used": answer.fallback_used,
         })  # fmt: skip
         if arm is not None:
             events[-1]["arm"] = arm
         events.extend(
-            react(query, answer.parsed, rng=rng, query_id=query_id, ts=ts, behaviour=behaviour)
+            react(query, answer.output, rng=rng, query_id=query_id, ts=ts, behaviour=behaviour)
         )
     return events

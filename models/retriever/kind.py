@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kaizend.core.errors import ConfigError
 from kaizend.models.kinds import TaskContext
 from kaizend.models.retriever.config import EmbedderSettings
 from kaizend.models.task import Task
@@ -33,14 +32,6 @@ def with_serving(task: Any, context: TaskContext) -> Any:
     return task if context.serving is None else replace(task, serving_version=context.serving)
 
 
-def existing(context: TaskContext, key: str, path: Path) -> Path:
-    resolved = context.path(path)
-    if not resolved.is_file():
-        name = f"tasks.{context.name}.{key}"
-        raise ConfigError(name, f"config key {name!r}: no file {resolved}")
-    return resolved
-
-
 class EmbedderKind:
     name = "embedder"
     summary = "text -> ranked documents of your corpus: fine-tuned embedder, ChromaDB per version"
@@ -50,11 +41,11 @@ class EmbedderKind:
         from kaizend.models.retriever.task import EmbedderTask
 
         settings: Any = context.settings
-        benchmark = settings.benchmark and existing(context, "benchmark", settings.benchmark)
+        benchmark = settings.benchmark and context.existing_file("benchmark", settings.benchmark)
         task = EmbedderTask(
             halved(settings, context.halve_batch),
             chroma_dir=chroma_dir(context),
-            corpus=existing(context, "corpus", settings.corpus),
+            corpus=context.existing_file("corpus", settings.corpus),
             benchmark=benchmark or None,
             name=context.name,
         )

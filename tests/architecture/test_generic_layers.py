@@ -2,11 +2,11 @@
 and reached through its kind (issue 14).
 
 Scanned: ``core/``, ``daemon/``, ``handlers/``, ``storage/`` and ``models/`` but for the FIT
-domain package and the FIT parser's kind (``models/parser``, still FIT-specific). A generic
-module may not import the FIT package or the FIT parser (kinds are reached through the
-``kaizend.task_kinds`` entry points), nor hold a string literal that is a task or kind name
-of the shipped configuration (docstrings aside); the ``embedder`` kind (``models/retriever``)
-is generic too.
+domain package (``models/fit``: the FIT parser and retriever kinds, the register, the
+simulated users). A generic module may not import the FIT package (kinds are reached
+through the ``kaizend.task_kinds`` entry points), nor hold a string literal that is a task
+or kind name of the shipped configuration (docstrings aside); the built-in kinds
+``llm-json`` (``models/llm``) and ``embedder`` (``models/retriever``) are generic too.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from kaizend.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERIC = ("core", "daemon", "handlers", "storage", "models")
-NOT_GENERIC = ("models/fit", "models/parser")
-"""The FIT domain package and the FIT parser's kind."""
+NOT_GENERIC = ("models/fit",)
+"""The FIT domain package."""
 DOMAIN_MODULES = tuple("kaizend." + path.replace("/", ".") for path in NOT_GENERIC)
 
 

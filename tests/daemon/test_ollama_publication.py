@@ -13,7 +13,7 @@ import nats
 import pytest
 from kaizend.daemon.experiments import ExperimentLoop
 from kaizend.handlers.routing import Routing, routing_bucket
-from kaizend.models.parser.version import ParserVersion
+from kaizend.models.llm.version import LlmVersion
 from kaizend.storage.events import EventStore
 from kaizend.storage.registry import Registry
 
@@ -22,7 +22,7 @@ from tests.daemon.test_experiments import traffic
 from tests.ollama_fake import OllamaFake
 
 
-async def promote(tmp_path: Path, nats_url: str, ollama_url: str, version: ParserVersion) -> str:
+async def promote(tmp_path: Path, nats_url: str, ollama_url: str, version: LlmVersion) -> str:
     """Run an experiment that parser-v1 (`version`) wins; the champion at the end."""
     settings = make_settings(
         tmp_path / "data", nats_url, experiments={"min_units": 300, "attribution_s": 3600},
@@ -55,7 +55,7 @@ async def promote(tmp_path: Path, nats_url: str, ollama_url: str, version: Parse
 
 
 async def test_a_promoted_parser_is_created_on_ollama(
-    tmp_path: Path, nats_server, memorised: ParserVersion
+    tmp_path: Path, nats_server, memorised: LlmVersion
 ) -> None:
     with OllamaFake() as fake:
         champion = await promote(tmp_path, nats_server.url, fake.url, memorised)
@@ -69,7 +69,7 @@ async def test_a_promoted_parser_is_created_on_ollama(
 async def test_a_failed_publication_is_logged_and_the_promotion_stands(
     tmp_path: Path,
     nats_server,
-    memorised: ParserVersion,
+    memorised: LlmVersion,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.ERROR, logger="kaizend.daemon.ollama")
@@ -84,7 +84,7 @@ async def test_a_failed_publication_is_logged_and_the_promotion_stands(
 
 
 def test_kaizend_ollama_publish_creates_a_registered_version(
-    tmp_path: Path, memorised: ParserVersion
+    tmp_path: Path, memorised: LlmVersion
 ) -> None:
     import os
     import subprocess
@@ -117,6 +117,6 @@ def test_kaizend_ollama_publish_creates_a_registered_version(
         assert "kaizend-parser:parser-v1" in fake.models
         assert len(fake.uploads()) == 3 and done.stdout.count("sha256:") == 3
         rules = kaizend("parser-v0")
-        assert rules.returncode == 1 and "no model directory (the built-in rule" in rules.stderr
+        assert rules.returncode == 1 and "no model directory (a built-in version)" in rules.stderr
         missing = kaizend("parser-v9")
         assert missing.returncode == 1 and "no version 'parser-v9'" in missing.stderr

@@ -8,11 +8,11 @@ from collections import Counter
 import duckdb
 import pytest
 from kaizend.models.fit import gazetteer, querygen, userpool
+from kaizend.models.fit.parser import load_fit_parser
 from kaizend.models.fit.schema import to_compact_dict, validate_output
 from kaizend.models.fit.sites import load_sites
 from kaizend.models.fit.userpool import Intent, UserQuery
-from kaizend.models.parser.evaluate import evaluate
-from kaizend.models.parser.serve import RuleParser
+from kaizend.models.llm.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_ground_truth_is_a_valid_parse_with_the_gazetteers_postcodes(
 def test_the_rule_parser_does_clearly_worse_on_the_pool_than_on_the_generators_test_split(
     split: dict[str, list[UserQuery]], generated: list[dict]
 ) -> None:
-    rules = RuleParser()
+    rules = load_fit_parser("rules")
     generator = evaluate(rules, querygen.split_examples(generated)["test"])
     for name in userpool.POOLS:
         report = evaluate(rules, [query.to_example() for query in split[name]])

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 from kaizend.handlers.events import EVENT_TYPES, event_row
 from kaizend.models.fit import userpool
-from kaizend.models.fit.schema import ParsedQuery, validate_output
+from kaizend.models.fit.parser import load_fit_parser
+from kaizend.models.fit.schema import to_compact_dict, validate_output
 from kaizend.models.fit.userpool import UserQuery
 from kaizend.models.fit.users import UserBehaviour, answer_quality, react, simulate_parser_traffic
-from kaizend.models.parser.config import ParserTrainingConfig
-from kaizend.models.parser.serve import ParseResult, RuleParser
-from kaizend.models.parser.task import ParserTask
+from kaizend.models.llm.serve import Answer
 from kaizend.storage.events import EventStore
 from kaizend.storage.experiments import unit_metrics
+
+from tests.conftest import fit_parser_task
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -29,8 +30,8 @@ class Oracle:
     def __init__(self, queries: list[UserQuery]) -> None:
         self.answers = {query.text: query.parsed for query in queries}
 
-    def parse(self, text: str) -> ParseResult:
-        return ParseResult(text, self.answers[text], False, 1.0)
+    def answer(self, text: str) -> Answer:
+        return Answer(text, to_compact_dict(self.answers[text]), False, 1.0)
 
 
 class Blank:
@@ -38,8 +39,8 @@ class Blank:
 
     name = "blank"
 
-    def parse(self, text: str) -> ParseResult:
-        return ParseResult(text, ParsedQuery(), True, 1.0)
+    def answer(self, text: str) -> Answer:
+        return Answer(text, {}, True, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_events_are_valid_deterministic_and_face_the_same_users_for_every_versio
     traffic: list[UserQuery],
 ) -> None:
     asked = traffic[:300]
-    events = simulate_parser_traffic(asked, RuleParser(), seed=3, start=START)
+    events = simulate_parser_traffic(asked, load_fit_parser("rules"), seed=3, start=START)
     for event in events:
         body = dict(event)
         EVENT_TYPES[body.pop("kind")].model_validate(body)  # what the ingest handler checks
@@ -80,10 +81,12 @@ def test_events_are_valid_deterministic_and_face_the_same_users_for_every_versio
     def stable(run: list[dict]) -> list[dict]:
         return [{k: v for k, v in event.items() if k != "latency_ms"} for event in run]
 
-    assert stable(simulate_parser_traffic(asked, RuleParser(), seed=3, start=START)) == stable(
-        events
+    assert stable(
+        simulate_parser_traffic(asked, load_fit_parser("rules"), seed=3, start=START)
+    ) == stable(events)
+    other = simulate_parser_traffic(
+        asked, load_fit_parser("rules"), seed=3, start=START, model_version="x"
     )
-    other = simulate_parser_traffic(asked, RuleParser(), seed=3, start=START, model_version="x")
     assert not {e["event_id"] for e in other} & {e["event_id"] for e in events}
     # Same answers, same users: the same judgements whatever the version is called.
     judged = [{k: v for k, v in e.items() if k not in ("event_id", "query_id")}
@@ -121,7 +124,7 @@ def test_corrections_come_only_for_wrong_parses_at_the_configured_share(
     traffic: list[UserQuery], tmp_path: Path
 ) -> None:
     behaviour = UserBehaviour(correction_share=0.4)
-    events = simulate_parser_traffic(traffic, RuleParser(), seed=2, behaviour=behaviour)
+    events = simulate_parser_traffic(traffic, load_fit_parser("rules"), seed=2, behaviour=behaviour)
     queries = {event["query_id"]: event for event in _by_kind(events, "query")}
     asked = zip(_by_kind(events, "query"), traffic, strict=True)
     expected = {event["query_id"]: query.expected for event, query in asked}
@@ -136,7 +139,7 @@ def test_corrections_come_only_for_wrong_parses_at_the_configured_share(
 
     # The parser task reads every one of them back as a training example.
     store = _store(tmp_path / "k.duckdb", events)
-    examples, skipped = ParserTask(ParserTrainingConfig()).corrections(store.cursor())
+    examples, skipped = fit_parser_task().corrections(store.cursor())
     assert not skipped and len(examples) == len(corrections)
     assert {(e["text"], str(e["expected"])) for e in examples} == {
         (queries[c["query_id"]]["text"], str(c["corrected_output"])) for c in corrections
@@ -156,7 +159,7 @@ def test_a_better_parser_gets_a_higher_success_rate_in_the_experiment_metrics(
     con = _store(
         tmp_path / "k.duckdb",
         run(Oracle(traffic), "parser-oracle", "champion"),
-        run(RuleParser(), "parser-v0", "challenger"),
+        run(load_fit_parser("rules"), "parser-v0", "challenger"),
     ).cursor()
     metrics = unit_metrics(con, task="parser", champion="parser-oracle", challenger="parser-v0",
                            start=START, end=None, attribution_s=86400.0)  # fmt: skip

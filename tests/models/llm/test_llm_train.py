@@ -5,14 +5,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kaizend.models.parser.base import load_base
-from kaizend.models.parser.batches import collate, encode_examples
-from kaizend.models.parser.config import ParserTrainingConfig
-from kaizend.models.parser.train import completion_loss, train_parser
-from kaizend.models.parser.version import CHECKPOINT_DIR, IncompleteVersion, ParserVersion
+from kaizend.models.fit.prompt import FitCodec
+from kaizend.models.llm.base import load_base
+from kaizend.models.llm.batches import collate, encode_examples
+from kaizend.models.llm.config import LlmTrainingConfig
+from kaizend.models.llm.train import completion_loss, train_llm
+from kaizend.models.llm.version import CHECKPOINT_DIR, IncompleteVersion, LlmVersion
 from kaizend.models.task import TrainProgress
 
-TINY = ParserTrainingConfig(
+TINY = LlmTrainingConfig(
     lora_rank=4,
     lora_alpha=8.0,
     batch_size=8,
@@ -27,7 +28,7 @@ class Crash(RuntimeError):
     pass
 
 
-def _adapter_tensors(version: ParserVersion) -> dict[str, Any]:
+def _adapter_tensors(version: LlmVersion) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     return load_file(version.adapter_path / "adapter_model.safetensors")
@@ -39,7 +40,9 @@ def test_completion_loss_matches_transformers_loss_on_target_tokens(
     import torch
 
     model, tokenizer = load_base(tiny_base)
-    batch = collate(encode_examples(tokenizer, small_splits["train"][:6]), tokenizer.pad_token_id)
+    batch = collate(
+        encode_examples(tokenizer, small_splits["train"][:6], FitCodec()), tokenizer.pad_token_id
+    )
     with torch.no_grad():
         ours = completion_loss(model, batch)
         reference = model(**batch).loss
@@ -48,7 +51,8 @@ def test_completion_loss_matches_transformers_loss_on_target_tokens(
 
 def test_training_writes_a_complete_version(tiny_base: Path, small_splits: dict, tmp_path: Path):
     seen: list[TrainProgress] = []
-    version = train_parser(
+    version = train_llm(
+        FitCodec(),
         small_splits["train"],
         base_path=tiny_base,
         out_dir=tmp_path / "v1",
@@ -75,8 +79,12 @@ def test_training_lowers_the_loss(tiny_base: Path, small_splits: dict, tmp_path:
     config = TINY.model_copy(
         update={"max_steps": 30, "learning_rate": 1e-2, "checkpoint_every": 50}
     )
-    version = train_parser(
-        small_splits["train"][:16], base_path=tiny_base, out_dir=tmp_path / "v", config=config
+    version = train_llm(
+        FitCodec(),
+        small_splits["train"][:16],
+        base_path=tiny_base,
+        out_dir=tmp_path / "v",
+        config=config,
     )
     losses = version.metrics["train_losses"]
     assert sum(losses[-5:]) < 0.95 * sum(losses[:5])
@@ -88,22 +96,24 @@ def test_a_crashed_run_resumes_to_the_same_adapter(
     import torch
 
     examples = small_splits["train"]
-    straight = train_parser(examples, base_path=tiny_base, out_dir=tmp_path / "a", config=TINY)
+    straight = train_llm(
+        FitCodec(), examples, base_path=tiny_base, out_dir=tmp_path / "a", config=TINY
+    )
 
     def crash_at_five(report: TrainProgress) -> None:
         if report.step == 5:
             raise Crash
 
     with pytest.raises(Crash):
-        train_parser(
+        train_llm(FitCodec(), 
             examples, base_path=tiny_base, out_dir=tmp_path / "b", config=TINY,
             progress=crash_at_five,
         )  # fmt: skip
     assert (tmp_path / "b" / CHECKPOINT_DIR).is_dir()
     with pytest.raises(IncompleteVersion):
-        ParserVersion.load(tmp_path / "b")
+        LlmVersion.load(tmp_path / "b")
     steps: list[int] = []
-    resumed = train_parser(
+    resumed = train_llm(FitCodec(), 
         examples, base_path=tiny_base, out_dir=tmp_path / "b", config=TINY,
         progress=lambda report: steps.append(report.step),
     )  # fmt: skip

@@ -15,12 +15,19 @@ import ollama
 import pytest
 from kaizend.core.config import Settings
 from kaizend.models.fit import rules
+from kaizend.models.fit.parser import trained_codec
+from kaizend.models.fit.prompt import (
+    FitCodec,
+    build_prompt,
+    encode_target,
+    rule_hint,
+    target_json_schema,
+)
 from kaizend.models.fit.schema import to_compact_dict
+from kaizend.models.llm.gguf_merge import merge_adapter
+from kaizend.models.llm.ollama import OllamaPredictor, PublishError, publish_version
+from kaizend.models.llm.version import LlmVersion
 from kaizend.models.ollama import OllamaRefused, OllamaUnavailable
-from kaizend.models.parser.gguf_merge import merge_adapter
-from kaizend.models.parser.ollama import OllamaParser, PublishError, publish_version
-from kaizend.models.parser.prompt import build_prompt, encode_target, rule_hint
-from kaizend.models.parser.version import ParserVersion
 from kaizend.storage.events import EventStore
 from kaizend.storage.registry import Registry, VersionRecord
 
@@ -65,10 +72,10 @@ def closed_port_url() -> str:
 
 
 def test_publishing_uploads_the_base_gguf_and_the_adapter_then_creates_the_model(
-    fake: OllamaFake, memorised: ParserVersion, tmp_path: Path
+    fake: OllamaFake, memorised: LlmVersion, tmp_path: Path
 ) -> None:
     record = registered(tmp_path, memorised.path)
-    publication = publish_version(settings_for(fake.url), record)
+    publication = publish_version(settings_for(fake.url), record, FitCodec())
 
     gguf_file = Path(json.loads((memorised.base_path / "kaizend_base.json").read_text())["source"])
     adapter = memorised.adapter_path
@@ -100,18 +107,18 @@ def test_publishing_uploads_the_base_gguf_and_the_adapter_then_creates_the_model
     assert "kaizend-parser:parser-v1" in fake.models
 
     # Published again (a retry): blobs already there are answered 200, the model replaced.
-    publish_version(settings_for(fake.url), record)
+    publish_version(settings_for(fake.url), record, FitCodec())
     assert [call.status for call in fake.uploads()[3:]] == [200, 200, 200]
     assert len(fake.requests("/api/create")) == 2
 
 
 def test_a_base_already_on_the_server_is_named_instead_of_uploaded(
-    fake: OllamaFake, memorised: ParserVersion, tmp_path: Path
+    fake: OllamaFake, memorised: LlmVersion, tmp_path: Path
 ) -> None:
     fake.models["smollm2:135m"] = {}
     settings = settings_for(fake.url, model="fit/parser", base_model="smollm2:135m",
                             options={"num_predict": 12, "temperature": 0.1})  # fmt: skip
-    publication = publish_version(settings, registered(tmp_path, memorised.path))
+    publication = publish_version(settings, registered(tmp_path, memorised.path), FitCodec())
 
     assert [Path(name).suffix for name in publication.blobs] == [".safetensors", ".json"]
     [create] = fake.requests("/api/create")
@@ -122,7 +129,7 @@ def test_a_base_already_on_the_server_is_named_instead_of_uploaded(
 
 
 def test_merged_publication_uploads_one_gguf_that_an_ollama_without_adapters_accepts(
-    memorised: ParserVersion, tmp_path: Path
+    memorised: LlmVersion, tmp_path: Path
 ) -> None:
     expected = merge_adapter(
         Path(json.loads((memorised.base_path / "kaizend_base.json").read_text())["source"]),
@@ -135,7 +142,7 @@ def test_merged_publication_uploads_one_gguf_that_an_ollama_without_adapters_acc
         settings = settings.model_copy(
             update={"ollama": settings.ollama.model_copy(update={"url": fake.url})}
         )
-        publication = publish_version(settings, registered(tmp_path, memorised.path))
+        publication = publish_version(settings, registered(tmp_path, memorised.path), FitCodec())
 
     [upload] = fake.uploads()
     assert upload.body["digest"] == sha256(expected) and upload.status == 201
@@ -150,6 +157,7 @@ def test_merged_publication_uploads_one_gguf_that_an_ollama_without_adapters_acc
         publish_version(
             settings_for(fake.url, publish="merged", base_model="smollm2:135m"),
             registered(tmp_path / "b", memorised.path),
+            FitCodec(),
         )
 
 
@@ -174,11 +182,13 @@ def test_the_fake_checks_digests_like_ollama(fake: OllamaFake, tmp_path: Path) -
 
 
 def test_an_ollama_that_refuses_adapters_fails_the_publication_with_the_reason(
-    memorised: ParserVersion, tmp_path: Path
+    memorised: LlmVersion, tmp_path: Path
 ) -> None:
     with OllamaFake(refuse_adapters=True) as fake:
         with pytest.raises(OllamaRefused) as refused:
-            publish_version(settings_for(fake.url), registered(tmp_path, memorised.path))
+            publish_version(
+                settings_for(fake.url), registered(tmp_path, memorised.path), FitCodec()
+            )
     assert refused.value.status == 400
     assert "LoRA adapters are no longer supported" in str(refused.value)
     assert 'ollama.publish = "merged"' in str(refused.value)  # what to do about it
@@ -186,39 +196,43 @@ def test_an_ollama_that_refuses_adapters_fails_the_publication_with_the_reason(
 
 
 def test_publishing_without_a_reachable_server_names_ollama_url(
-    memorised: ParserVersion, tmp_path: Path
+    memorised: LlmVersion, tmp_path: Path
 ) -> None:
     url = closed_port_url()
     with pytest.raises(OllamaUnavailable) as unavailable:
-        publish_version(settings_for(url), registered(tmp_path, memorised.path))
+        publish_version(settings_for(url), registered(tmp_path, memorised.path), FitCodec())
     assert isinstance(unavailable.value, ConnectionError)
     assert url in str(unavailable.value) and "ollama.url" in str(unavailable.value)
 
 
 def test_versions_that_cannot_be_published_say_why(
-    fake: OllamaFake, memorised: ParserVersion, tiny_base: Path, tmp_path: Path
+    fake: OllamaFake, memorised: LlmVersion, tiny_base: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(PublishError, match="built-in rule parser"):
-        publish_version(settings_for(fake.url), registered(tmp_path / "a", None))
+    with pytest.raises(PublishError, match="a built-in version"):
+        publish_version(settings_for(fake.url), registered(tmp_path / "a", None), FitCodec())
 
     # A version on a base that was never a GGUF file: nothing to upload as the base.
     plain = shutil.copytree(memorised.path, tmp_path / "parser-v1")
     base = json.loads((plain / "base.json").read_text())
     (plain / "base.json").write_text(json.dumps({**base, "path": str(tiny_base)}))
     with pytest.raises(PublishError, match="ollama.base_model"):
-        publish_version(settings_for(fake.url), registered(tmp_path / "b", plain))
+        publish_version(settings_for(fake.url), registered(tmp_path / "b", plain), FitCodec())
     assert fake.calls == []
 
 
 def test_parsing_sends_the_trained_prompt_raw_and_decodes_like_in_process(
-    fake: OllamaFake, memorised: ParserVersion, tmp_path: Path
+    fake: OllamaFake, memorised: LlmVersion, tmp_path: Path
 ) -> None:
-    publish_version(settings_for(fake.url), registered(tmp_path, memorised.path))
-    parser = OllamaParser.from_version(settings_for(fake.url).ollama, memorised.path, "parser-v1")
-    result = parser.parse(QUESTION)
+    publish_version(settings_for(fake.url), registered(tmp_path, memorised.path), FitCodec())
+    parser = OllamaPredictor(
+        settings_for(fake.url).ollama,
+        "kaizend-parser:" + "parser-v1",
+        trained_codec(memorised.path),
+    )
+    result = parser.answer(QUESTION)
 
     assert not result.fallback_used
-    assert to_compact_dict(result.parsed) == EXPECTED
+    assert result.output == EXPECTED
     assert result.raw == encode_target(EXPECTED) and parser.name == "kaizend-parser:parser-v1"
     [generate] = fake.requests("/api/generate")
     assert generate == {
@@ -236,12 +250,12 @@ def test_a_json_version_asks_ollama_for_json(fake: OllamaFake) -> None:
     fake.models["kaizend-parser:parser-v7"] = {}
     fake.answer = encode_target(EXPECTED, "json")
     config = settings_for(fake.url, keep_alive="-1").ollama
-    parser = OllamaParser(config, "kaizend-parser:parser-v7", target_format="json")
-    result = parser.parse(QUESTION)
+    parser = OllamaPredictor(config, "kaizend-parser:parser-v7", FitCodec("json", with_hint=False))
+    result = parser.answer(QUESTION)
 
-    assert not result.fallback_used and to_compact_dict(result.parsed) == EXPECTED
+    assert not result.fallback_used and result.output == EXPECTED
     [generate] = fake.requests("/api/generate")
-    assert generate["format"] == "json"
+    assert generate["format"] == target_json_schema()
     assert generate["prompt"] == build_prompt(QUESTION)  # no rule hint for this version
     assert generate["options"]["num_predict"] == 160 and generate["keep_alive"] == "-1"
 
@@ -249,23 +263,33 @@ def test_a_json_version_asks_ollama_for_json(fake: OllamaFake) -> None:
 def test_bad_model_output_falls_back_to_the_rule_parser(fake: OllamaFake) -> None:
     fake.models["kaizend-parser:parser-v1"] = {}
     fake.answer = " W >lots @Atlantis"
-    parser = OllamaParser(settings_for(fake.url).ollama, "kaizend-parser:parser-v1")
+    parser = OllamaPredictor(
+        settings_for(fake.url).ollama,
+        "kaizend-parser:parser-v1",
+        FitCodec("slots", with_hint=False),
+    )
     text = "compare wind and solar in Yorkshire"
-    result = parser.parse(text)
+    result = parser.answer(text)
 
     assert result.fallback_used
-    assert result.parsed == rules.parse(text)
+    assert result.output == to_compact_dict(rules.parse(text))
     assert result.raw == " W >lots @Atlantis" and result.problems
 
 
 def test_ollama_failures_while_parsing_are_kaizend_errors(fake: OllamaFake) -> None:
-    never_published = OllamaParser(settings_for(fake.url).ollama, "kaizend-parser:parser-v9")
+    never_published = OllamaPredictor(
+        settings_for(fake.url).ollama,
+        "kaizend-parser:parser-v9",
+        FitCodec("slots", with_hint=False),
+    )
     with pytest.raises(OllamaRefused) as refused:
-        never_published.parse(QUESTION)
+        never_published.answer(QUESTION)
     assert refused.value.status == 404 and "parser-v9" in str(refused.value)
 
     url = closed_port_url()
-    unreachable = OllamaParser(settings_for(url).ollama, "kaizend-parser:parser-v1")
+    unreachable = OllamaPredictor(
+        settings_for(url).ollama, "kaizend-parser:parser-v1", FitCodec("slots", with_hint=False)
+    )
     with pytest.raises(OllamaUnavailable, match="ollama.url") as unavailable:
-        unreachable.parse(QUESTION)
+        unreachable.answer(QUESTION)
     assert url in str(unavailable.value)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from kaizend.models.parser.batches import IGNORE_INDEX, Encoded, batch_order, collate, padding_share
+from kaizend.models.llm.batches import IGNORE_INDEX, Encoded, batch_order, collate, padding_share
 
 
 def _lengths(count: int = 640) -> list[int]:

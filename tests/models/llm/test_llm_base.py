@@ -4,7 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from kaizend.models.parser import base
+from kaizend.models.llm import base
 
 
 def test_an_existing_hf_directory_is_used_as_it_is(tiny_base: Path, tmp_path: Path) -> None:

@@ -1,14 +1,13 @@
-"""Parsing questions with a parser version: the rule parser or a fine-tuned model.
+"""Answering questions with an LLM version: a fine-tuned causal LM behind a codec.
 
-Both parsers return a `ParseResult` with the validated parse, whether the rule parser had
-to step in (`fallback_used`) and the latency. A model parser decodes greedily with the KV
-cache, stops as soon as its answer is complete, expands and validates it against the schema
-and falls back to `models.fit.rules.parse` whenever that fails. Serving speed comes from
-generating few tokens (the slot code of `models.parser.prompt`), merging the adapter into
-the base weights, skipping the output head on prompt positions and, optionally, int8
-weights and prompt-lookup drafts. By default decoding is constrained
-(`models.parser.constrained`) to the target format's grammar or JSON Schema
-(`prompt.target_constraint`), so the model can only write answers of the right shape.
+A model predictor decodes greedily with the KV cache, stops as soon as its answer is
+complete, turns it into a validated output with its codec (`models.llm.codec`) and lets
+the codec's fallback answer whenever that fails. Serving speed comes from generating few
+tokens (a terse target such as the FIT slot code), merging the adapter into the base
+weights, skipping the output head on prompt positions and, optionally, int8 weights and
+drafts the prompt already holds (the codec's `draft`). By default decoding is constrained
+(`models.llm.constrained`) to the codec's grammar or JSON Schema, so the model can only
+write answers of the right shape.
 """
 
 from __future__ import annotations
@@ -20,19 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from kaizend.models.fit import rules
-from kaizend.models.fit.schema import InvalidParse, ParsedQuery, to_compact_dict
-from kaizend.models.parser import base as base_model
-from kaizend.models.parser.constrained import Constraint, Matcher, compile_constraint
-from kaizend.models.parser.prompt import (
-    TargetFormat,
-    build_prompt,
-    decode_target,
-    is_complete,
-    rule_hint,
-    target_constraint,
-)
-from kaizend.models.parser.version import ParserVersion
+from kaizend.models.llm import base as base_model
+from kaizend.models.llm.codec import Codec, InvalidOutput
+from kaizend.models.llm.constrained import Constraint, Matcher, compile_constraint
+from kaizend.models.llm.version import LlmVersion
 from kaizend.models.task import Prediction
 
 log = logging.getLogger(__name__)
@@ -42,82 +32,85 @@ OnRefusal = Literal["truncate", "force"]
 
 DEFAULT_LOOKUP = 10
 """At most this many tokens copied from the prompt are verified per pass (drafts stop at
-the end of a line), for versions trained with rule hints."""
-
-MAX_NEW_TOKENS: dict[str, int] = {"slots": 40, "json": 160}
-"""Tokens a model may generate per answer unless told otherwise, per target format: a slot
-code is a few tokens, a compact JSON parse a few dozen."""
+the end of a line), for codecs whose prompt holds a draft."""
 
 
 @dataclass(frozen=True)
-class ParseResult:
+class Answer:
     """The answer to one question."""
 
     text: str
-    parsed: ParsedQuery
+    output: dict[str, Any] | None
+    """The validated output; None when the model's answer was invalid and nothing fell back."""
     fallback_used: bool
     latency_ms: float
     raw: str | None = None
-    """What the model generated (None for the rule parser)."""
+    """What the model generated (None when no model answered)."""
     generated_tokens: int = 0
     forward_passes: int = 0
     """Model passes spent, prefill included; below generated_tokens + 1 when drafts hit."""
     problems: tuple[str, ...] = field(default=())
-    """Why the model's answer was rejected, when `fallback_used`."""
+    """Why the model's answer was rejected, when it was."""
+
+    @property
+    def valid(self) -> bool:
+        """The model's own answer was valid (no fallback, nothing rejected)."""
+        return not self.problems and not self.fallback_used
 
     def to_json(self) -> dict[str, Any]:
-        """The JSONL record `kaizend parse` writes: text, parsed, fallback_used, latency_ms."""
+        """The JSONL record `kaizend predict` writes: text, output, fallback_used, latency_ms."""
         return {
             "text": self.text,
-            "parsed": to_compact_dict(self.parsed),
+            "output": self.output,
             "fallback_used": self.fallback_used,
             "latency_ms": round(self.latency_ms, 2),
         }
 
 
-class Parser(Protocol):
-    """Anything that parses questions: the rule parser or a model version."""
+class Answerer(Protocol):
+    """Anything that answers questions: a model version or a built-in one."""
 
     name: str
 
-    def parse(self, text: str) -> ParseResult:
-        """Parse one question; never raises for bad model output (it falls back)."""
+    def answer(self, text: str) -> Answer:
+        """Answer one question; never raises for bad model output (it falls back)."""
         ...
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """`models.task.Predictor`: the parses of a batch, as query events record them."""
+        """`models.task.Predictor`: the answers of a batch, as query events record them."""
         ...
 
 
 class Predicts:
-    """`Parser.predict` for a class with `parse`: one question after the other (greedy
+    """`Answerer.predict` for a class with `answer`: one question after the other (greedy
     decoding with a KV cache and prompt drafts gains little from padding a batch on a CPU)."""
 
-    def predict(self: Parser, texts: Sequence[str]) -> list[Prediction]:
-        results = [self.parse(text) for text in texts]
-        return [Prediction(to_compact_dict(r.parsed), r.fallback_used) for r in results]
+    def predict(self: Answerer, texts: Sequence[str]) -> list[Prediction]:
+        results = [self.answer(text) for text in texts]
+        return [Prediction(r.output, r.fallback_used) for r in results]
 
 
-class RuleParser(Predicts):
-    """Version 0: the rule-based parser behind the common interface."""
+class CodecFallback(Predicts):
+    """A built-in version: the codec's fallback answers every question (the FIT rules)."""
 
-    name = "rules"
+    def __init__(self, codec: Codec, name: str) -> None:
+        self.codec = codec
+        self.name = name
 
-    def parse(self, text: str) -> ParseResult:
-        """Parse with `models.fit.rules.parse`; it never fails, so no fallback."""
+    def answer(self, text: str) -> Answer:
         started = time.perf_counter()
-        parsed = rules.parse(text)
-        return ParseResult(text, parsed, False, (time.perf_counter() - started) * 1000)
+        output = self.codec.fallback(text)
+        return Answer(text, output, False, (time.perf_counter() - started) * 1000)
 
 
-class ModelParser(Predicts):
-    """A causal LM that writes the parse after the prompt (`build_prompt`).
+class ModelPredictor(Predicts):
+    """A causal LM that writes its answer after the codec's prompt.
 
     Build it with `from_version` (a trained adapter) or `from_base` (an untrained base,
-    for the baseline row of an evaluation). `rule_hint` must match how the version was
-    trained; `prompt_lookup` > 0 drafts that many tokens per pass from the prompt;
-    `constrained` holds every answer to the target format's grammar or JSON Schema, or to
-    `constraint` when given (any schema or grammar: the decoding loop is generic).
+    for the baseline row of an evaluation). The codec must be the one the version was
+    trained with; `prompt_lookup` > 0 drafts that many tokens per pass from the prompt;
+    `constrained` holds every answer to the codec's grammar or JSON Schema, or to
+    `constraint` when given.
 
     `on_refusal` is what happens when the model's own next token breaks the constraint:
     ``truncate`` (the default) ends the answer at the longest complete answer it had
@@ -133,28 +126,24 @@ class ModelParser(Predicts):
         self,
         model: Any,
         tokenizer: Any,
+        codec: Codec,
         *,
-        target_format: TargetFormat = "slots",
         name: str = "model",
         max_new_tokens: int | None = None,
         prompt_lookup: int = 0,
-        rule_hint: bool = False,
         constrained: bool = True,
         constraint: Constraint | None = None,
         on_refusal: OnRefusal = "truncate",
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.target_format: TargetFormat = target_format
+        self.codec = codec
         self.name = name
-        self.max_new_tokens = max_new_tokens or MAX_NEW_TOKENS[target_format]
+        self.max_new_tokens = max_new_tokens or codec.max_new_tokens
         self.prompt_lookup = prompt_lookup
-        self.rule_hint = rule_hint
         self._eos = tokenizer.eos_token_id
         self.constraint = (
-            compile_constraint(tokenizer, constraint or target_constraint(target_format))
-            if constrained
-            else None
+            compile_constraint(tokenizer, constraint or codec.constraint()) if constrained else None
         )
         self.on_refusal: OnRefusal = on_refusal
 
@@ -162,27 +151,28 @@ class ModelParser(Predicts):
     def from_version(
         cls,
         path: Path,
+        codec: Codec,
         *,
         merge: bool = True,
         quantize: Quantization = "none",
         threads: int | None = None,
         prompt_lookup: int | None = None,
         constrained: bool = True,
-    ) -> ModelParser:
+    ) -> ModelPredictor:
         """Load a trained version directory for CPU inference.
 
         `merge` folds the LoRA weights into the base (no adapter matmuls per token);
         `quantize` "int8" swaps linear layers for dynamically quantised ones;
         `prompt_lookup` > 0 verifies that many drafted tokens copied from the prompt per
-        pass (None: `DEFAULT_LOOKUP` when the version reads rule hints, else off);
-        `constrained` decodes under the target format's grammar or schema.
+        pass (None: `DEFAULT_LOOKUP` when the codec drafts, else off);
+        `constrained` decodes under the codec's grammar or schema.
         """
         import torch
         from peft import PeftModel
 
         if threads is not None:
             torch.set_num_threads(threads)
-        version = ParserVersion.load(Path(path))
+        version = LlmVersion.load(Path(path))
         started = time.perf_counter()
         model, tokenizer = base_model.load_base(version.base_path)
         if version.base_fingerprint != base_model.fingerprint(version.base_path):
@@ -191,18 +181,15 @@ class ModelParser(Predicts):
         if merge:
             model = model.merge_and_unload()
         model = _quantized(model, quantize)
-        log.info("parser version loaded: %s in %.1f s", path, time.perf_counter() - started)
+        log.info("LLM version loaded: %s in %.1f s", path, time.perf_counter() - started)
         return cls(
             model,
             tokenizer,
-            target_format=version.config.target_format,
+            codec,
             name=Path(path).name,
             prompt_lookup=(
-                prompt_lookup
-                if prompt_lookup is not None
-                else DEFAULT_LOOKUP * version.config.rule_hint
+                prompt_lookup if prompt_lookup is not None else DEFAULT_LOOKUP * codec.drafts
             ),
-            rule_hint=version.config.rule_hint,
             constrained=constrained,
         )
 
@@ -210,20 +197,18 @@ class ModelParser(Predicts):
     def from_base(
         cls,
         base_path: Path,
+        codec: Codec,
         *,
-        target_format: TargetFormat = "json",
         threads: int | None = None,
         constrained: bool = True,
-    ) -> ModelParser:
+    ) -> ModelPredictor:
         """An untrained base model with the same prompt: the 'base model' baseline."""
         import torch
 
         if threads is not None:
             torch.set_num_threads(threads)
         model, tokenizer = base_model.load_base(Path(base_path))
-        return cls(
-            model, tokenizer, target_format=target_format, name="base", constrained=constrained
-        )
+        return cls(model, tokenizer, codec, name="base", constrained=constrained)
 
     def generate(self, text: str) -> tuple[str, int, int]:
         """Greedy continuation of the prompt until the answer is complete.
@@ -232,12 +217,12 @@ class ModelParser(Predicts):
         """
         import torch
 
-        hint = rule_hint(text, self.target_format) if self.rule_hint else None
-        prompt = self.tokenizer(build_prompt(text, hint), add_special_tokens=False).input_ids
+        hint = self.codec.draft(text)
+        prompt = self.tokenizer(self.codec.prompt(text), add_special_tokens=False).input_ids
         matcher = self.constraint.matcher() if self.constraint is not None else None
         with torch.inference_mode():
             if self.prompt_lookup > 0:
-                first = []
+                first: list[int] = []
                 if hint is not None:
                     first = self.tokenizer(hint, add_special_tokens=False).input_ids
                     first.append(self._eos)
@@ -292,10 +277,7 @@ class ModelParser(Predicts):
         if matcher is not None:
             # Only the end token may follow: stop without asking the model for it.
             return matcher.finished
-        if self.target_format == "slots":
-            # A line break ends a slot code; checking the last token is enough.
-            return "\n" in self.tokenizer.decode(generated[-1:])
-        return is_complete(self.tokenizer.decode(generated), self.target_format)
+        return self.codec.is_complete(self.tokenizer.decode(generated))
 
     def _trim(self, draft: list[int]) -> list[int]:
         """Cut a draft where its line ends: an answer is one line, followed by the end token."""
@@ -386,38 +368,38 @@ class ModelParser(Predicts):
             )
             passes += 1
 
-    def parse(self, text: str) -> ParseResult:
-        """Generate, expand and validate; on any invalid answer use the rule parser."""
+    def answer(self, text: str) -> Answer:
+        """Generate and decode; on an invalid answer the codec's fallback answers."""
         started = time.perf_counter()
         raw, tokens, passes = self.generate(text)
-        return answer_result(text, raw, self.target_format, started, tokens, passes)
+        return answer_result(text, raw, self.codec, started, tokens, passes)
 
 
 def answer_result(
     text: str,
     raw: str,
-    target_format: TargetFormat,
+    codec: Codec,
     started: float,
     generated_tokens: int = 0,
     forward_passes: int = 0,
-) -> ParseResult:
-    """The `ParseResult` of a model's answer `raw` to `text`, whichever backend generated it.
+) -> Answer:
+    """The `Answer` of a model's answer `raw` to `text`, whichever backend generated it.
 
-    The answer is expanded and validated (`decode_target`); when it is invalid the rule
-    parser answers instead, with `fallback_used` and the problems. `started` is the
-    `time.perf_counter()` reading when the question arrived.
+    The answer is decoded and validated by the codec; when it is invalid the codec's
+    fallback answers instead (`fallback_used`, the problems), or nothing does (output
+    None). `started` is the `time.perf_counter()` reading when the question arrived.
     """
     try:
-        parsed = decode_target(raw, target_format)
-    except InvalidParse as err:
-        parsed = rules.parse(text)
+        output = codec.decode(raw)
+    except InvalidOutput as err:
+        fallback = codec.fallback(text)
         latency_ms = (time.perf_counter() - started) * 1000
-        return ParseResult(
-            text, parsed, True, latency_ms, raw, generated_tokens, forward_passes,
-            tuple(err.problems),
+        return Answer(
+            text, fallback, fallback is not None, latency_ms, raw, generated_tokens,
+            forward_passes, tuple(err.problems),
         )  # fmt: skip
     latency_ms = (time.perf_counter() - started) * 1000
-    return ParseResult(text, parsed, False, latency_ms, raw, generated_tokens, forward_passes)
+    return Answer(text, output, False, latency_ms, raw, generated_tokens, forward_passes)
 
 
 def _quantized(model: Any, quantize: Quantization) -> Any:
@@ -426,22 +408,3 @@ def _quantized(model: Any, quantize: Quantization) -> Any:
     import torch
 
     return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def load_parser(
-    version: str | Path,
-    *,
-    quantize: Quantization = "none",
-    threads: int | None = None,
-    constrained: bool = True,
-) -> Parser:
-    """A parser for a version: ``"rules"`` or the path of a trained version directory.
-
-    Resolving ``champion`` or a version id to a directory is the registry's job; this takes
-    what it resolved to. `constrained` (the default) decodes under the target's grammar.
-    """
-    if str(version) == "rules":
-        return RuleParser()
-    return ModelParser.from_version(
-        Path(version), quantize=quantize, threads=threads, constrained=constrained
-    )

@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from kaizend.models.fit.parser import load_fit_parser
+from kaizend.models.fit.prompt import FitCodec
 from kaizend.models.fit.querygen import generate_examples, split_examples
-from kaizend.models.parser.base import ensure_base
-from kaizend.models.parser.config import profile
-from kaizend.models.parser.evaluate import evaluate
-from kaizend.models.parser.serve import ModelParser
-from kaizend.models.parser.train import train_parser
+from kaizend.models.llm.base import ensure_base
+from kaizend.models.llm.config import profile
+from kaizend.models.llm.evaluate import evaluate
+from kaizend.models.llm.train import train_llm
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +32,15 @@ def test_real_base_trains_a_few_steps_and_serves(tmp_path: Path) -> None:
     assert ensure_base(tmp_path / "data") == base  # converted once, then reused
     splits = split_examples(generate_examples())
     config = profile("quick").model_copy(update={"max_steps": 4, "threads": 2})
-    version = train_parser(
+    version = train_llm(FitCodec(), 
         splits["train"][:64], base_path=base, out_dir=tmp_path / "v", config=config,
         validation=splits["validation"][:16],
     )  # fmt: skip
     losses = version.metrics["train_losses"]
     assert len(losses) == 4 and losses[-1] < losses[0]
-    parser = ModelParser.from_version(version.path, threads=2)
+    parser = load_fit_parser(version.path, threads=2)
     for text in SPEC_TEXTS:
-        result = parser.parse(text)
-        assert result.latency_ms > 0 and result.parsed is not None
+        result = parser.answer(text)
+        assert result.latency_ms > 0 and result.output is not None
     report = evaluate(parser, splits["test"][:5])
     assert report["n"] == 5

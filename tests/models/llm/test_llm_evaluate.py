@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from kaizend.models.parser.evaluate import evaluate
-from kaizend.models.parser.serve import load_parser
+from kaizend.models.fit.parser import load_fit_parser
+from kaizend.models.llm.evaluate import evaluate
 
 
 def test_the_report_holds_each_examples_exact_match_in_order() -> None:
-    rules = load_parser("rules")
+    rules = load_fit_parser("rules")
     (answer,) = rules.predict(["hydro in wales"])
     examples = [
         {"text": "hydro in wales", "expected": answer.output},  # what the rules answer: right

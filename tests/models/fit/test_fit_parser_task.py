@@ -6,9 +6,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from kaizend.models.parser.config import PROFILES
-from kaizend.models.parser.task import ParserTask
+from kaizend.models.llm.config import PROFILES
 from kaizend.storage.events import EventStore
+
+from tests.conftest import fit_parser_task
 
 T0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
 
@@ -51,7 +52,7 @@ def test_training_set_merges_generated_data_with_weighted_valid_corrections(
             correction("c5", "never-seen", {"technology": "Hydro"}),  # no query text yet
         ],
     })  # fmt: skip
-    task = ParserTask(config=PROFILES["quick"], base_source=tmp_path, correction_weight=3)
+    task = fit_parser_task(config=PROFILES["quick"], base_source=tmp_path, correction_weight=3)
     training = task.build_training_set(store.cursor())
 
     assert training.event_ids == {"correction": ["c2"]}
@@ -74,7 +75,7 @@ def test_the_newest_corrections_are_held_back_as_the_fresh_set_and_counted_as_si
             correction(f"c{i}", f"k{i}", {"technology": "Hydro"}, minutes=i) for i in range(5)
         ],
     })  # fmt: skip
-    task = ParserTask(config=PROFILES["quick"], correction_weight=1)
+    task = fit_parser_task(config=PROFILES["quick"], correction_weight=1)
     training = task.build_training_set(store.cursor(), fresh_share=0.4)
     assert training.fresh_event_ids == {"correction": ["c3", "c4"]}
     assert training.event_ids == {"correction": ["c0", "c1", "c2"]}
@@ -128,7 +129,7 @@ def test_the_fresh_set_also_holds_the_newest_answers_users_confirmed(tmp_path: P
             correction("c5", "fixed", {"technology": "Photovoltaic"}, minutes=900),
         ],
     })  # fmt: skip
-    task = ParserTask(config=PROFILES["quick"], correction_weight=1)
+    task = fit_parser_task(config=PROFILES["quick"], correction_weight=1)
     training = task.build_training_set(store.cursor(), fresh_share=0.4)
 
     by_source: dict[str, list[dict]] = {}

@@ -41,7 +41,8 @@ from kaizend.models.fit.schema import (
     validate_json,
     validate_output,
 )
-from kaizend.models.parser.constrained import Constraint
+from kaizend.models.llm.codec import json_complete
+from kaizend.models.llm.constrained import Constraint
 
 TargetFormat = Literal["slots", "json"]
 TARGET_FORMATS: tuple[str, ...] = ("slots", "json")
@@ -227,29 +228,7 @@ def is_complete(raw: str, fmt: TargetFormat) -> bool:
 
     Lets the decoder stop without waiting for the end token, one pass earlier.
     """
-    if fmt == "slots":
-        return "\n" in raw
-    depth = 0
-    in_string = escaped = False
-    seen_open = False
-    for char in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "{":
-            depth += 1
-            seen_open = True
-        elif char == "}":
-            depth -= 1
-            if seen_open and depth == 0:
-                return True
-    return False
+    return "\n" in raw if fmt == "slots" else json_complete(raw)
 
 
 # Bounds of the constrained answers: wider than anything the schema's users write (the
@@ -391,8 +370,61 @@ def target_json_schema() -> dict[str, Any]:
 
 def target_constraint(fmt: TargetFormat) -> Constraint:
     """What constrained decoding holds a model's answer in `fmt` to (see
-    `models.parser.constrained`): the slot grammar, or the JSON target's schema after the
+    `models.llm.constrained`): the slot grammar, or the JSON target's schema after the
     leading space every target starts with."""
     if fmt == "slots":
         return Constraint.lark(slot_grammar())
     return Constraint.json_schema(target_json_schema(), prefix=" ")
+
+
+MAX_NEW_TOKENS: dict[str, int] = {"slots": 40, "json": 160}
+"""Tokens a model may generate per answer, per target format: a slot code is a few tokens,
+a compact JSON parse a few dozen."""
+
+
+class FitCodec:
+    """The FIT parser's `models.llm.codec.Codec`: the slot code or the compact JSON, the
+    rule parser's answer shown in the prompt (`with_hint`) and answering when the model's
+    answer is invalid."""
+
+    def __init__(self, target_format: TargetFormat = "slots", *, with_hint: bool = True) -> None:
+        if target_format not in TARGET_FORMATS:
+            raise ValueError(f"target format must be one of {TARGET_FORMATS}: {target_format!r}")
+        self.target_format: TargetFormat = target_format
+        self.with_hint = with_hint
+        self.drafts = with_hint
+        self.max_new_tokens = MAX_NEW_TOKENS[target_format]
+
+    def prompt(self, text: str) -> str:
+        return make_prompt(text, self.target_format, with_hint=self.with_hint)
+
+    def draft(self, text: str) -> str | None:
+        return rule_hint(text, self.target_format) if self.with_hint else None
+
+    def encode(self, output: Any) -> str:
+        return encode_target(output, self.target_format)
+
+    def decode(self, raw: str) -> dict[str, Any]:
+        return to_compact_dict(decode_target(raw, self.target_format))
+
+    def canonical(self, output: Any) -> dict[str, Any]:
+        if isinstance(output, dict):  # `kaizend predict` may record the fallback flag in it
+            output = {k: v for k, v in output.items() if k != "fallback_used"}
+        return to_compact_dict(
+            output if isinstance(output, ParsedQuery) else validate_output(output)
+        )
+
+    def is_complete(self, raw: str) -> bool:
+        return is_complete(raw, self.target_format)
+
+    def constraint(self) -> Constraint:
+        return target_constraint(self.target_format)
+
+    def json_schema(self) -> dict[str, Any] | None:
+        return target_json_schema() if self.target_format == "json" else None
+
+    def fallback(self, text: str) -> dict[str, Any]:
+        return to_compact_dict(rules.parse(text))
+
+    def describe(self) -> dict[str, Any]:
+        return {"codec": "fit", "target_format": self.target_format, "rule_hint": self.with_hint}

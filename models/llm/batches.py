@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kaizend.models.parser.prompt import TargetFormat, encode_target, make_prompt
+from kaizend.models.llm.codec import Codec
 
 IGNORE_INDEX = -100
 """Label of positions that carry no loss (prompt and padding), as torch's cross-entropy
@@ -36,18 +36,15 @@ class Encoded:
 def encode_example(
     tokenizer: Any,
     example: Mapping[str, Any],
-    fmt: TargetFormat = "slots",
-    *,
-    with_hint: bool = False,
+    codec: Codec,
 ) -> Encoded:
     """Tokenise one `{id, text, expected}` example the way serving will see it.
 
     Prompt and target are tokenised separately, as at serving time the model continues
     the prompt's ids; joining the strings first could merge tokens across the boundary.
     """
-    prompt_text = make_prompt(example["text"], fmt, with_hint=with_hint)
-    prompt = tokenizer(prompt_text, add_special_tokens=False).input_ids
-    target = tokenizer(encode_target(example["expected"], fmt), add_special_tokens=False).input_ids
+    prompt = tokenizer(codec.prompt(example["text"]), add_special_tokens=False).input_ids
+    target = tokenizer(codec.encode(example["expected"]), add_special_tokens=False).input_ids
     ids = (*prompt, *target, tokenizer.eos_token_id)
     return Encoded(str(example.get("id", "")), tuple(ids), len(prompt))
 
@@ -55,12 +52,10 @@ def encode_example(
 def encode_examples(
     tokenizer: Any,
     examples: Iterable[Mapping[str, Any]],
-    fmt: TargetFormat = "slots",
-    *,
-    with_hint: bool = False,
+    codec: Codec,
 ) -> list[Encoded]:
     """`encode_example` over many examples, keeping their order."""
-    return [encode_example(tokenizer, example, fmt, with_hint=with_hint) for example in examples]
+    return [encode_example(tokenizer, example, codec) for example in examples]
 
 
 def batch_order(

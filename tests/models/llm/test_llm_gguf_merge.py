@@ -7,14 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-from kaizend.models.parser.gguf_merge import MergeError, merge_adapter
-from kaizend.models.parser.serve import ModelParser
-from kaizend.models.parser.version import ParserVersion
+from kaizend.models.fit.parser import load_fit_parser
+from kaizend.models.fit.prompt import FitCodec
+from kaizend.models.llm.gguf_merge import MergeError, merge_adapter
+from kaizend.models.llm.serve import ModelPredictor
+from kaizend.models.llm.version import LlmVersion
 
 IDS = [[5, 17, 33, 60, 2, 90, 100, 7]]
 
 
-def source(version: ParserVersion) -> Path:
+def source(version: LlmVersion) -> Path:
     return Path(json.loads((version.base_path / "kaizend_base.json").read_text())["source"])
 
 
@@ -37,7 +39,7 @@ def logits(model) -> object:
 def test_the_test_gguf_holds_the_tiny_base(gguf_base: Path, tiny_base: Path) -> None:
     """What the merge test relies on: the fixture's GGUF is the tiny base, names and the
     query/key row order as llama.cpp writes them (transformers undoes that order on load)."""
-    from kaizend.models.parser.base import load_base
+    from kaizend.models.llm.base import load_base
 
     gguf_file = Path(json.loads((gguf_base / "kaizend_base.json").read_text())["source"])
     model, _ = load_base(tiny_base)
@@ -45,10 +47,10 @@ def test_the_test_gguf_holds_the_tiny_base(gguf_base: Path, tiny_base: Path) -> 
 
 
 def test_the_merged_gguf_answers_like_the_in_process_version(
-    memorised: ParserVersion, tmp_path: Path
+    memorised: LlmVersion, tmp_path: Path
 ) -> None:
     merged = merge_adapter(source(memorised), memorised.adapter_path, tmp_path / "v1.gguf")
-    in_process = ModelParser.from_version(memorised.path, prompt_lookup=0)
+    in_process = load_fit_parser(memorised.path, prompt_lookup=0)
     from_file = load_gguf(merged)
     base = load_gguf(source(memorised))
 
@@ -56,7 +58,7 @@ def test_the_merged_gguf_answers_like_the_in_process_version(
     # The merged weights are stored as F16; the adapter itself moves the logits far more.
     assert float((logits(from_file) - expected).abs().max()) < 0.05
     assert float((logits(base) - expected).abs().max()) > 1.0
-    served = ModelParser(from_file, in_process.tokenizer, rule_hint=True)
+    served = ModelPredictor(from_file, in_process.tokenizer, FitCodec())
     text = "wind sites over 100kw in berkshire"
     assert served.generate(text)[0] == in_process.generate(text)[0] == " W >100 @Berkshire"
     assert (
@@ -68,7 +70,7 @@ def test_the_merged_gguf_answers_like_the_in_process_version(
 
 
 def test_a_gguf_that_is_not_the_adapters_llama_base_is_refused(
-    memorised: ParserVersion, tmp_path: Path
+    memorised: LlmVersion, tmp_path: Path
 ) -> None:
     import gguf
     import numpy as np
@@ -99,21 +101,21 @@ def test_the_packaged_smollm2_gguf_with_a_trained_adapter_merged_answers_like_in
     import os
 
     from kaizend.models.fit.querygen import generate_examples, split_examples
-    from kaizend.models.parser.base import ensure_base, source_gguf
-    from kaizend.models.parser.config import profile
-    from kaizend.models.parser.train import train_parser
+    from kaizend.models.llm.base import ensure_base, source_gguf
+    from kaizend.models.llm.config import profile
+    from kaizend.models.llm.train import train_llm
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     base = ensure_base(tmp_path / "data")
     splits = split_examples(generate_examples())
     config = profile("quick").model_copy(update={"max_steps": 6, "threads": 2})
-    version = train_parser(splits["train"][:48], base_path=base, out_dir=tmp_path / "v",
+    version = train_llm(FitCodec(), splits["train"][:48], base_path=base, out_dir=tmp_path / "v",
                            config=config)  # fmt: skip
     gguf_file = source_gguf(base)
     merged = merge_adapter(gguf_file, version.adapter_path, tmp_path / "merged.gguf")
-    in_process = ModelParser.from_version(version.path, threads=2, prompt_lookup=0)
-    from_file = ModelParser(
-        load_gguf(merged), in_process.tokenizer, rule_hint=True, name="merged-gguf"
+    in_process = load_fit_parser(version.path, threads=2, prompt_lookup=0)
+    from_file = ModelPredictor(
+        load_gguf(merged), in_process.tokenizer, FitCodec(), name="merged-gguf"
     )
     base_model = load_gguf(gguf_file)
 

@@ -1,6 +1,7 @@
-"""Training configuration of the parser: LoRA shape, optimisation, batching and profiles.
+"""Configuration of an LLM task: LoRA shape, optimisation, batching, profiles, and the keys
+every LLM kind's [tasks.<name>] table shares.
 
-`ParserTrainingConfig` is frozen and validated like the rest of kaizend's configuration
+`LlmTrainingConfig` is frozen and validated like the rest of kaizend's configuration
 tree; `PROFILES` holds the two named starting points, ``quick`` (a useful adapter in at most
 15 minutes on 2 CPU cores) and ``full`` (the GPU box).
 """
@@ -10,15 +11,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from kaizend.core.errors import ConfigError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The linear layers of a Llama block; LoRA on all of them learns a new output format
 fastest."""
 
 
-class ParserTrainingConfig(BaseModel):
-    """How one parser adapter is trained. Every field is recorded in the version directory."""
+class LlmTrainingConfig(BaseModel):
+    """How one LoRA adapter is trained. Every field is recorded in the version directory."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -59,16 +60,6 @@ class ParserTrainingConfig(BaseModel):
         ge=1,
         description="Batches per length-sorting window: larger pads less, smaller is more random.",
     )
-    target_format: Literal["slots", "json"] = Field(
-        "slots",
-        description="What the model writes: the terse slot code (fast to generate) or the "
-        "compact JSON (see models.parser.prompt).",
-    )
-    rule_hint: bool = Field(
-        True,
-        description="Show the rule parser's answer in the prompt: the model learns to copy "
-        "and correct it, and serving verifies the copy several tokens per pass.",
-    )
     seed: int = Field(0, description="Seed for adapter initialisation, dropout and batch order.")
     checkpoint_every: int = Field(
         25, ge=1, description="Save a resumable checkpoint every this many steps."
@@ -86,8 +77,8 @@ class ParserTrainingConfig(BaseModel):
     )
 
 
-PROFILES: dict[str, ParserTrainingConfig] = {
-    "quick": ParserTrainingConfig(
+PROFILES: dict[str, LlmTrainingConfig] = {
+    "quick": LlmTrainingConfig(
         lora_rank=16,
         lora_alpha=32.0,
         lora_top_layers=16,
@@ -95,7 +86,7 @@ PROFILES: dict[str, ParserTrainingConfig] = {
         batch_size=16,
         learning_rate=1e-3,
     ),
-    "full": ParserTrainingConfig(
+    "full": LlmTrainingConfig(
         lora_rank=64,
         lora_alpha=128.0,
         epochs=3.0,
@@ -108,18 +99,18 @@ PROFILES: dict[str, ParserTrainingConfig] = {
 """Named configurations: ``quick`` for 2 CPU cores, ``full`` for the GPU box."""
 
 
-def profile(name: str) -> ParserTrainingConfig:
+def profile(name: str) -> LlmTrainingConfig:
     """The named training profile; `ConfigError` names the choices when it is unknown."""
     try:
         return PROFILES[name]
     except KeyError:
         raise ConfigError(
-            "parser.profile", f"unknown training profile {name!r}; choose one of {sorted(PROFILES)}"
+            "profile", f"unknown training profile {name!r}; choose one of {sorted(PROFILES)}"
         ) from None
 
 
-class ParserSettings(BaseModel):
-    """The keys of a parser task's [tasks.<name>] table."""
+class LlmSettings(BaseModel):
+    """The keys every LLM kind's [tasks.<name>] table has."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -137,12 +128,53 @@ class ParserSettings(BaseModel):
     )
     constrained: bool = Field(
         True,
-        description="Decode every model answer under the target format's grammar (the slot "
-        "code) or JSON Schema, so that it is valid by construction (llguidance); false: "
-        "free decoding, invalid answers fall back to the rule parser.",
+        description="Decode every model answer under the task's grammar or JSON Schema, so "
+        "that it is valid by construction (llguidance); false: free decoding, invalid "
+        "answers fall back (or get no output).",
     )
     training: dict[str, Any] = Field(
         default_factory=dict,
         description="Fields of the profile to override, for example {max_steps = 200, "
-        "batch_size = 8} (see models.parser.config.ParserTrainingConfig).",
+        "batch_size = 8} (see models.llm.config.LlmTrainingConfig).",
     )
+
+    def training_config(self, task: str, *, halve_batch: bool = False) -> LlmTrainingConfig:
+        """The profile with `training` applied; `ConfigError` names the key that fails."""
+        fields = {**profile(self.profile).model_dump(), **self.training}
+        if halve_batch:
+            fields["batch_size"] = max(1, int(fields["batch_size"]) // 2)
+        try:
+            return LlmTrainingConfig.model_validate(fields)
+        except ValidationError as err:
+            problem = err.errors()[0]
+            key = f"tasks.{task}.training." + ".".join(str(p) for p in problem["loc"])
+            raise ConfigError(key, f"config key {key!r}: {problem['msg']}") from err
+
+
+class LlmJsonSettings(LlmSettings):
+    """The keys of an ``llm-json`` task's [tasks.<name>] table."""
+
+    schema_file: str = Field(
+        ...,
+        alias="schema",
+        description="JSON Schema file every answer must be valid for (relative paths: to "
+        "the working directory). Corrections whose corrected_output is not valid are "
+        "skipped and counted.",
+    )
+    seed_examples: str = Field(
+        "",
+        description="Optional JSONL of {text, expected} examples trained on with the "
+        "corrections (the first 10% of its lines are the validation split).",
+    )
+    fallback: str = Field(
+        "",
+        description="Optional 'module:function' taking the text and returning an output, "
+        "answering when the model's answer is invalid and as the built-in version; empty: "
+        "the built-in version is the untrained base model under the schema.",
+    )
+    benchmark: str = Field(
+        "",
+        description="Optional JSONL of {text, expected} examples the offline gate also "
+        "scores candidate and champion on.",
+    )
+    max_new_tokens: int = Field(256, ge=1, description="Tokens an answer may take at most.")

@@ -1,10 +1,11 @@
-"""The on-disk layout of one trained parser version.
+"""The on-disk layout of one trained LLM version.
 
 A version is a directory::
 
     adapter/              the LoRA adapter (adapter_model.safetensors + adapter_config.json)
     base.json             the base it was trained on: path, fingerprint
-    config.json           the ParserTrainingConfig used
+    config.json           the LlmTrainingConfig used
+    codec.json            the codec it was trained with (`Codec.describe`)
     manifest.json         training example ids and a hash over the examples
     metrics.json          training metrics; written last, so its presence marks a
                           complete version
@@ -20,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaizend.models.parser.config import ParserTrainingConfig
+from kaizend.models.llm.config import LlmTrainingConfig
 from kaizend.models.version import IncompleteVersion
 
 ADAPTER_DIR = "adapter"
 BASE_FILE = "base.json"
 CONFIG_FILE = "config.json"
+CODEC_FILE = "codec.json"
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoint"
@@ -44,14 +46,16 @@ def manifest(examples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class ParserVersion:
+class LlmVersion:
     """A complete version directory, read back."""
 
     path: Path
     base_path: Path
     base_fingerprint: str
-    config: ParserTrainingConfig
+    config: LlmTrainingConfig
     metrics: dict[str, Any]
+    codec: dict[str, Any]
+    """What `Codec.describe` said of the codec it was trained with."""
 
     @property
     def adapter_path(self) -> Path:
@@ -59,17 +63,18 @@ class ParserVersion:
         return self.path / ADAPTER_DIR
 
     @classmethod
-    def load(cls, path: Path) -> ParserVersion:
+    def load(cls, path: Path) -> LlmVersion:
         """Read a version directory; `IncompleteVersion` when training never finished."""
         path = Path(path)
-        for name in (METRICS_FILE, BASE_FILE, CONFIG_FILE, ADAPTER_DIR):
+        for name in (METRICS_FILE, BASE_FILE, CONFIG_FILE, CODEC_FILE, ADAPTER_DIR):
             if not (path / name).exists():
-                raise IncompleteVersion("parser", path, name)
+                raise IncompleteVersion("llm", path, name)
         base = json.loads((path / BASE_FILE).read_text())
         return cls(
             path=path,
             base_path=Path(base["path"]),
             base_fingerprint=base["fingerprint"],
-            config=ParserTrainingConfig.model_validate_json((path / CONFIG_FILE).read_text()),
+            config=LlmTrainingConfig.model_validate_json((path / CONFIG_FILE).read_text()),
             metrics=json.loads((path / METRICS_FILE).read_text()),
+            codec=json.loads((path / CODEC_FILE).read_text()),
         )

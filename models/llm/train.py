@@ -1,4 +1,4 @@
-"""LoRA fine-tuning of the parser: a lean loop with completion-only loss, resumable.
+"""LoRA fine-tuning of an LLM task: a lean loop with completion-only loss, resumable.
 
 On CPU the adapters train in fp32 on the fp32 base; on CUDA (when `quantize_4bit`) the base
 loads in 4-bit nf4 with bf16 compute and the optimiser is bitsandbytes' paged 8-bit AdamW
@@ -10,7 +10,7 @@ loads in 4-bit nf4 with bf16 compute and the optimiser is bitsandbytes' paged 8-
 - optionally only the top blocks are adapted, so the backward pass stops early.
 
 Every `checkpoint_every` steps the adapter, optimiser, scheduler and random states go to
-``<out_dir>/checkpoint``; calling `train_parser` again with the same `out_dir` resumes there
+``<out_dir>/checkpoint``; calling `train_llm` again with the same `out_dir` resumes there
 and produces the same adapter as an uninterrupted run.
 """
 
@@ -26,24 +26,26 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kaizend.models.parser import base as base_model
-from kaizend.models.parser.batches import (
+from kaizend.models.llm import base as base_model
+from kaizend.models.llm.batches import (
     IGNORE_INDEX,
     Encoded,
     batch_order,
     collate,
     encode_examples,
 )
-from kaizend.models.parser.batches import padding_share as batches_padding_share
-from kaizend.models.parser.config import ParserTrainingConfig
-from kaizend.models.parser.version import (
+from kaizend.models.llm.batches import padding_share as batches_padding_share
+from kaizend.models.llm.codec import Codec
+from kaizend.models.llm.config import LlmTrainingConfig
+from kaizend.models.llm.version import (
     ADAPTER_DIR,
     BASE_FILE,
     CHECKPOINT_DIR,
+    CODEC_FILE,
     CONFIG_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
-    ParserVersion,
+    LlmVersion,
     manifest,
 )
 from kaizend.models.task import ProgressCallback, TrainProgress
@@ -109,7 +111,7 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _load_for_training(base_path: Path, config: ParserTrainingConfig, device: str) -> Any:
+def _load_for_training(base_path: Path, config: LlmTrainingConfig, device: str) -> Any:
     """The base model with LoRA adapters attached, ready to train on `device`."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -153,7 +155,7 @@ def _load_for_training(base_path: Path, config: ParserTrainingConfig, device: st
     return model
 
 
-def _optimizer(model: Any, config: ParserTrainingConfig, device: str) -> Any:
+def _optimizer(model: Any, config: LlmTrainingConfig, device: str) -> Any:
     import torch
 
     params = [param for param in model.parameters() if param.requires_grad]
@@ -226,20 +228,22 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> 
     return state
 
 
-def train_parser(
+def train_llm(
+    codec: Codec,
     train_examples: Sequence[Mapping[str, Any]],
     *,
     base_path: Path,
     out_dir: Path,
-    config: ParserTrainingConfig,
+    config: LlmTrainingConfig,
     validation: Sequence[Mapping[str, Any]] = (),
     progress: ProgressCallback | None = None,
     progress_bar: bool = False,
     resume: bool = True,
-) -> ParserVersion:
-    """Train a LoRA adapter on `{id, text, expected}` examples into version dir `out_dir`.
+) -> LlmVersion:
+    """Train a LoRA adapter on `{id, text, expected}` examples into version dir `out_dir`,
+    prompts and targets written by `codec`.
 
-    `base_path` is a local Hugging Face directory (see `models.parser.base.ensure_base`).
+    `base_path` is a local Hugging Face directory (see `models.llm.base.ensure_base`).
     `progress` receives every step (step, loss, throughput, ETA); `progress_bar` shows a
     tqdm bar as well. With `resume`, an existing checkpoint in `out_dir` is continued;
     otherwise it is discarded. Returns the complete version.
@@ -262,9 +266,8 @@ def train_parser(
     model = _load_for_training(Path(base_path), config, device)
     tokenizer = base_model.load_base_tokenizer(Path(base_path))
     pad_id = tokenizer.pad_token_id
-    fmt, hint = config.target_format, config.rule_hint
-    encoded = encode_examples(tokenizer, train_examples, fmt, with_hint=hint)
-    encoded_eval = encode_examples(tokenizer, validation, fmt, with_hint=hint)
+    encoded = encode_examples(tokenizer, train_examples, codec)
+    encoded_eval = encode_examples(tokenizer, validation, codec)
     lengths = [len(item) for item in encoded]
 
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
@@ -278,9 +281,9 @@ def train_parser(
     losses: list[float] = list(state["losses"]) if state else []
     examples_seen = 0
     if state:
-        log.info("parser training resumed at step %d/%d from %s", step, total_steps, out_dir)
+        log.info("LLM training resumed at step %d/%d from %s", step, total_steps, out_dir)
     log.info(
-        "parser training started: %d examples, %d steps, device %s, out %s",
+        "LLM training started: %d examples, %d steps, device %s, out %s",
         len(encoded),
         total_steps,
         device,
@@ -292,7 +295,7 @@ def train_parser(
     if progress_bar:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, desc="parser LoRA", unit="step")
+        bar = tqdm(total=total_steps, initial=step, desc="LoRA", unit="step")
     model.train()
     loop_started = time.perf_counter()
     while step < total_steps:
@@ -334,7 +337,7 @@ def train_parser(
             eta_s=eta,
         )
         log.info(
-            "parser training step %d/%d loss %.4f lr %.2e %.1f ex/s eta %.0f s",
+            "LLM training step %d/%d loss %.4f lr %.2e %.1f ex/s eta %.0f s",
             step,
             total_steps,
             report.loss,
@@ -364,6 +367,7 @@ def train_parser(
         {"path": str(Path(base_path).resolve()), "fingerprint": base_model.fingerprint(base_path)},
     )
     write_json(out_dir / CONFIG_FILE, json.loads(config.model_dump_json()))
+    write_json(out_dir / CODEC_FILE, codec.describe())
     write_json(out_dir / MANIFEST_FILE, manifest(train_examples))
     tail = losses[-10:]
     metrics = {
@@ -391,10 +395,10 @@ def train_parser(
     write_json(out_dir / METRICS_FILE, metrics)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log.info(
-        "parser training finished: %s, %d steps, eval loss %s, in %.1f s",
+        "LLM training finished: %s, %d steps, eval loss %s, in %.1f s",
         out_dir,
         step,
         f"{validation_loss:.4f}" if validation_loss is not None else "n/a",
         time.perf_counter() - started,
     )
-    return ParserVersion.load(out_dir)
+    return LlmVersion.load(out_dir)

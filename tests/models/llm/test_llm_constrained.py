@@ -9,23 +9,25 @@ from typing import Any
 
 import jsonschema
 import pytest
-from kaizend.models.fit.schema import to_compact_dict
-from kaizend.models.parser.base import load_base, load_base_tokenizer
-from kaizend.models.parser.constrained import (
-    Constraint,
-    ConstraintError,
-    ConstraintViolation,
-    compile_constraint,
-)
-from kaizend.models.parser.prompt import (
+from kaizend.models.fit.parser import load_fit_parser
+from kaizend.models.fit.prompt import (
+    FitCodec,
     decode_target,
     encode_target,
     rule_hint,
     target_constraint,
     target_json_schema,
 )
-from kaizend.models.parser.serve import ModelParser
-from kaizend.models.parser.version import ParserVersion
+from kaizend.models.fit.schema import to_compact_dict
+from kaizend.models.llm.base import load_base, load_base_tokenizer
+from kaizend.models.llm.constrained import (
+    Constraint,
+    ConstraintError,
+    ConstraintViolation,
+    compile_constraint,
+)
+from kaizend.models.llm.serve import ModelPredictor
+from kaizend.models.llm.version import LlmVersion
 
 from tests.conftest import MEMORISE
 
@@ -191,13 +193,14 @@ def test_the_json_target_schema_refuses_what_validation_would_reject(
     assert not jsonschema.Draft202012Validator(target_json_schema()).is_valid(answer)
 
 
-def _tickets_parsers(model: Any, tokenizer: Any) -> tuple[ModelParser, ModelParser]:
+def _tickets_parsers(model: Any, tokenizer: Any) -> tuple[ModelPredictor, ModelPredictor]:
     """The same model held to the tickets schema, and free."""
-    held = ModelParser(
-        model, tokenizer, target_format="json",
+    held = ModelPredictor(model, tokenizer, FitCodec("json", with_hint=False),
         constraint=Constraint.json_schema(TICKETS, prefix=" "),
     )  # fmt: skip
-    return held, ModelParser(model, tokenizer, target_format="json", constrained=False)
+    return held, ModelPredictor(
+        model, tokenizer, FitCodec("json", with_hint=False), constrained=False
+    )
 
 
 @pytest.mark.parametrize("fmt", ["json", "slots"])
@@ -205,17 +208,17 @@ def test_a_random_model_writes_only_schema_valid_answers_when_constrained(
     tiny_base: Path, small_splits: dict, fmt: str
 ) -> None:
     model, tokenizer = load_base(tiny_base)  # random weights
-    free = ModelParser(model, tokenizer, target_format=fmt, constrained=False)
-    held = ModelParser(model, tokenizer, target_format=fmt)
+    free = ModelPredictor(model, tokenizer, FitCodec(fmt, with_hint=False), constrained=False)
+    held = ModelPredictor(model, tokenizer, FitCodec(fmt, with_hint=False))
     validator = jsonschema.Draft202012Validator(target_json_schema())
     rows = small_splits["test"][:12]
     unconstrained_valid = 0
     for row in rows:
-        unconstrained_valid += not free.parse(row["text"]).fallback_used
-        result = held.parse(row["text"])
+        unconstrained_valid += not free.answer(row["text"]).fallback_used
+        result = held.answer(row["text"])
         assert not result.fallback_used, (result.raw, result.problems)
         parsed = decode_target(result.raw, fmt)
-        assert result.parsed == parsed
+        assert result.output == to_compact_dict(parsed)
         if fmt == "json":
             assert validator.is_valid(json.loads(result.raw))
     assert unconstrained_valid == 0  # the same model, unconstrained: garbage every time
@@ -232,18 +235,18 @@ def test_a_random_model_fills_an_unseen_schema_validly(tiny_base: Path) -> None:
 
 
 def test_constrained_prompt_lookup_decodes_like_constrained_greedy(
-    memorised: ParserVersion, small_splits: dict
+    memorised: LlmVersion, small_splits: dict
 ) -> None:
-    plain = ModelParser.from_version(memorised.path, prompt_lookup=0)
-    lookup = ModelParser.from_version(memorised.path, prompt_lookup=4)
+    plain = load_fit_parser(memorised.path, prompt_lookup=0)
+    lookup = load_fit_parser(memorised.path, prompt_lookup=4)
     assert plain.constraint is not None and lookup.constraint is not None  # the default
     texts = [MEMORISE["text"], *(row["text"] for row in small_splits["test"][:6])]
     for text in texts:
         answer = plain.generate(text)
         assert lookup.generate(text)[:2] == answer[:2]
-        assert not plain.parse(text).fallback_used
-    result = lookup.parse(MEMORISE["text"])
-    assert to_compact_dict(result.parsed) == MEMORISE["expected"]
+        assert not plain.answer(text).fallback_used
+    result = lookup.answer(MEMORISE["text"])
+    assert result.output == MEMORISE["expected"]
     assert result.forward_passes == 1  # the rule hint, checked by the matcher, in one pass
 
 
@@ -252,7 +255,7 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The packaged SmolLM2-135M-Instruct, converted into a temporary data directory."""
     import os
 
-    from kaizend.models.parser.base import ensure_base
+    from kaizend.models.llm.base import ensure_base
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     return ensure_base(tmp_path_factory.mktemp("smollm2") / "data")
@@ -269,10 +272,10 @@ def test_the_untrained_base_answers_the_fit_test_split_validly_when_constrained(
 
     test = split_examples(generate_examples())["test"]
     rows = random.Random(0).sample(test, 20)
-    parser = ModelParser.from_base(smollm2, target_format=fmt, threads=2)
+    parser = ModelPredictor.from_base(smollm2, FitCodec(fmt, with_hint=False), threads=2)
     validator = jsonschema.Draft202012Validator(target_json_schema())
     for row in rows:
-        result = parser.parse(row["text"])
+        result = parser.answer(row["text"])
         assert not result.fallback_used, (row["text"], result.raw, result.problems)
         if fmt == "json":
             assert validator.is_valid(json.loads(result.raw)), result.raw
@@ -301,11 +304,15 @@ def test_a_refused_token_ends_the_answer_at_its_last_complete_field(tiny_base: P
     import torch
 
     model, tokenizer = load_base(tiny_base)
-    parser = ModelParser(model, tokenizer, target_format="slots")
-    forcing = ModelParser(model, tokenizer, target_format="slots", on_refusal="force")
+    parser = ModelPredictor(model, tokenizer, FitCodec("slots", with_hint=False))
+    forcing = ModelPredictor(
+        model, tokenizer, FitCodec("slots", with_hint=False), on_refusal="force"
+    )
     logits = torch.zeros(model.config.vocab_size)
 
-    def refuse(prefix: str, wanted: str, chooser: ModelParser = parser) -> tuple[int, int | None]:
+    def refuse(
+        prefix: str, wanted: str, chooser: ModelPredictor = parser
+    ) -> tuple[int, int | None]:
         matcher = chooser.constraint.matcher()
         matcher.accept_tokens(_ids(tokenizer, prefix))
         greedy = _ids(tokenizer, wanted)[0]

@@ -1,11 +1,11 @@
-"""A parser version on an Ollama server: publishing it as a model, and parsing through it.
+"""An LLM version on an Ollama server: publishing it as a model, and answering through it.
 
 **Publishing** (`publish_version`, called after a promotion) creates the Ollama model
 ``<ollama.model>:<version id>`` from the base and the version's LoRA adapter, through the
 ollama Python client:
 
 1. ``create_blob`` for each file (``POST /api/blobs/sha256:<digest>``; the client hashes the
-   file and the server checks the digest): the base GGUF file the parser's base was converted
+   file and the server checks the digest): the base GGUF file the version's base was converted
    from (unless ``ollama.base_model`` names a model already on the server), then the adapter's
    ``adapter_model.safetensors`` and ``adapter_config.json``;
 2. ``create`` (``POST /api/create``) with ``files`` = {GGUF name: digest} or ``from`` = the
@@ -16,17 +16,15 @@ Ollama converts a safetensors LoRA adapter only for the Llama, Mistral and Gemma
 (docs/import.md of ollama/ollama); SmolLM2 is a Llama. Ollama 0.34.1 and later refuse every
 adapter ("LoRA adapters are no longer supported"; `OllamaRefused` says what to do): with
 ``ollama.publish = "merged"`` kaizend merges the adapter into the base GGUF itself
-(`models.parser.gguf_merge`) and uploads that one file as ``files``, with no ``adapters``.
+(`models.llm.gguf_merge`) and uploads that one file as ``files``, with no ``adapters``.
 
-**Serving** (`OllamaParser`) sends the exact prompt the version was trained on
-(`models.parser.prompt.make_prompt`, with the rule hint when the version reads one) with
-``raw`` true, so no chat template wraps it, and decodes the answer exactly like the in-process
-parser (`models.parser.serve.answer_result`): invalid output falls back to the rule parser.
-``format: "json"`` is sent only for versions whose target format is JSON: Ollama then
-constrains sampling to well-formed JSON, which the model writes anyway. The default slot code
-(``W >100 @Berkshire``) is not JSON, and a JSON grammar would force the model off the very
-answer it was trained to write, so slot-code versions generate unconstrained and stop at the
-end of the line.
+**Serving** (`OllamaPredictor`) sends the exact prompt the version was trained on (its
+codec's `prompt`) with ``raw`` true, so no chat template wraps it, and decodes the answer
+exactly like the in-process predictor (`models.llm.serve.answer_result`): invalid output
+falls back to the codec's fallback. For codecs whose answers are JSON the codec's JSON
+Schema goes as ``format``, so Ollama's structured outputs hold sampling to it; a target that
+is not JSON (the FIT slot code, ``W >100 @Berkshire``) generates unconstrained and stops at
+the end of the line.
 """
 
 from __future__ import annotations
@@ -41,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 from kaizend.core.config import OllamaSettings, Settings
 from kaizend.core.errors import KaizendError
+from kaizend.models.llm import base as base_model
+from kaizend.models.llm.codec import Codec
+from kaizend.models.llm.gguf_merge import merge_adapter
+from kaizend.models.llm.serve import Answer, Predicts, answer_result
+from kaizend.models.llm.version import LlmVersion
 from kaizend.models.ollama import OllamaRefused, model_name, translated
 from kaizend.models.ollama import client as ollama_client
-from kaizend.models.parser import base as base_model
-from kaizend.models.parser.gguf_merge import merge_adapter
-from kaizend.models.parser.prompt import TargetFormat, make_prompt
-from kaizend.models.parser.serve import MAX_NEW_TOKENS, ParseResult, Predicts, answer_result
-from kaizend.models.parser.version import ParserVersion
 
 if TYPE_CHECKING:
     from kaizend.storage.registry import VersionRecord
@@ -89,8 +87,8 @@ class Publication:
     seconds: float
 
 
-def _num_predict(settings: OllamaSettings, target_format: TargetFormat) -> int:
-    return settings.options.num_predict or MAX_NEW_TOKENS[target_format]
+def _num_predict(settings: OllamaSettings, codec: Codec) -> int:
+    return settings.options.num_predict or codec.max_new_tokens
 
 
 def _upload(client: Any, settings: OllamaSettings, path: Path) -> str:
@@ -104,16 +102,12 @@ def _upload(client: Any, settings: OllamaSettings, path: Path) -> str:
     return digest
 
 
-def _publishable(config: OllamaSettings, record: VersionRecord) -> ParserVersion:
+def _publishable(config: OllamaSettings, record: VersionRecord) -> LlmVersion:
     """The version directory of `record`, checked for what publishing it needs."""
     version_id = record.version_id
-    if record.task != "parser":
-        raise PublishError(
-            version_id, f"only parser versions are served by Ollama, not {record.task}"
-        )
     if record.artifact_path is None:
-        raise PublishError(version_id, "it has no model directory (the built-in rule parser)")
-    version = ParserVersion.load(Path(record.artifact_path))
+        raise PublishError(version_id, "it has no model directory (a built-in version)")
+    version = LlmVersion.load(Path(record.artifact_path))
     for name in ADAPTER_FILES:
         if not (version.adapter_path / name).is_file():
             raise PublishError(
@@ -146,11 +140,12 @@ def _create(client: Any, config: OllamaSettings, request: dict[str, Any]) -> Non
         raise OllamaRefused(config.url, f"create {name}", -1, f"the last status was {last!r}")
 
 
-def publish_version(settings: Settings, record: VersionRecord) -> Publication:
-    """Create the Ollama model of the parser version `record` (from the registry).
+def publish_version(settings: Settings, record: VersionRecord, codec: Codec) -> Publication:
+    """Create the Ollama model of the LLM version `record` (from the registry), trained
+    with `codec`.
 
     Blocking (uploads can take minutes) and thread-safe: each call has its own client. Raises
-    `PublishError` for a version that cannot be published (the built-in rules, a base without
+    `PublishError` for a version that cannot be published (a built-in one, a base without
     a GGUF file and no ``ollama.base_model``), `OllamaUnavailable` when the server cannot be
     reached and `OllamaRefused` when it refuses a request. Creating a model that exists
     replaces it, so a failed or repeated publication can simply be run again.
@@ -191,7 +186,7 @@ def publish_version(settings: Settings, record: VersionRecord) -> Publication:
             "template": TEMPLATE,
             "parameters": {
                 "temperature": config.options.temperature,
-                "num_predict": _num_predict(config, version.config.target_format),
+                "num_predict": _num_predict(config, codec),
                 "stop": list(STOP),
             },
         }
@@ -207,57 +202,36 @@ def publish_version(settings: Settings, record: VersionRecord) -> Publication:
     return Publication(name, {**files, **adapters}, seconds)
 
 
-class OllamaParser(Predicts):
-    """A published parser version answering through Ollama's generate endpoint.
+class OllamaPredictor(Predicts):
+    """A published LLM version answering through Ollama's generate endpoint.
 
-    The same `Parser` protocol as `models.parser.serve.ModelParser`; the prompt, the
-    decoding and the fallback are the in-process parser's. Each thread gets its own client.
+    The same `Answerer` protocol as `models.llm.serve.ModelPredictor`; the prompt, the
+    decoding and the fallback are its codec's. Each thread gets its own client.
     """
 
-    def __init__(
-        self,
-        settings: OllamaSettings,
-        model: str,
-        *,
-        target_format: TargetFormat = "slots",
-        rule_hint: bool = False,
-    ) -> None:
+    def __init__(self, settings: OllamaSettings, model: str, codec: Codec) -> None:
         self.settings = settings
         self.name = model
-        self.target_format: TargetFormat = target_format
-        self.rule_hint = rule_hint
+        self.codec = codec
         self._local = threading.local()
-
-    @classmethod
-    def from_version(
-        cls, settings: OllamaSettings, version_dir: Path, version_id: str
-    ) -> OllamaParser:
-        """The parser for version `version_id`, published by `publish_version`; its directory
-        `version_dir` says how it was trained (target format, rule hint)."""
-        version = ParserVersion.load(Path(version_dir))
-        return cls(
-            settings,
-            model_name(settings, version_id),
-            target_format=version.config.target_format,
-            rule_hint=version.config.rule_hint,
-        )
 
     def request(self, text: str) -> dict[str, Any]:
         """The generate request for one question (keyword arguments of `Client.generate`)."""
         request: dict[str, Any] = {
             "model": self.name,
-            "prompt": make_prompt(text, self.target_format, with_hint=self.rule_hint),
+            "prompt": self.codec.prompt(text),
             "raw": True,
             "stream": False,
             "options": {
                 "temperature": self.settings.options.temperature,
-                "num_predict": _num_predict(self.settings, self.target_format),
+                "num_predict": _num_predict(self.settings, self.codec),
                 "stop": list(STOP),
             },
             "keep_alive": self.settings.keep_alive,
         }
-        if self.target_format == "json":
-            request["format"] = "json"
+        schema = self.codec.json_schema()
+        if schema is not None:
+            request["format"] = schema
         return request
 
     def _client(self) -> Any:
@@ -266,12 +240,12 @@ class OllamaParser(Predicts):
             client = self._local.client = ollama_client(self.settings)
         return client
 
-    def parse(self, text: str) -> ParseResult:
-        """Generate through Ollama, then expand and validate; an invalid answer falls back to
-        the rule parser. `OllamaUnavailable` or `OllamaRefused` when Ollama itself fails."""
+    def answer(self, text: str) -> Answer:
+        """Generate through Ollama, then decode and validate; an invalid answer falls back.
+        `OllamaUnavailable` or `OllamaRefused` when Ollama itself fails."""
         started = time.perf_counter()
         with translated(self.settings, f"generate with {self.name}"):
             response = self._client().generate(**self.request(text))
         return answer_result(
-            text, response.response or "", self.target_format, started, response.eval_count or 0
+            text, response.response or "", self.codec, started, response.eval_count or 0
         )

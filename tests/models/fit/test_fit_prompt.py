@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 from kaizend.models.fit import gazetteer, querygen
-from kaizend.models.fit.schema import InvalidParse, to_compact_dict
-from kaizend.models.parser.prompt import (
+from kaizend.models.fit.prompt import (
     build_prompt,
     decode_slots,
     decode_target,
@@ -12,6 +11,7 @@ from kaizend.models.parser.prompt import (
     is_complete,
     make_prompt,
 )
+from kaizend.models.fit.schema import InvalidParse, to_compact_dict
 
 YORKSHIRE = list(gazetteer.resolve("Yorkshire").postcode_patterns)  # type: ignore[union-attr]
 

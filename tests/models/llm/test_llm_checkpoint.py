@@ -24,7 +24,10 @@ from pathlib import Path
 
 import torch
 
-from kaizend.models.parser.train import _save_checkpoint
+from kaizend.models.fit.parser import load_fit_parser, trained_codec
+from kaizend.models.fit.prompt import FitCodec
+from tests.conftest import fit_parser_task
+from kaizend.models.llm.train import _save_checkpoint
 
 model = torch.nn.Linear(512, 512)
 optimizer = torch.optim.AdamW(model.parameters())
