@@ -93,7 +93,8 @@ def users(validator: Any, invalid: list[Any], seed: int = 5) -> Any:
     return ask
 
 
-@pytest.mark.slow  # about 4 minutes on 2 cores: a training, a gate and an experiment
+@pytest.mark.slow  # about 4-6 minutes on 2 cores: a training, a gate and an experiment
+@pytest.mark.timeout(1200)
 async def test_an_llm_json_task_on_a_new_schema_is_trained_gated_and_promoted(
     tmp_path: Path, nats_server: Any, tiny_base: Path
 ) -> None:
