@@ -162,7 +162,6 @@ class JsonSchemaCodec:
         fallback: str = "",
         key: str = "fallback",
     ) -> None:
-        self.schema_source = str(schema) if isinstance(schema, str | Path) else None
         self.schema: dict[str, Any] = (
             json.loads(Path(schema).read_text()) if isinstance(schema, str | Path) else dict(schema)
         )
